@@ -1,0 +1,5 @@
+import sys
+
+from mdsrec.cli import main
+
+sys.exit(main())

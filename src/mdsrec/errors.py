@@ -1,0 +1,30 @@
+"""Errors that the CLI reports to the user as one clear line (no traceback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MdsrecError(Exception):
+    """Base class for errors caused by user input (files, configs, flags), not by bugs."""
+
+
+class DataFormatError(MdsrecError):
+    """A data file does not have the expected format.
+
+    The message always names the file, the line (1-based) or field where known, and what was expected.
+    """
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None) -> None:
+        self.path = str(path)
+        self.line = line
+        where = f"{self.path}, line {line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class ConfigError(MdsrecError):
+    """A configuration value or key is invalid."""
+
+
+class ManifestMismatchError(MdsrecError):
+    """A checkpoint or run does not belong to the data directory it is used with."""

@@ -1,0 +1,1 @@
+"""Full-ranking evaluation: metric functions (metrics) and the one evaluator (evaluator)."""

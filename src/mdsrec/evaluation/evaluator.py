@@ -1,0 +1,45 @@
+"""The one evaluator: full ranking over all items for the validation or test target of every user."""
+
+from __future__ import annotations
+
+import torch
+
+from mdsrec.config import DataConfig, EvalConfig
+from mdsrec.data.protocol import Batch, Split, eval_batches
+from mdsrec.evaluation.metrics import metrics_from_ranks, target_ranks
+from mdsrec.models.base import SequentialRecommender
+
+
+def exclude_history(scores: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Set items of each history to -inf, except the target itself (a repeated target stays rankable)."""
+    assert batch.target is not None
+    t_score = scores.gather(1, batch.target.view(-1, 1))
+    scores = scores.scatter(1, batch.items, float("-inf"))
+    scores = scores.scatter(1, batch.target.view(-1, 1), t_score)
+    scores[:, 0] = float("-inf")
+    return scores
+
+
+@torch.no_grad()
+def evaluate(
+    model: SequentialRecommender,
+    split: Split,
+    stage: str,
+    data_cfg: DataConfig,
+    eval_cfg: EvalConfig,
+    device: torch.device | str = "cpu",
+    batches: list[Batch] | None = None,
+) -> dict[str, float]:
+    """Metrics of ``model`` on ``stage`` ('valid' or 'test'). ``batches`` may be passed to reuse them."""
+    was_training = model.training
+    model.eval()
+    ranks = []
+    for batch in batches if batches is not None else eval_batches(split, stage, data_cfg):
+        batch = batch.to(device)
+        scores = model.score_all(batch)  # [B, N+1]
+        if eval_cfg.exclude_history:
+            scores = exclude_history(scores, batch)
+        assert batch.target is not None
+        ranks.append(target_ranks(scores, batch.target).cpu())
+    model.train(was_training)
+    return metrics_from_ranks(torch.cat(ranks), list(eval_cfg.ks))

@@ -1,0 +1,34 @@
+"""Model registry: every model is one file with its config dataclass; ``build_model`` is the only constructor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mdsrec.config import dataclass_from_dict
+from mdsrec.errors import ConfigError
+from mdsrec.models.base import DataInfo, SequentialRecommender
+from mdsrec.models.gru4rec import GRU4Rec, GRU4RecConfig
+from mdsrec.models.sasrec import SASRec, SASRecConfig
+
+REGISTRY: dict[str, tuple[type[SequentialRecommender], type]] = {
+    "sasrec": (SASRec, SASRecConfig),
+    "gru4rec": (GRU4Rec, GRU4RecConfig),
+}
+
+
+def model_config(params: dict[str, Any]) -> Any:
+    """Validate the ``model`` config section against the model's own dataclass."""
+    name = params.get("name")
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown model {name!r} (known: {', '.join(sorted(REGISTRY))})")
+    _, cfg_cls = REGISTRY[name]
+    return dataclass_from_dict(cfg_cls, params, "model")
+
+
+def build_model(params: dict[str, Any], info: DataInfo) -> SequentialRecommender:
+    cfg = model_config(params)
+    cls, _ = REGISTRY[cfg.name]
+    return cls(cfg, info)  # type: ignore[call-arg]
+
+
+__all__ = ["REGISTRY", "DataInfo", "SequentialRecommender", "build_model", "model_config"]

@@ -1,0 +1,70 @@
+"""Shared building blocks: a causal Transformer encoder layer written out, so that later models (MDSRec's
+interest-centralized attention) can reuse its Q/K/V projections layer by layer.
+
+Shape legend: B batch, L sequence length, D hidden, h heads.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mdsrec.models.base import check_divisible
+
+
+class MultiHeadSelfAttention(nn.Module):
+    def __init__(self, hidden: int, heads: int, attn_dropout: float) -> None:
+        super().__init__()
+        check_divisible(hidden, heads)
+        self.heads = heads
+        self.q = nn.Linear(hidden, hidden)
+        self.k = nn.Linear(hidden, hidden)
+        self.v = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.attn_dropout = attn_dropout
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        b, n, d = x.shape
+        return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)  # [B, h, n, D/h]
+
+    def forward(self, x: Tensor, causal: bool = True, key_padding: Tensor | None = None) -> Tensor:
+        """x [B, L, D]; key_padding [B, L] True where the key is padding (only needed when not causal)."""
+        b, n, d = x.shape
+        q, k, v = self.split_heads(self.q(x)), self.split_heads(self.k(x)), self.split_heads(self.v(x))
+        mask = None
+        if key_padding is not None:
+            mask = ~key_padding[:, None, None, :]  # [B, 1, 1, L] True = attend
+            if causal:
+                mask = mask & torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+            is_causal=causal and mask is None,
+        )  # [B, h, L, D/h]
+        return self.out(out.transpose(1, 2).reshape(b, n, d))
+
+
+class TransformerLayer(nn.Module):
+    """Post-LN Transformer layer as in SASRec/BERT4Rec (RecBole): x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x)))."""
+
+    def __init__(
+        self, hidden: int, heads: int, inner: int, dropout: float, attn_dropout: float, act: str = "gelu"
+    ) -> None:
+        super().__init__()
+        self.attn = MultiHeadSelfAttention(hidden, heads, attn_dropout)
+        self.ln1 = nn.LayerNorm(hidden, eps=1e-12)
+        self.ff1 = nn.Linear(hidden, inner)
+        self.ff2 = nn.Linear(inner, hidden)
+        self.ln2 = nn.LayerNorm(hidden, eps=1e-12)
+        self.drop = nn.Dropout(dropout)
+        if act not in ("gelu", "relu"):
+            raise ValueError(f"activation ({act!r}) must be 'gelu' or 'relu'")
+        self.act = F.gelu if act == "gelu" else F.relu
+
+    def forward(self, x: Tensor, causal: bool = True, key_padding: Tensor | None = None) -> Tensor:
+        x = self.ln1(x + self.drop(self.attn(x, causal=causal, key_padding=key_padding)))
+        return self.ln2(x + self.drop(self.ff2(self.drop(self.act(self.ff1(x))))))

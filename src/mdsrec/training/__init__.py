@@ -1,0 +1,1 @@
+"""Training: the one trainer (trainer) and checkpoints (checkpoint)."""

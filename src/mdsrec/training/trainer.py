@@ -1,0 +1,248 @@
+"""The one trainer: Adam, full-ranking validation after every epoch, early stopping on ``train.valid_metric``,
+atomic best/last checkpoints, exact resume, a progress bar and a per-epoch JSONL log.
+
+Run directory::
+
+    RUN_DIR/config.yaml   the resolved config      RUN_DIR/run.json      data path, fingerprint, versions
+    RUN_DIR/last.pt       full state (resume)      RUN_DIR/best.pt       best-validation model
+    RUN_DIR/log.jsonl     one line per epoch       RUN_DIR/metrics.json  valid/test metrics of the best epoch
+
+Resume is exact: the epoch's batch order depends only on (seed, epoch), and last.pt holds the model, the optimizer,
+the early-stopping state and the torch RNG state (dropout).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from mdsrec import __version__
+from mdsrec.atomic import write_json, write_text
+from mdsrec.config import ExperimentConfig, build_config
+from mdsrec.data.processed import ProcessedDataset
+from mdsrec.data.protocol import Split, build_train_rows, eval_batches, train_batches
+from mdsrec.errors import MdsrecError
+from mdsrec.evaluation.evaluator import evaluate
+from mdsrec.models import DataInfo, SequentialRecommender, build_model
+from mdsrec.training.checkpoint import (
+    check_fingerprint,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Experiment:
+    """A model built for a data set under a config, with its split."""
+
+    cfg: ExperimentConfig
+    data: ProcessedDataset
+    split: Split
+    model: SequentialRecommender
+    device: torch.device
+
+
+def make_experiment(cfg: ExperimentConfig, data: ProcessedDataset) -> Experiment:
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    torch.manual_seed(cfg.train.seed)
+    split = Split(data.sequences)
+    info = DataInfo(
+        num_items=data.num_items,
+        max_len=cfg.data.max_len,
+        features=data.features,
+        train_sequences=[split.train_part(u) for u in range(split.num_users)],
+    )
+    device = torch.device(cfg.train.device)
+    model = build_model(cfg.model, info).to(device)
+    return Experiment(cfg, data, split, model, device)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def train(
+    cfg: ExperimentConfig, data: ProcessedDataset, run_dir: str | Path, resume: bool = False
+) -> dict[str, Any]:
+    """Train (or resume) a run and write RUN_DIR/metrics.json; returns the metrics dict."""
+    run_dir = Path(run_dir)
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if resume:
+        if not last_path.is_file():
+            raise MdsrecError(f"--resume: {last_path} not found (nothing to resume)")
+        saved_cfg = build_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        if saved_cfg.to_dict() != cfg.to_dict():
+            log.info("--resume: using the run's saved config from %s", run_dir / "config.yaml")
+        cfg = saved_cfg
+    elif last_path.exists() or (run_dir / "metrics.json").exists():
+        raise MdsrecError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --out")
+
+    exp = make_experiment(cfg, data)
+    model, device = exp.model, exp.device
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    metric = cfg.train.valid_metric
+    state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "bad_epochs": 0, "history": []}
+
+    if resume:
+        ck = load_checkpoint(last_path)
+        check_fingerprint(ck, data.fingerprint, data.path or "data", last_path)
+        load_model_state(model, ck["model_state"], last_path)
+        optimizer.load_state_dict(ck["optimizer_state"])
+        torch.set_rng_state(ck["rng_torch"])
+        state = {k: ck[k] for k in state}
+        log.info("resumed %s at epoch %d", run_dir, state["epoch"])
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_json(
+            run_dir / "run.json",
+            {
+                "data_path": str(Path(data.path).resolve()) if data.path else None,
+                "data_name": data.name,
+                "data_fingerprint": data.fingerprint,
+                "mdsrec_version": __version__,
+                "git_commit": _git_commit(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            },
+        )
+
+    rows = build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode)
+    valid_batches = eval_batches(exp.split, "valid", cfg.data)
+    if metric not in _metric_names(cfg):
+        raise MdsrecError(f"train.valid_metric ({metric!r}) must be one of {_metric_names(cfg)}")
+
+    finished = state["bad_epochs"] >= cfg.train.patience or state["epoch"] >= cfg.train.epochs
+    while not finished:
+        epoch = state["epoch"] + 1
+        model.train()
+        t0 = time.perf_counter()
+        batches = train_batches(rows, cfg.data, epoch_seed=cfg.train.seed * 100_003 + epoch)
+        total, count = 0.0, 0
+        bar = tqdm(batches, desc=f"epoch {epoch}", disable=not cfg.train.progress, leave=False, unit="batch")
+        for batch in bar:
+            batch = batch.to(device)
+            loss = model.compute_loss(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"epoch {epoch}: training loss became {loss.item()} (try a lower lr)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            total += loss.item()
+            count += 1
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        train_seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        valid = evaluate(model, exp.split, "valid", cfg.data, cfg.eval, device, batches=valid_batches)
+        eval_seconds = time.perf_counter() - t1
+        score = valid[metric]
+        improved = score > state["best_score"]
+        if improved:
+            state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+            save_checkpoint(best_path, _model_state(cfg, data, model, epoch))
+        else:
+            state["bad_epochs"] += 1
+        record = {
+            "epoch": epoch,
+            "train_loss": total / max(count, 1),
+            "train_seconds": round(train_seconds, 3),
+            "eval_seconds": round(eval_seconds, 3),
+            **{f"valid_{k}": v for k, v in valid.items()},
+            "best": improved,
+        }
+        state["history"].append(record)
+        state["epoch"] = epoch
+        save_checkpoint(
+            last_path,
+            {
+                **_model_state(cfg, data, model, epoch),
+                "optimizer_state": optimizer.state_dict(),
+                "rng_torch": torch.get_rng_state(),
+                **{k: state[k] for k in ("best_epoch", "best_score", "bad_epochs", "history")},
+            },
+        )
+        write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
+        log.info(
+            "epoch %d loss %.4f valid %s %.4f%s (%.1fs)",
+            epoch,
+            record["train_loss"],
+            metric,
+            score,
+            " *" if improved else "",
+            train_seconds,
+        )
+        finished = state["bad_epochs"] >= cfg.train.patience or epoch >= cfg.train.epochs
+
+    return finalize(run_dir, cfg, data, exp, state)
+
+
+def _metric_names(cfg: ExperimentConfig) -> list[str]:
+    return [f"{m}@{k}" for k in cfg.eval.ks for m in ("recall", "ndcg", "mrr")]
+
+
+def _model_state(
+    cfg: ExperimentConfig, data: ProcessedDataset, model: SequentialRecommender, epoch: int
+) -> dict[str, Any]:
+    return {
+        "config": cfg.to_dict(),
+        "data_fingerprint": data.fingerprint,
+        "data_name": data.name,
+        "epoch": epoch,
+        "model_state": model.state_dict(),
+    }
+
+
+def finalize(
+    run_dir: Path, cfg: ExperimentConfig, data: ProcessedDataset, exp: Experiment, state: dict[str, Any]
+) -> dict[str, Any]:
+    best = load_checkpoint(run_dir / "best.pt")
+    load_model_state(exp.model, best["model_state"], run_dir / "best.pt")
+    valid = evaluate(exp.model, exp.split, "valid", cfg.data, cfg.eval, exp.device)
+    test = evaluate(exp.model, exp.split, "test", cfg.data, cfg.eval, exp.device)
+    hist = state["history"]
+    metrics = {
+        "valid": valid,
+        "test": test,
+        "best_epoch": state["best_epoch"],
+        "epochs": state["epoch"],
+        "seconds_per_epoch": round(sum(r["train_seconds"] for r in hist) / max(len(hist), 1), 3),
+        "eval_seconds": round(sum(r["eval_seconds"] for r in hist) / max(len(hist), 1), 3),
+        "exclude_history": cfg.eval.exclude_history,
+        "data": {"name": data.name, "fingerprint": data.fingerprint, "path": str(data.path) if data.path else None},
+        "config": cfg.to_dict(),
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def load_run(run_dir: str | Path, data: ProcessedDataset, which: str = "best") -> Experiment:
+    """Rebuild a run's model from RUN_DIR/{which}.pt for ``data`` (fingerprints must match)."""
+    run_dir = Path(run_dir)
+    path = run_dir / f"{which}.pt"
+    ck = load_checkpoint(path)
+    check_fingerprint(ck, data.fingerprint, data.path or "data", path)
+    cfg = build_config(ck["config"])
+    exp = make_experiment(cfg, data)
+    load_model_state(exp.model, ck["model_state"], path)
+    exp.model.eval()
+    return exp
