@@ -1,0 +1,232 @@
+"""``mdsrec prepare``: from raw public-format files and a spec to one processed data set directory.
+
+Steps: read the sequences; drop (and count) users with fewer than ``min_interactions``; number the items 1..N in
+a deterministic order (numeric tokens by value, then other tokens as strings); map tokens to external keys; build
+and encode every modality (one table [N+1, d], row 0 zeros); write everything with a manifest, atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mdsrec.data import formats
+from mdsrec.data.encoders import encode_texts, multi_hot, text_model_name
+from mdsrec.data.processed import ModalityInfo, write_processed
+from mdsrec.data.spec import DatasetSpec, ModalitySpec, load_spec
+from mdsrec.errors import ConfigError, DataFormatError
+
+log = logging.getLogger(__name__)
+
+
+def _token_order(token: str) -> tuple[int, int, str]:
+    return (0, int(token), "") if token.lstrip("-").isdigit() else (1, 0, token)
+
+
+def _line_of(path: Path, key: str) -> int | None:
+    """1-based line of the first line whose tokens include ``key`` (to point an error at it)."""
+    pat = re.compile(r'(^|[\s"\t,:])' + re.escape(key) + r'($|[\s"\t,:])')
+    try:
+        for no, line in formats.iter_lines(path):
+            if pat.search(line):
+                return no
+    except DataFormatError:
+        return None
+    return None
+
+
+def read_sequences(spec: DatasetSpec, source: Path) -> formats.RawSequences:
+    s = spec.sequences
+    p = source / s.path
+    if s.format == "s3rec":
+        return formats.read_s3rec_sequences(p)
+    if s.format == "unisrec":
+        return formats.read_unisrec_splits(p)
+    if s.format == "recbole":
+        return formats.read_recbole_inter(p, s.user_field, s.item_field, s.time_field)
+    return formats.read_mmrec_inter(p)
+
+
+def _lookup(
+    m: ModalitySpec, path: Path, table: dict[str, Any], item_keys: list[str], empty: Any
+) -> list[Any]:
+    """Values for every item, in item order; enforces the spec's ``missing`` and ``extra`` rules."""
+    if m.extra == "error":
+        wanted = set(item_keys)
+        extra = [k for k in table if k not in wanted]
+        if extra:
+            raise DataFormatError(
+                path,
+                f"modality {m.name!r}: {len(extra)} entries name items that are not in the sequences "
+                f"(first: {extra[0]!r}); expected only item {'keys' if m.key == 'external' else 'tokens'} of the "
+                "sequences (set `extra: ignore` in the spec to skip them)",
+                line=_line_of(path, extra[0]),
+            )
+    out = []
+    missing = []
+    for k in item_keys:
+        if k in table:
+            out.append(table[k])
+        else:
+            missing.append(k)
+            out.append(empty)
+    if missing and m.missing == "error":
+        raise DataFormatError(
+            path,
+            f"modality {m.name!r}: no entry for {len(missing)} items of the sequences (first: {missing[0]!r}); "
+            "expected one entry per item (set `missing: zero` in the spec to use a zero vector)",
+        )
+    return out
+
+
+def build_modality(
+    m: ModalitySpec, source: Path, item_keys: list[str], text_model: str | None, device: str, progress: bool
+) -> tuple[np.ndarray, ModalityInfo]:
+    """One feature table [N+1, d] with a zero padding row, and its description for the manifest."""
+    path = source / m.path
+    details: dict[str, Any] = {"source": m.source, "path": m.path}
+    if m.source == "text":
+        assert m.format is not None
+        texts = formats.read_item_text(path, m.format)
+        if m.pattern is not None:
+            rx = re.compile(m.pattern)
+            split: dict[str, str] = {}
+            for key, text in texts.items():
+                hit = rx.match(text)
+                if hit is None:
+                    raise DataFormatError(
+                        path, f"text of item {key!r} does not match the pattern of modality {m.name!r}",
+                        line=_line_of(path, key),
+                    )
+                parts = [hit.group(f).strip() for f in m.fields or []]
+                split[key] = ". ".join(p for p in parts if p)
+            texts = split
+            details.update(pattern=m.pattern, fields=m.fields)
+        values = _lookup(m, path, texts, item_keys, "")
+        model_dir = m.model or text_model
+        emb = encode_texts(values, model_dir, device=device, batch_size=m.batch_size, progress=progress)
+        details.update(empty_texts=sum(1 for t in values if not t))
+        encoder = f"sentence-transformers:{text_model_name(model_dir)}"
+    elif m.source == "attributes":
+        attrs = formats.read_item_attributes(path)
+        values = _lookup(m, path, attrs, item_keys, [])
+        emb, vocab = multi_hot(values, m.min_count)
+        details.update(attributes=len(vocab), min_count=m.min_count)
+        encoder = "multi-hot"
+    else:
+        row_map = source / m.row_map.path if m.row_map else None
+        matrix, row_keys = formats.read_dense_features(
+            path, row_map_path=row_map, row_map_fmt=m.row_map.format if m.row_map else None
+        )
+        rows = {k: i for i, k in enumerate(row_keys)}
+        idx = _lookup(m, path, rows, item_keys, -1)
+        emb = np.zeros((len(item_keys), matrix.shape[1]), dtype=np.float32)
+        have = np.array([i >= 0 for i in idx], dtype=bool)
+        emb[have] = matrix[np.array([i for i in idx if i >= 0], dtype=np.int64)]
+        details.update(rows_in_file=int(matrix.shape[0]))
+        encoder = "dense"
+    if m.dim is not None and emb.shape[1] != m.dim:
+        raise DataFormatError(path, f"modality {m.name!r} has dimension {emb.shape[1]}, expected dim {m.dim}")
+    if emb.shape[1] == 0:
+        raise DataFormatError(path, f"modality {m.name!r} has dimension 0 (no attributes or an empty table)")
+    table = np.zeros((len(item_keys) + 1, emb.shape[1]), dtype=np.float32)
+    table[1:] = emb
+    return table, ModalityInfo(m.name, int(emb.shape[1]), encoder, details)
+
+
+def prepare(
+    spec_ref: str | Path,
+    out: str | Path,
+    source: str | Path | None = None,
+    overwrite: bool = False,
+    text_model: str | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> str:
+    """Build the processed data set; returns a short human-readable report."""
+    t0 = time.perf_counter()
+    spec = load_spec(spec_ref)
+    if source is None:
+        if spec.path is None:
+            raise ConfigError(f"recipe {spec.name!r} needs --source DIR (the directory with its raw files)")
+        source = spec.path.parent
+    src = Path(source)
+    if not src.is_dir():
+        raise ConfigError(f"--source {src} is not a directory")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists (pass --overwrite to replace it)")
+
+    raw = read_sequences(spec, src)
+    keep = [i for i, s in enumerate(raw.sequences) if len(s) >= spec.min_interactions]
+    dropped = len(raw.sequences) - len(keep)
+    if not keep:
+        raise DataFormatError(raw.source, f"no user has at least {spec.min_interactions} interactions")
+    tokens = sorted({t for i in keep for t in raw.sequences[i]}, key=_token_order)
+    item_id = {t: j + 1 for j, t in enumerate(tokens)}
+    sequences = [[item_id[t] for t in raw.sequences[i]] for i in keep]
+    users = [raw.users[i] for i in keep]
+
+    if spec.item_keys is not None:
+        kpath = src / spec.item_keys.path
+        key_map = formats.read_key_map(kpath, spec.item_keys.format)
+        absent = [t for t in tokens if t not in key_map]
+        if absent:
+            raise DataFormatError(
+                kpath, f"no key for {len(absent)} item tokens of the sequences (first: {absent[0]!r})"
+            )
+        keys = [key_map[t] for t in tokens]
+    else:
+        keys = list(tokens)
+
+    features: dict[str, np.ndarray] = {}
+    infos: list[ModalityInfo] = []
+    for m in spec.modalities:
+        lookup_keys = keys if m.key == "external" else tokens
+        log.info("encoding modality %s (%s)", m.name, m.source)
+        table, info = build_modality(m, src, lookup_keys, text_model, device, progress)
+        features[m.name] = table
+        infos.append(info)
+
+    settings = {
+        "spec": {
+            "name": spec.name,
+            "sequences": dataclasses.asdict(spec.sequences),
+            "item_keys": dataclasses.asdict(spec.item_keys) if spec.item_keys else None,
+            "modalities": [dataclasses.asdict(m) for m in spec.modalities],
+            "min_interactions": spec.min_interactions,
+        },
+        "source": str(src.resolve()),
+        "item_order": "numeric tokens by value, then other tokens as strings",
+    }
+    write_processed(
+        out,
+        name=spec.name,
+        user_tokens=users,
+        sequences=sequences,
+        item_tokens=tokens,
+        item_keys=keys,
+        features=features,
+        modalities=infos,
+        settings=settings,
+        extra_counts={
+            "input_users": len(raw.sequences),
+            "input_interactions": sum(len(s) for s in raw.sequences),
+            "dropped_short_users": dropped,
+        },
+        overwrite=overwrite,
+    )
+    n_inter = sum(len(s) for s in sequences)
+    lines = [
+        f"prepared {spec.name} -> {out} in {time.perf_counter() - t0:.1f}s",
+        f"  users {len(users)}, items {len(tokens)}, interactions {n_inter}",
+        f"  dropped {dropped} users with fewer than {spec.min_interactions} interactions",
+    ]
+    lines += [f"  modality {i.name}: dim {i.dim}, encoder {i.encoder}" for i in infos]
+    return "\n".join(lines)

@@ -1,0 +1,176 @@
+"""Data set spec files: a small YAML file that says where a data set's files are and how to encode each modality.
+
+Example (the built-in ``scientific`` recipe)::
+
+    name: scientific
+    sequences: {format: unisrec, path: Scientific}
+    item_keys: {format: item2index, path: Scientific.item2index}
+    modalities:
+      - name: title
+        source: text
+        path: Scientific.text
+        format: unisrec_text
+        key: external
+        pattern: '^(?P<title>.*?)\\. (?P<categories>Industrial & Scientific.*?|)\\. (?P<brand>.*?)\\.?$'
+        fields: [title]
+
+Paths are relative to the source directory (``--source``, default the spec file's directory). See the README for
+every field.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mdsrec.errors import ConfigError
+
+SEQUENCE_FORMATS = ("s3rec", "unisrec", "recbole", "mmrec")
+KEY_MAP_FORMATS = ("datamaps", "item2index", "mmrec_item_map", "tsv")
+TEXT_FORMATS = ("unisrec_text", "keyword", "tsv")
+SOURCES = ("text", "attributes", "dense")
+RECIPES = ("scientific", "sports", "toys")
+
+
+@dataclass
+class SequenceSpec:
+    format: str
+    path: str
+    user_field: str = "user_id"  # recbole only
+    item_field: str = "item_id"
+    time_field: str = "timestamp"
+
+
+@dataclass
+class KeyMapSpec:
+    format: str
+    path: str
+
+
+@dataclass
+class ModalitySpec:
+    name: str
+    source: str  # text | attributes | dense
+    path: str
+    format: str | None = None  # text: unisrec_text | keyword | tsv
+    key: str = "token"  # "token": keyed by the sequence file's item token; "external": by item_keys (e.g. ASIN)
+    pattern: str | None = None  # text: regex with named groups splitting the text into fields
+    fields: list[str] | None = None  # text: groups joined (with ". ") to form this modality's text
+    encoder: str | None = None  # text: sentence_transformer (default); attributes: multi_hot; dense: identity
+    model: str | None = None  # text: local sentence-transformers directory (default: bundled all-MiniLM-L6-v2)
+    batch_size: int = 64
+    min_count: int = 1  # attributes: drop attribute ids used by fewer items
+    dim: int | None = None  # expected feature dimension (checked when given)
+    row_map: KeyMapSpec | None = None  # dense: token/key -> row; default row i = item token str(i)
+    missing: str = "error"  # an item of the sequences without an entry: "error" or "zero" (zero vector / "")
+    extra: str = "error"  # an entry for an item that is not in the sequences: "error" or "ignore"
+
+
+@dataclass
+class DatasetSpec:
+    name: str
+    sequences: SequenceSpec
+    modalities: list[ModalitySpec] = field(default_factory=list)
+    item_keys: KeyMapSpec | None = None
+    min_interactions: int = 3
+    description: str = ""
+    path: Path | None = None  # the spec file
+
+
+def _section(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {values!r}")
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def _choice(where: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where} ({value!r}) must be one of {', '.join(choices)}")
+
+
+def parse_spec(values: dict[str, Any], where: str) -> DatasetSpec:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: a spec must be a mapping")
+    for req in ("name", "sequences"):
+        if req not in values:
+            raise ConfigError(f"{where}: missing required key {req!r}")
+    v = dict(values)
+    seq = _section(SequenceSpec, v.pop("sequences"), f"{where}: sequences")
+    _choice(f"{where}: sequences.format", seq.format, SEQUENCE_FORMATS)
+    keys = v.pop("item_keys", None)
+    key_spec = _section(KeyMapSpec, keys, f"{where}: item_keys") if keys is not None else None
+    if key_spec is not None:
+        _choice(f"{where}: item_keys.format", key_spec.format, KEY_MAP_FORMATS)
+    mods = []
+    for i, m in enumerate(v.pop("modalities", []) or []):
+        mw = f"{where}: modalities[{i}]"
+        if isinstance(m, dict) and isinstance(m.get("row_map"), dict):
+            m = {**m, "row_map": _section(KeyMapSpec, m["row_map"], f"{mw}.row_map")}
+        ms = _section(ModalitySpec, m, mw)
+        _choice(f"{mw}.source", ms.source, SOURCES)
+        _choice(f"{mw}.key", ms.key, ("token", "external"))
+        _choice(f"{mw}.missing", ms.missing, ("error", "zero"))
+        _choice(f"{mw}.extra", ms.extra, ("error", "ignore"))
+        if not re.fullmatch(r"[A-Za-z0-9_\-]+", str(ms.name)):
+            raise ConfigError(f"{mw}.name ({ms.name!r}) must use letters, digits, '_' or '-'")
+        if ms.key == "external" and key_spec is None:
+            raise ConfigError(f"{mw}: key 'external' needs an item_keys section")
+        if ms.source == "text":
+            _choice(f"{mw}.format", ms.format, TEXT_FORMATS)
+            if ms.pattern is not None:
+                try:
+                    groups = set(re.compile(ms.pattern).groupindex)
+                except re.error as e:
+                    raise ConfigError(f"{mw}.pattern is not a valid regex: {e}") from e
+                missing = sorted(set(ms.fields or []) - groups)
+                if not ms.fields or missing:
+                    raise ConfigError(f"{mw}.fields {ms.fields} must name groups of pattern (groups: {sorted(groups)})")
+        mods.append(ms)
+    names = [m.name for m in mods]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: modality names must be unique, got {names}")
+    spec = DatasetSpec(
+        name=str(v.pop("name")),
+        sequences=seq,
+        modalities=mods,
+        item_keys=key_spec,
+        min_interactions=int(v.pop("min_interactions", 3)),
+        description=str(v.pop("description", "")),
+    )
+    if v:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(v))}")
+    if spec.min_interactions < 3:
+        raise ConfigError(f"{where}: min_interactions ({spec.min_interactions}) must be >= 3 (leave-one-out)")
+    return spec
+
+
+def load_spec(name_or_path: str | Path) -> DatasetSpec:
+    """A built-in recipe name or a path to a spec .yaml file."""
+    p = Path(name_or_path)
+    if str(name_or_path) in RECIPES and not p.exists():
+        text = resources.files("mdsrec.data").joinpath(f"recipes/{name_or_path}.yaml").read_text(encoding="utf-8")
+        where = f"recipe {name_or_path}"
+        path = None
+    elif p.is_file():
+        text, where, path = p.read_text(encoding="utf-8"), str(p), p
+    else:
+        raise ConfigError(f"{name_or_path}: not a built-in recipe ({', '.join(RECIPES)}) and not a spec file")
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {e}") from e
+    spec = parse_spec(values, where)
+    spec.path = path
+    return spec
