@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+import torch
 from mdsrec.models.base import DataInfo, NextItemModel, init_weights
 from mdsrec.models.layers import TransformerLayer
-import torch
 
 
 @dataclass
@@ -57,6 +57,8 @@ class SASRec(NextItemModel):
             self.item_emb.weight[0].zero_()
 
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
+        if items.size(1) > self.pos_emb.num_embeddings:
+            raise ValueError(f"sequence length {items.size(1)} exceeds max_len {self.pos_emb.num_embeddings}")
         pos = torch.arange(items.size(1), device=items.device)  # [L]
         x = self.drop(self.ln(self.item_emb(items) + self.pos_emb(pos)[None]))  # [B, L, D]
         for layer in self.layers:

@@ -1,0 +1,38 @@
+import pytest
+
+from mdsrec.config import resolve_config
+from mdsrec.errors import ConfigError
+from mdsrec.models import model_config
+
+
+def test_overrides_are_typed() -> None:
+    cfg = resolve_config(None, ["train.lr=1e-3", "train.progress=False", "data.max_len=20"], model="sasrec")
+    assert cfg.train.lr == 0.001 and isinstance(cfg.train.lr, float)
+    assert cfg.train.progress is False  # "False" is false, never a truthy string
+    assert cfg.data.max_len == 20
+
+
+def test_unknown_keys_and_bad_types_are_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="unknown key.*lrr"):
+        resolve_config(None, ["train.lrr=1"])
+    with pytest.raises(ConfigError, match="unknown config section"):
+        resolve_config(None, ["optim.lr=1"])
+    with pytest.raises(ConfigError, match="train.progress: expected true or false"):
+        resolve_config(None, ["train.progress=maybe"])
+    with pytest.raises(ConfigError, match="data.max_len: expected an integer"):
+        resolve_config(None, ["data.max_len=2.5"])
+    with pytest.raises(ConfigError, match=r"data.batch_unit \('rows'\) must be one of"):
+        resolve_config(None, ["data.batch_unit=rows"])
+    with pytest.raises(ConfigError, match="unknown key.*hiden_size"):
+        model_config({"name": "sasrec", "hiden_size": 3})
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        model_config({"name": "nope"})
+
+
+def test_config_file_and_model_flag(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "c.yaml"
+    f.write_text("model: {name: gru4rec, hidden_size: 32}\ntrain: {lr: 1e-2}\n")
+    cfg = resolve_config(f, ["model.dropout=0.1"])
+    assert cfg.model == {"name": "gru4rec", "hidden_size": 32, "dropout": 0.1} and cfg.train.lr == 0.01
+    with pytest.raises(ConfigError, match="conflicts"):
+        resolve_config(f, [], model="sasrec")

@@ -1,0 +1,108 @@
+"""Invariants every registered model must satisfy (tiny configs, CPU)."""
+
+import numpy as np
+import pytest
+import torch
+
+from mdsrec.atomic import torch_save
+from mdsrec.config import DataConfig
+from mdsrec.data.protocol import Batch, Split, build_train_rows, eval_batches, train_batches
+from mdsrec.models import REGISTRY, DataInfo, build_model
+from mdsrec.models.base import NextItemModel
+from mdsrec.training.checkpoint import load_checkpoint, load_model_state
+from tests.conftest import TINY_MODEL
+
+MODELS = sorted(REGISTRY)
+
+
+def make(name: str, data, max_len: int = 20):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    split = Split(data.sequences)
+    info = DataInfo(data.num_items, max_len, data.features, [split.train_part(u) for u in range(split.num_users)])
+    return build_model({"name": name, **TINY_MODEL[name]}, info), split
+
+
+def test_every_model_has_a_tiny_config() -> None:
+    assert set(TINY_MODEL) == set(REGISTRY)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_shapes_finite_loss_and_gradients(name: str, tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model, split = make(name, tiny_data)
+    batch = train_batches(build_train_rows(split, 20), DataConfig(batch_size=64), epoch_seed=0)[0]
+    loss = model.compute_loss(batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    model.eval()
+    eb = eval_batches(split, "test", DataConfig(max_len=20, eval_batch_size=16))[0]
+    scores = model.score_all(eb)
+    assert scores.shape == (16, tiny_data.num_items + 1)
+    assert torch.isneginf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+    assert (scores.argmax(dim=1) != 0).all()  # the padding item is never recommended
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_padding_invariance(name: str, tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model, split = make(name, tiny_data)
+    model.eval()
+    b = eval_batches(split, "valid", DataConfig(max_len=20, eval_batch_size=32))[0]
+    extra = 20 - b.items.size(1)  # pad up to max_len (the widest batch a model is ever given)
+    assert extra > 0
+    wider = Batch(torch.cat([b.items, torch.zeros(b.items.size(0), extra, dtype=torch.long)], 1), b.lengths)
+    torch.testing.assert_close(model.score_all(b), model.score_all(wider))
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if issubclass(REGISTRY[n][0], NextItemModel)])
+def test_causality_and_one_pass_equals_every_prefix(name: str, tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model, _ = make(name, tiny_data)
+    model.eval()
+    assert isinstance(model, NextItemModel)
+    g = torch.Generator().manual_seed(1)
+    items = torch.randint(1, tiny_data.num_items + 1, (4, 9), generator=g)
+    lengths = torch.full((4,), 9)
+    full = model.encode(items, lengths)  # [4, 9, D]
+    changed = items.clone()
+    changed[:, 6:] = torch.randint(1, tiny_data.num_items + 1, (4, 3), generator=g)
+    torch.testing.assert_close(model.encode(changed, lengths)[:, :6], full[:, :6])  # later items never leak back
+    for p in range(1, 10):
+        prefix = model.score_all(Batch(items[:, :p], torch.full((4,), p)))
+        one_pass = full[:, p - 1] @ model.item_table().t()
+        torch.testing.assert_close(prefix[:, 1:], one_pass[:, 1:], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_all_prefix_loss_equals_materialized_loss(name: str, tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model, split = make(name, tiny_data, max_len=6)
+    model.eval()  # no dropout: the two batchings must give the same objective
+
+    def mean_loss(mode: str) -> float:
+        rows = build_train_rows(split, 6, mode)
+        cfg = DataConfig(max_len=6, batch_size=10_000, train_mode=mode)
+        (batch,) = train_batches(rows, cfg, epoch_seed=0)
+        return model.compute_loss(batch).item()
+
+    assert mean_loss("all_prefix") == pytest.approx(mean_loss("materialized"), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_checkpoint_round_trip_gives_identical_scores(name: str, tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model, split = make(name, tiny_data)
+    model.eval()
+    b = eval_batches(split, "test", DataConfig(max_len=20))[0]
+    torch_save({"checkpoint_version": 1, "model_state": model.state_dict()}, tmp_path / "m.pt")
+    other, _ = make(name, tiny_data)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(1.0)
+    load_model_state(other, load_checkpoint(tmp_path / "m.pt")["model_state"], tmp_path / "m.pt")
+    other.eval()
+    assert torch.equal(model.score_all(b), other.score_all(b))
+
+
+def test_bad_hidden_heads_named() -> None:
+    info = DataInfo(10, 5, {}, [np.array([1, 2])])
+    with pytest.raises(ValueError, match=r"hidden_size \(30\) must be divisible by num_heads \(4\)"):
+        build_model({"name": "sasrec", "hidden_size": 30, "num_heads": 4}, info)

@@ -1,0 +1,96 @@
+import json
+
+import pytest
+import torch
+
+import mdsrec.training.trainer as trainer_mod
+from mdsrec.cli import main
+from mdsrec.config import resolve_config
+from mdsrec.errors import MdsrecError
+from mdsrec.training.checkpoint import load_checkpoint
+from tests.conftest import TINY_MODEL
+
+SETS = ["train.progress=false", "data.batch_size=64", "train.lr=0.01", "train.patience=50"]
+
+
+def tiny_cfg(epochs: int, model: str = "sasrec"):  # type: ignore[no-untyped-def]
+    sets = SETS + [f"train.epochs={epochs}"] + [f"model.{k}={v}" for k, v in TINY_MODEL[model].items()]
+    return resolve_config(None, sets, model=model)
+
+
+def test_train_writes_the_run_contract(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run = tmp_path / "run"
+    metrics = trainer_mod.train(tiny_cfg(3), tiny_data, run)
+    on_disk = json.loads((run / "metrics.json").read_text())
+    assert on_disk["test"] == metrics["test"]
+    for k in ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@10", "mrr@20"):
+        assert 0.0 <= on_disk["test"][k] <= 1.0 and k in on_disk["valid"]
+    assert 1 <= on_disk["best_epoch"] <= 3 and on_disk["seconds_per_epoch"] > 0
+    assert on_disk["config"]["model"]["name"] == "sasrec"
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
+    assert not list(run.glob(".*tmp*"))  # no temporary files left behind
+    with pytest.raises(MdsrecError, match="already holds a run"):
+        trainer_mod.train(tiny_cfg(3), tiny_data, run)
+
+
+def test_early_stopping_stops_after_patience(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tiny_cfg(40)
+    cfg.train.patience = 2
+    cfg.train.lr = 1e-6  # barely moves: validation stops improving quickly
+    m = trainer_mod.train(cfg, tiny_data, tmp_path / "run")
+    assert m["epochs"] < 40 and m["epochs"] - m["best_epoch"] == 2
+
+
+@pytest.mark.parametrize("model", ["sasrec", "gru4rec"])
+def test_resume_after_interruption_gives_the_same_result(tiny_data, tmp_path, monkeypatch, model: str) -> None:  # type: ignore[no-untyped-def]
+    straight = trainer_mod.train(tiny_cfg(4, model), tiny_data, tmp_path / "a")
+
+    real_save = trainer_mod.save_checkpoint
+    calls = {"last": 0}
+
+    def crash_after_two_epochs(path, state):  # type: ignore[no-untyped-def]
+        real_save(path, state)
+        if str(path).endswith("last.pt"):
+            calls["last"] += 1
+            if calls["last"] == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", crash_after_two_epochs)
+    with pytest.raises(KeyboardInterrupt):
+        trainer_mod.train(tiny_cfg(4, model), tiny_data, tmp_path / "b")
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", real_save)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 2
+    resumed = trainer_mod.train(tiny_cfg(4, model), tiny_data, tmp_path / "b", resume=True)
+    assert resumed["test"] == straight["test"] and resumed["valid"] == straight["valid"]
+    a = load_checkpoint(tmp_path / "a" / "last.pt")["model_state"]
+    b = load_checkpoint(tmp_path / "b" / "last.pt")["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_train_and_evaluate_agree(tiny_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    run = tmp_path / "run"
+    sets = SETS + ["train.epochs=2"] + [f"model.{k}={v}" for k, v in TINY_MODEL["gru4rec"].items()]
+    assert main(["train", "--data", str(tiny_dir), "--model", "gru4rec", "--out", str(run), "--set", *sets]) == 0
+    assert main(["evaluate", "--run", str(run)]) == 0
+    assert "test metrics match" in capsys.readouterr().out
+
+
+def test_checkpoint_loading_is_weights_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (print, ("pwned",))
+
+    torch.save({"checkpoint_version": 1, "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(MdsrecError, match="weights_only"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_strict_load_lists_keys(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    exp = trainer_mod.make_experiment(tiny_cfg(1), tiny_data)
+    state = exp.model.state_dict()
+    state.pop("pos_emb.weight")
+    state["bogus"] = torch.zeros(1)
+    with pytest.raises(MdsrecError, match=r"missing keys \['pos_emb.weight'\].*unexpected keys \['bogus'\]"):
+        trainer_mod.load_model_state(exp.model, state, tmp_path / "x.pt")
