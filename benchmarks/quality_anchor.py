@@ -40,7 +40,9 @@ def paper_row(table: Path, dataset: str, model: str) -> dict[str, float]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
-    p.add_argument("--dataset", required=True, help="name of configs/experiments/<dataset>/ and of the Table 2 rows")
+    p.add_argument(
+        "--dataset", required=True, help="name of configs/experiments/<dataset>/ and of the Table 2 rows"
+    )
     p.add_argument("--models", default="sasrec,gru4rec")
     p.add_argument("--lrs", default="1e-3,1e-2,1e-4")
     p.add_argument("--runs", required=True)
@@ -61,8 +63,21 @@ def main() -> int:
         for lr in args.lrs.split(","):
             run = Path(args.runs) / args.dataset / model / f"lr{lr}"
             if not (run / "metrics.json").is_file():
-                cmd = [sys.executable, "-m", "mdsrec", "train", "--data", args.data, "--config", str(cfg),
-                       "--out", str(run), "--set", f"train.lr={lr}", *args.set]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "mdsrec",
+                    "train",
+                    "--data",
+                    args.data,
+                    "--config",
+                    str(cfg),
+                    "--out",
+                    str(run),
+                    "--set",
+                    f"train.lr={lr}",
+                    *args.set,
+                ]
                 if (run / "last.pt").is_file():
                     cmd.append("--resume")
                 print("+", " ".join(cmd), flush=True)

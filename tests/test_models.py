@@ -18,7 +18,9 @@ MODELS = sorted(REGISTRY)
 def make(name: str, data, max_len: int = 20):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     split = Split(data.sequences)
-    info = DataInfo(data.num_items, max_len, data.features, [split.train_part(u) for u in range(split.num_users)])
+    info = DataInfo(
+        data.num_items, max_len, data.features, [split.train_part(u) for u in range(split.num_users)]
+    )
     return build_model({"name": name, **TINY_MODEL[name]}, info), split
 
 
@@ -66,7 +68,9 @@ def test_causality_and_one_pass_equals_every_prefix(name: str, tiny_data) -> Non
     full = model.encode(items, lengths)  # [4, 9, D]
     changed = items.clone()
     changed[:, 6:] = torch.randint(1, tiny_data.num_items + 1, (4, 3), generator=g)
-    torch.testing.assert_close(model.encode(changed, lengths)[:, :6], full[:, :6])  # later items never leak back
+    torch.testing.assert_close(
+        model.encode(changed, lengths)[:, :6], full[:, :6]
+    )  # later items never leak back
     for p in range(1, 10):
         prefix = model.score_all(Batch(items[:, :p], torch.full((4,), p)))
         one_pass = full[:, p - 1] @ model.item_table().t()

@@ -44,7 +44,9 @@ def test_early_stopping_stops_after_patience(tiny_data, tmp_path) -> None:  # ty
 
 
 @pytest.mark.parametrize("model", ["sasrec", "gru4rec"])
-def test_resume_after_interruption_gives_the_same_result(tiny_data, tmp_path, monkeypatch, model: str) -> None:  # type: ignore[no-untyped-def]
+def test_resume_after_interruption_gives_the_same_result(
+    tiny_data, tmp_path, monkeypatch, model: str
+) -> None:  # type: ignore[no-untyped-def]
     straight = trainer_mod.train(tiny_cfg(4, model), tiny_data, tmp_path / "a")
 
     real_save = trainer_mod.save_checkpoint
@@ -72,7 +74,9 @@ def test_resume_after_interruption_gives_the_same_result(tiny_data, tmp_path, mo
 def test_cli_train_and_evaluate_agree(tiny_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     run = tmp_path / "run"
     sets = SETS + ["train.epochs=2"] + [f"model.{k}={v}" for k, v in TINY_MODEL["gru4rec"].items()]
-    assert main(["train", "--data", str(tiny_dir), "--model", "gru4rec", "--out", str(run), "--set", *sets]) == 0
+    assert (
+        main(["train", "--data", str(tiny_dir), "--model", "gru4rec", "--out", str(run), "--set", *sets]) == 0
+    )
     assert main(["evaluate", "--run", str(run)]) == 0
     assert "test metrics match" in capsys.readouterr().out
 

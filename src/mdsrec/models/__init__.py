@@ -28,7 +28,7 @@ def model_config(params: dict[str, Any]) -> Any:
 def build_model(params: dict[str, Any], info: DataInfo) -> SequentialRecommender:
     cfg = model_config(params)
     cls, _ = REGISTRY[cfg.name]
-    return cls(cfg, info)  # type: ignore[call-arg]
+    return cls(cfg, info)
 
 
 __all__ = ["REGISTRY", "DataInfo", "SequentialRecommender", "build_model", "model_config"]

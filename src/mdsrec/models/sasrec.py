@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
-import torch
 from mdsrec.models.base import DataInfo, NextItemModel, init_weights
 from mdsrec.models.layers import TransformerLayer
 

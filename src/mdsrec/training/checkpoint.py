@@ -34,7 +34,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return dict(state)
 
 
-def check_fingerprint(state: dict[str, Any], fingerprint: str, data_path: str | Path, ckpt: str | Path) -> None:
+def check_fingerprint(
+    state: dict[str, Any], fingerprint: str, data_path: str | Path, ckpt: str | Path
+) -> None:
     expected = state.get("data_fingerprint")
     if expected != fingerprint:
         raise ManifestMismatchError(

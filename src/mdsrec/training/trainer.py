@@ -94,7 +94,9 @@ def train(
             log.info("--resume: using the run's saved config from %s", run_dir / "config.yaml")
         cfg = saved_cfg
     elif last_path.exists() or (run_dir / "metrics.json").exists():
-        raise MdsrecError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --out")
+        raise MdsrecError(
+            f"{run_dir} already holds a run: pass --resume to continue it or choose another --out"
+        )
 
     exp = make_experiment(cfg, data)
     model, device = exp.model, exp.device
@@ -142,7 +144,9 @@ def train(
             batch = batch.to(device)
             loss = model.compute_loss(batch)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"epoch {epoch}: training loss became {loss.item()} (try a lower lr)")
+                raise FloatingPointError(
+                    f"epoch {epoch}: training loss became {loss.item()} (try a lower lr)"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.grad_clip > 0:
@@ -228,7 +232,11 @@ def finalize(
         "seconds_per_epoch": round(sum(r["train_seconds"] for r in hist) / max(len(hist), 1), 3),
         "eval_seconds": round(sum(r["eval_seconds"] for r in hist) / max(len(hist), 1), 3),
         "exclude_history": cfg.eval.exclude_history,
-        "data": {"name": data.name, "fingerprint": data.fingerprint, "path": str(data.path) if data.path else None},
+        "data": {
+            "name": data.name,
+            "fingerprint": data.fingerprint,
+            "path": str(data.path) if data.path else None,
+        },
         "config": cfg.to_dict(),
     }
     write_json(run_dir / "metrics.json", metrics)
