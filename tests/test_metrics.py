@@ -84,3 +84,28 @@ def test_exclude_history_keeps_target() -> None:
     assert torch.isneginf(out[0, 1]) and torch.isneginf(out[0, 0])
     assert out[0, 3] == 3.0  # the target was in the history but stays rankable
     assert target_ranks(out, batch.target).tolist() == [2]  # only item 2 (4.0) is above it now
+
+
+class Flat(SequentialRecommender):
+    """Scores item i as i (so higher ids rank first)."""
+
+    name = "flat"
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def score_all(self, batch: Batch) -> torch.Tensor:
+        return mask_padding_column(torch.arange(self.n + 1, dtype=torch.float).repeat(batch.items.size(0), 1))
+
+
+def test_exclude_history_uses_the_whole_history_not_the_window() -> None:
+    # history 9 8 7 6 (then target 1); with max_len 2 the model sees only 7 6, but 9 and 8 are history too
+    split = Split([__import__("numpy").array([9, 8, 7, 6, 1, 5])])
+    cfg = DataConfig(max_len=2)
+    ranks = {}
+    for flag in (False, True):
+        m = evaluate(Flat(9), split, "valid", cfg, EvalConfig(ks=[1, 5, 9], exclude_history=flag))
+        ranks[flag] = m["mrr@9"]
+    assert ranks[False] == pytest.approx(1 / 9)  # items 2..9 all score above item 1
+    assert ranks[True] == pytest.approx(1 / 5)  # 9, 8, 7, 6 excluded: 5, 4, 3, 2 remain above

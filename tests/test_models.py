@@ -7,6 +7,7 @@ import torch
 from mdsrec.atomic import torch_save
 from mdsrec.config import DataConfig
 from mdsrec.data.protocol import Batch, Split, build_train_rows, eval_batches, train_batches
+from mdsrec.errors import ConfigError
 from mdsrec.models import REGISTRY, DataInfo, build_model
 from mdsrec.models.base import NextItemModel
 from mdsrec.training.checkpoint import load_checkpoint, load_model_state
@@ -108,5 +109,5 @@ def test_checkpoint_round_trip_gives_identical_scores(name: str, tiny_data, tmp_
 
 def test_bad_hidden_heads_named() -> None:
     info = DataInfo(10, 5, {}, [np.array([1, 2])])
-    with pytest.raises(ValueError, match=r"hidden_size \(30\) must be divisible by num_heads \(4\)"):
+    with pytest.raises(ConfigError, match=r"hidden_size \(30\) must be divisible by num_heads \(4\)"):
         build_model({"name": "sasrec", "hidden_size": 30, "num_heads": 4}, info)

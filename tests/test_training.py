@@ -98,3 +98,41 @@ def test_strict_load_lists_keys(tiny_data, tmp_path) -> None:  # type: ignore[no
     state["bogus"] = torch.zeros(1)
     with pytest.raises(MdsrecError, match=r"missing keys \['pos_emb.weight'\].*unexpected keys \['bogus'\]"):
         trainer_mod.load_model_state(exp.model, state, tmp_path / "x.pt")
+
+
+def test_resume_refuses_a_changed_config_and_uses_the_saved_one(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run = tmp_path / "run"
+    trainer_mod.train(tiny_cfg(1), tiny_data, run)
+    changed = tiny_cfg(1)
+    changed.train.lr = 0.5
+    with pytest.raises(MdsrecError, match=r"train.lr \(0.01 in the run, 0.5 given\)"):
+        trainer_mod.train(changed, tiny_data, run, resume=True)
+    again = trainer_mod.train(None, tiny_data, run, resume=True)  # finished run: recomputes the same metrics
+    assert again["test"] == json.loads((run / "metrics.json").read_text())["test"]
+
+
+def test_crash_between_last_and_best_is_repaired(tiny_data, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    run = tmp_path / "run"
+    real_save = trainer_mod.save_checkpoint
+
+    def crash_before_best(path, state):  # type: ignore[no-untyped-def]
+        if str(path).endswith("best.pt") and state["epoch"] == 1:  # epoch 1 always improves
+            raise KeyboardInterrupt
+        real_save(path, state)
+
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", crash_before_best)
+    with pytest.raises(KeyboardInterrupt):
+        trainer_mod.train(tiny_cfg(3), tiny_data, run)
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", real_save)
+    assert load_checkpoint(run / "last.pt")["best_epoch"] == 1 and not (run / "best.pt").exists()
+    trainer_mod.train(None, tiny_data, run, resume=True)
+    best = load_checkpoint(run / "best.pt")
+    assert best["epoch"] == json.loads((run / "metrics.json").read_text())["best_epoch"]
+
+
+def test_quickstart_refuses_a_foreign_data_directory(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "precious.txt").write_text("keep me")
+    assert main(["quickstart", "--out", str(tmp_path)]) == 2
+    assert (tmp_path / "data" / "precious.txt").read_text() == "keep me"
+    assert "not a quickstart data set" in capsys.readouterr().err

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from mdsrec.errors import MdsrecError
+
 
 def _tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -52,7 +54,10 @@ def torch_save(obj: Any, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -74,7 +79,7 @@ def staged_directory(final: str | Path, overwrite: bool = False) -> Iterator[Pat
     """
     final = Path(final).resolve()
     if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} already exists (pass overwrite to replace it)")
+        raise MdsrecError(f"{final} already exists (pass --overwrite to replace it)")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:

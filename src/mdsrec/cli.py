@@ -29,7 +29,8 @@ def _table(rows: list[tuple[str, dict[str, Any]]], extra: tuple[str, ...] = ()) 
     head = ["model", *METRIC_COLUMNS, *extra]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in rows:
-        cells = [name] + [f"{m['test'][c]:.4f}" for c in METRIC_COLUMNS] + [str(m.get(e, "")) for e in extra]
+        cells = [name] + [f"{m['test'][c]:.4f}" if c in m["test"] else "-" for c in METRIC_COLUMNS]
+        cells += [str(m.get(e, "")) for e in extra]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -39,7 +40,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mdsrec.data.processed import load_processed
     from mdsrec.training.trainer import train
 
-    cfg = resolve_config(args.config, args.set or [], model=args.model)
+    given = args.config or args.set or args.model
+    if args.resume and not given:
+        cfg = None  # continue with the run's saved config
+    else:
+        if not args.model and not args.config:
+            raise MdsrecError("pass --model NAME (or a --config file with model.name)")
+        cfg = resolve_config(args.config, args.set or [], model=args.model)
     data = load_processed(args.data)
     t0 = time.perf_counter()
     metrics = train(cfg, data, args.out, resume=args.resume)
@@ -61,7 +68,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise MdsrecError(f"{run_info} not found: pass --data")
         data_path = json.loads(run_info.read_text())["data_path"]
     data = load_processed(data_path)
-    exp = load_run(run, data, which="best")
+    exp = load_run(run, data, which="best", device=args.device)
     test = evaluate(exp.model, exp.split, args.stage, exp.cfg.data, exp.cfg.eval, exp.device)
     print(json.dumps({args.stage: test}, indent=2))
     saved = run / "metrics.json"
@@ -114,6 +121,10 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     data_dir = out / "data"
+    if data_dir.exists() and not (data_dir / "manifest.json").is_file():
+        raise MdsrecError(f"{data_dir} exists and is not a quickstart data set: choose another --out")
+    if data_dir.exists() and json.loads((data_dir / "manifest.json").read_text()).get("name") != "synthetic":
+        raise MdsrecError(f"{data_dir} holds another data set: choose another --out")
     print(f"[1/2] generating the built-in synthetic data set into {data_dir}")
     write_synthetic(data_dir, overwrite=True)
     data = load_processed(data_dir)
@@ -178,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--run", required=True, help="run directory")
     e.add_argument("--data", help="processed data directory (default: the one recorded in RUN_DIR/run.json)")
     e.add_argument("--stage", default="test", choices=("valid", "test"))
+    e.add_argument("--device", default="cpu", help="device to evaluate on (default: %(default)s)")
     e.set_defaults(func=cmd_evaluate)
     return p
 

@@ -10,11 +10,14 @@ from mdsrec.evaluation.metrics import metrics_from_ranks, target_ranks
 from mdsrec.models.base import SequentialRecommender
 
 
-def exclude_history(scores: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Set items of each history to -inf, except the target itself (a repeated target stays rankable)."""
+def exclude_history(scores: torch.Tensor, batch: Batch, history: torch.Tensor | None = None) -> torch.Tensor:
+    """Set the items of each user's history to -inf, except the target itself (a repeated target stays rankable).
+
+    ``history`` [B, H] (0-padded) is the user's whole history; by default the batch's (possibly truncated) input.
+    """
     assert batch.target is not None
     t_score = scores.gather(1, batch.target.view(-1, 1))
-    scores = scores.scatter(1, batch.items, float("-inf"))
+    scores = scores.scatter(1, batch.items if history is None else history, float("-inf"))
     scores = scores.scatter(1, batch.target.view(-1, 1), t_score)
     scores[:, 0] = float("-inf")
     return scores
@@ -38,7 +41,12 @@ def evaluate(
         batch = batch.to(device)
         scores = model.score_all(batch)  # [B, N+1]
         if eval_cfg.exclude_history:
-            scores = exclude_history(scores, batch)
+            assert batch.users is not None
+            full = [split.eval_input(int(u), stage)[0] for u in batch.users]  # whole history, not the window
+            hist = torch.zeros(len(full), max(len(h) for h in full), dtype=torch.long)
+            for i, h in enumerate(full):
+                hist[i, : len(h)] = torch.from_numpy(h)
+            scores = exclude_history(scores, batch, hist.to(scores.device))
         assert batch.target is not None
         ranks.append(target_ranks(scores, batch.target).cpu())
     model.train(was_training)

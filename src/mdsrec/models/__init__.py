@@ -28,7 +28,10 @@ def model_config(params: dict[str, Any]) -> Any:
 def build_model(params: dict[str, Any], info: DataInfo) -> SequentialRecommender:
     cfg = model_config(params)
     cls, _ = REGISTRY[cfg.name]
-    return cls(cfg, info)
+    try:
+        return cls(cfg, info)
+    except ValueError as e:  # e.g. hidden size not divisible by heads, dropout outside [0, 1]
+        raise ConfigError(f"model {cfg.name}: {e}") from e
 
 
 __all__ = ["REGISTRY", "DataInfo", "SequentialRecommender", "build_model", "model_config"]

@@ -49,7 +49,8 @@ class MultiHeadSelfAttention(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    """Post-LN Transformer layer as in SASRec/BERT4Rec (RecBole): x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x)))."""
+    """Post-LN Transformer layer as in SASRec/BERT4Rec (RecBole): x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x)))
+    with FFN(x) = W2 act(W1 x)."""
 
     def __init__(
         self, hidden: int, heads: int, inner: int, dropout: float, attn_dropout: float, act: str = "gelu"
@@ -67,4 +68,4 @@ class TransformerLayer(nn.Module):
 
     def forward(self, x: Tensor, causal: bool = True, key_padding: Tensor | None = None) -> Tensor:
         x = self.ln1(x + self.drop(self.attn(x, causal=causal, key_padding=key_padding)))
-        return self.ln2(x + self.drop(self.ff2(self.drop(self.act(self.ff1(x))))))
+        return self.ln2(x + self.drop(self.ff2(self.act(self.ff1(x)))))  # no dropout inside the FFN (RecBole)

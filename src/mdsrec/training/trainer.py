@@ -30,7 +30,7 @@ from mdsrec.atomic import write_json, write_text
 from mdsrec.config import ExperimentConfig, build_config
 from mdsrec.data.processed import ProcessedDataset
 from mdsrec.data.protocol import Split, build_train_rows, eval_batches, train_batches
-from mdsrec.errors import MdsrecError
+from mdsrec.errors import ConfigError, MdsrecError
 from mdsrec.evaluation.evaluator import evaluate
 from mdsrec.models import DataInfo, SequentialRecommender, build_model
 from mdsrec.training.checkpoint import (
@@ -66,6 +66,8 @@ def make_experiment(cfg: ExperimentConfig, data: ProcessedDataset) -> Experiment
         train_sequences=[split.train_part(u) for u in range(split.num_users)],
     )
     device = torch.device(cfg.train.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device ({cfg.train.device!r}): CUDA is not available on this machine")
     model = build_model(cfg.model, info).to(device)
     return Experiment(cfg, data, split, model, device)
 
@@ -81,27 +83,38 @@ def _git_commit() -> str | None:
 
 
 def train(
-    cfg: ExperimentConfig, data: ProcessedDataset, run_dir: str | Path, resume: bool = False
+    cfg: ExperimentConfig | None, data: ProcessedDataset, run_dir: str | Path, resume: bool = False
 ) -> dict[str, Any]:
-    """Train (or resume) a run and write RUN_DIR/metrics.json; returns the metrics dict."""
+    """Train (or resume) a run and write RUN_DIR/metrics.json; returns the metrics dict.
+
+    With ``resume`` and ``cfg`` None the run's saved config is used; a given ``cfg`` must equal it.
+    """
     run_dir = Path(run_dir)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if resume:
-        if not last_path.is_file():
-            raise MdsrecError(f"--resume: {last_path} not found (nothing to resume)")
+        if not last_path.is_file() or not (run_dir / "config.yaml").is_file():
+            raise MdsrecError(f"--resume: {last_path} or its config.yaml not found (nothing to resume)")
         saved_cfg = build_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
-        if saved_cfg.to_dict() != cfg.to_dict():
-            log.info("--resume: using the run's saved config from %s", run_dir / "config.yaml")
+        if cfg is not None and saved_cfg.to_dict() != cfg.to_dict():
+            diff = _config_diff(saved_cfg.to_dict(), cfg.to_dict())
+            raise MdsrecError(
+                f"--resume: the given config differs from the run's {run_dir / 'config.yaml'} in {diff}; "
+                "resume with the same --config/--set (a changed run is a new run)"
+            )
         cfg = saved_cfg
+    elif cfg is None:
+        raise MdsrecError("a new run needs a config")
     elif last_path.exists() or (run_dir / "metrics.json").exists():
         raise MdsrecError(
             f"{run_dir} already holds a run: pass --resume to continue it or choose another --out"
         )
 
+    metric = cfg.train.valid_metric
+    if metric not in _metric_names(cfg):
+        raise MdsrecError(f"train.valid_metric ({metric!r}) must be one of {_metric_names(cfg)}")
     exp = make_experiment(cfg, data)
     model, device = exp.model, exp.device
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    metric = cfg.train.valid_metric
     state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "bad_epochs": 0, "history": []}
 
     if resume:
@@ -110,7 +123,10 @@ def train(
         load_model_state(model, ck["model_state"], last_path)
         optimizer.load_state_dict(ck["optimizer_state"])
         torch.set_rng_state(ck["rng_torch"])
+        if device.type == "cuda" and "rng_cuda" in ck:
+            torch.cuda.set_rng_state_all(ck["rng_cuda"])
         state = {k: ck[k] for k in state}
+        _repair_best(run_dir, ck)
         log.info("resumed %s at epoch %d", run_dir, state["epoch"])
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -129,8 +145,6 @@ def train(
 
     rows = build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode)
     valid_batches = eval_batches(exp.split, "valid", cfg.data)
-    if metric not in _metric_names(cfg):
-        raise MdsrecError(f"train.valid_metric ({metric!r}) must be one of {_metric_names(cfg)}")
 
     finished = state["bad_epochs"] >= cfg.train.patience or state["epoch"] >= cfg.train.epochs
     while not finished:
@@ -163,7 +177,6 @@ def train(
         improved = score > state["best_score"]
         if improved:
             state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
-            save_checkpoint(best_path, _model_state(cfg, data, model, epoch))
         else:
             state["bad_epochs"] += 1
         record = {
@@ -182,9 +195,12 @@ def train(
                 **_model_state(cfg, data, model, epoch),
                 "optimizer_state": optimizer.state_dict(),
                 "rng_torch": torch.get_rng_state(),
+                **({"rng_cuda": torch.cuda.get_rng_state_all()} if device.type == "cuda" else {}),
                 **{k: state[k] for k in ("best_epoch", "best_score", "bad_epochs", "history")},
             },
         )
+        if improved:  # after last.pt: a crash in between is repaired on resume (see _repair_best)
+            save_checkpoint(best_path, _model_state(cfg, data, model, epoch))
         write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
         log.info(
             "epoch %d loss %.4f valid %s %.4f%s (%.1fs)",
@@ -198,6 +214,30 @@ def train(
         finished = state["bad_epochs"] >= cfg.train.patience or epoch >= cfg.train.epochs
 
     return finalize(run_dir, cfg, data, exp, state)
+
+
+def _repair_best(run_dir: Path, last: dict[str, Any]) -> None:
+    """If the run crashed between writing last.pt and best.pt in its best epoch, rebuild best.pt from last.pt."""
+    best_path = run_dir / "best.pt"
+    if last["best_epoch"] != last["epoch"]:
+        return
+    if best_path.is_file() and load_checkpoint(best_path)["epoch"] == last["epoch"]:
+        return
+    keys = ("config", "data_fingerprint", "data_name", "epoch", "model_state")
+    save_checkpoint(best_path, {k: last[k] for k in keys})
+    log.info("rebuilt %s from last.pt (epoch %d)", best_path, last["epoch"])
+
+
+def _config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
+    keys = sorted(set(a) | set(b))
+    for k in keys:
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            if va != vb:
+                return _config_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            return f"{prefix}{k} ({va!r} in the run, {vb!r} given)"
+    return "nothing"
 
 
 def _metric_names(cfg: ExperimentConfig) -> list[str]:
@@ -243,13 +283,17 @@ def finalize(
     return metrics
 
 
-def load_run(run_dir: str | Path, data: ProcessedDataset, which: str = "best") -> Experiment:
+def load_run(
+    run_dir: str | Path, data: ProcessedDataset, which: str = "best", device: str | None = None
+) -> Experiment:
     """Rebuild a run's model from RUN_DIR/{which}.pt for ``data`` (fingerprints must match)."""
     run_dir = Path(run_dir)
     path = run_dir / f"{which}.pt"
     ck = load_checkpoint(path)
     check_fingerprint(ck, data.fingerprint, data.path or "data", path)
     cfg = build_config(ck["config"])
+    if device is not None:
+        cfg.train.device = device
     exp = make_experiment(cfg, data)
     load_model_state(exp.model, ck["model_state"], path)
     exp.model.eval()
