@@ -15,6 +15,15 @@ TINY = SyntheticConfig(num_users=80, num_items=60, clusters_per_modality=4, feat
 TINY_MODEL = {
     "sasrec": {"hidden_size": 16, "inner_size": 32, "num_heads": 2, "dropout": 0.1, "attn_dropout": 0.1},
     "gru4rec": {"embedding_size": 16, "hidden_size": 24, "dropout": 0.1},
+    "mdsrec": {
+        "hidden_size": 16,
+        "inner_size": 32,
+        "num_heads": 2,
+        "dropout": 0.1,
+        "attn_dropout": 0.1,
+        "h": 3,
+        "k": 4,
+    },
 }
 
 

@@ -43,7 +43,7 @@ def test_early_stopping_stops_after_patience(tiny_data, tmp_path) -> None:  # ty
     assert m["epochs"] < 40 and m["epochs"] - m["best_epoch"] == 2
 
 
-@pytest.mark.parametrize("model", ["sasrec", "gru4rec"])
+@pytest.mark.parametrize("model", ["sasrec", "gru4rec", "mdsrec"])
 def test_resume_after_interruption_gives_the_same_result(
     tiny_data, tmp_path, monkeypatch, model: str
 ) -> None:  # type: ignore[no-untyped-def]

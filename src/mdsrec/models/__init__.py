@@ -8,11 +8,13 @@ from mdsrec.config import dataclass_from_dict
 from mdsrec.errors import ConfigError
 from mdsrec.models.base import DataInfo, SequentialRecommender
 from mdsrec.models.gru4rec import GRU4Rec, GRU4RecConfig
+from mdsrec.models.mdsrec import MDSRec, MDSRecConfig
 from mdsrec.models.sasrec import SASRec, SASRecConfig
 
 REGISTRY: dict[str, tuple[type[SequentialRecommender], type]] = {
     "sasrec": (SASRec, SASRecConfig),
     "gru4rec": (GRU4Rec, GRU4RecConfig),
+    "mdsrec": (MDSRec, MDSRecConfig),
 }
 
 
@@ -22,7 +24,10 @@ def model_config(params: dict[str, Any]) -> Any:
     if name not in REGISTRY:
         raise ConfigError(f"unknown model {name!r} (known: {', '.join(sorted(REGISTRY))})")
     _, cfg_cls = REGISTRY[name]
-    return dataclass_from_dict(cfg_cls, params, "model")
+    try:
+        return dataclass_from_dict(cfg_cls, params, "model")
+    except ValueError as e:  # a value the config dataclass's __post_init__ refuses
+        raise ConfigError(f"model {name}: {e}") from e
 
 
 def build_model(params: dict[str, Any], info: DataInfo) -> SequentialRecommender:

@@ -1,0 +1,477 @@
+"""MDSRec: "Multimodal Difference Learning for Sequential Recommendation", Li, Guo, Li & Zou, AAAI 2025,
+arXiv 2412.08103.
+
+Item relation graphs (Eq. 1-6): a co-occurrence matrix O from the training parts injects behaviour into the ID
+embeddings (E-bar_id = mu_id O E_id + E_id) and into each modality's features (E-bar_m); per modality, the top-H
+cosine graph over E-bar_m spreads ID embeddings (E-hat_m = A_m E_id). One causal Transformer per channel (ID and
+each modality, Eq. 7-9). Interest-centralized attention (ICA, Eq. 10-16): k-means centres of each modality's raw
+features attend, layer by layer, over that modality's Transformer states with the same Q/K/V weights. Fusion and
+prediction (Eq. 17-24): e_s = e_id + sum_m rho_m e_m scores against E_id, each modality's centre-enriched state
+e-tilde_m = e_m + gamma E_c (Gumbel-softmax gamma) scores against E-hat_m; the loss is the cross-entropy of the
+fused channel plus rho_m times each modality channel's.
+
+Every prefix is its own user history: the centres of the prefix ending at position p attend to positions <= p only,
+so they are per (user, position), [B, P, K, D], and one causal pass equals running every prefix separately.
+
+Deviations (defaults where the literal text differs or is silent, see DESIGN-NOTES.md; all are config fields):
+- O is symmetrically normalised (``cooc_norm="symmetric"``); the text uses it raw, which mu_id = 16 cannot fit.
+- The modal graph holds the item itself plus its H most similar OTHER items (``include_self``) and is
+  row-normalised (``graph_norm="row"``, the mean of the neighbours' ID embeddings); Eq. 5-6 keep it binary.
+- Eq. 12 scales the ICA scores by sqrt(d); the shared Q/K weights were trained with the Transformer's per-head
+  sqrt(D / heads), which is the default here (``ica_scale="head"``; "hidden" is the literal sqrt(D)).
+- sigma of Eq. 15 is GELU (the encoders' activation; ``ica_activation``); the text does not name it. U, W1 and W2
+  (no activation between them) are applied as one folded D x D map at run time: the same function and gradients.
+- No dropout inside ICA (the text gives none); Gumbel noise only in training, none at evaluation.
+- Transformer depth 2 and 2 heads (not given); the modality encoders are separate (``share_encoders=False``).
+- The fused channel's loss uses y_s of Eq. 20 (``fused_loss="s"``, the reading of Eq. 23); "final" uses Eq. 22's y.
+- Cross-entropy at every trained position of a row (all prefixes in one pass), averaged over trained positions.
+
+Shape legend: B batch, L sequence length, P represented prefixes per row, D hidden, N items, M modalities,
+K centres, h heads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mdsrec.data.graphs import (
+    NORMALIZATIONS,
+    cooccurrence,
+    kmeans,
+    membership_matrix,
+    neighbour_adjacency,
+    normalize_adjacency,
+    topk_cosine_neighbours,
+)
+from mdsrec.data.protocol import Batch
+from mdsrec.models.base import DataInfo, SequentialRecommender, check_divisible, init_weights
+from mdsrec.models.layers import MultiHeadSelfAttention, TransformerLayer
+
+
+@dataclass
+class MDSRecConfig:
+    name: str = "mdsrec"
+    hidden_size: int = 64
+    num_layers: int = 2  # Transformer layers per channel = ICA layers
+    num_heads: int = 2
+    inner_size: int = 256
+    dropout: float = 0.2
+    attn_dropout: float = 0.2
+    init_std: float = 0.02
+    # Eq. 1-3: co-occurrence relation extraction (CRE)
+    mu_id: float = 16.0
+    mu_m: float = 0.2
+    cooc_norm: str = "symmetric"  # symmetric | row | none
+    use_distance: bool = True  # False: "w/o DIS", every co-occurring pair adds 1
+    use_cre: bool = True  # False: "w/o CRE", mu_id = mu_m = 0
+    # Eq. 4-6: modal-aware relation graphs (MRGC)
+    use_mrgc: bool = True  # False: "w/o MRGC", a learned linear projection of the raw features instead
+    h: int = 10  # neighbours per item
+    include_self: bool = True
+    graph_norm: str = "row"  # row | none | symmetric
+    graph_on_bar_id: bool = False  # Eq. 6 on E-bar_id instead of the raw E_id
+    # Eq. 7-9: encoders
+    share_encoders: bool = False  # one encoder for the ID and every modality channel
+    # Eq. 10-16: interest-centralized attention (ICA)
+    use_ica: bool = True  # False: "w/o ICA", e-tilde = e
+    k: int = 32  # centres per modality
+    kmeans_seed: int = 0
+    kmeans_iters: int = 50
+    ica_activation: str = "gelu"  # gelu | sigmoid
+    ica_scale: str = "head"  # head: sqrt(D / heads) as the shared attention; hidden: sqrt(D) as Eq. 12
+    # Eq. 17-24: fusion, scores, loss
+    tau: float = 1.0
+    rho: list[float] | None = field(
+        default=None
+    )  # one weight per modality (DataInfo.features order); None: 1/M
+    fused_loss: str = "s"  # s: CE of y_s (Eq. 20); final: CE of y (Eq. 22)
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_layers", "num_heads", "inner_size", "k", "kmeans_iters"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 1")
+        check_divisible(self.hidden_size, self.num_heads)
+        for name in ("dropout", "attn_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} ({getattr(self, name)}) must lie in [0, 1)")
+        for name in ("mu_id", "mu_m"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 0")
+        if self.init_std <= 0 or self.tau <= 0:
+            raise ValueError(f"init_std ({self.init_std}) and tau ({self.tau}) must be > 0")
+        for name in ("cooc_norm", "graph_norm"):
+            if getattr(self, name) not in NORMALIZATIONS:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)!r}) must be one of {', '.join(NORMALIZATIONS)}"
+                )
+        choices = {
+            "ica_activation": ("gelu", "sigmoid"),
+            "ica_scale": ("head", "hidden"),
+            "fused_loss": ("s", "final"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} ({getattr(self, name)!r}) must be one of {', '.join(allowed)}")
+        if self.h < 0 or (self.h == 0 and not self.include_self):
+            raise ValueError(
+                f"h ({self.h}) must be >= 0, and >= 1 when include_self is false (else no neighbours)"
+            )
+        if self.rho is not None:
+            if not self.rho or any(r < 0 for r in self.rho) or abs(sum(self.rho) - 1.0) > 1e-6:
+                raise ValueError(f"rho ({self.rho}) must be non-negative weights summing to 1")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fixed sparse graphs, kept as dense index/value buffers (plain tensors survive weights_only checkpoint loading)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _coo_parts(a: sp.spmatrix | sp.sparray | Tensor) -> tuple[Tensor, Tensor]:
+    """A scipy or torch sparse matrix -> (indices int64 [2, nnz], values float32 [nnz]), row-major order."""
+    if isinstance(a, Tensor):
+        a = a.coalesce()  # row-major
+        return a.indices().clone(), a.values().to(torch.float32).clone()
+    c = sp.coo_matrix(sp.csr_matrix(a))  # CSR with sorted indices: row-major, no duplicates
+    idx = np.stack([c.row, c.col]).astype(np.int64)
+    return torch.from_numpy(idx), torch.from_numpy(c.data.astype(np.float32))
+
+
+def _spmm(indices: Tensor, values: Tensor, rows: int, dense: Tensor) -> Tensor:
+    """Sparse [rows, R] (from index/value buffers) @ dense [R, D] -> [rows, D]; differentiable in ``dense``.
+    The buffers are checked once when built or loaded (``_check_coo``), not on every call."""
+    a = torch.sparse_coo_tensor(
+        indices, values, (rows, dense.size(0)), is_coalesced=True, check_invariants=False
+    )
+    return torch.sparse.mm(a, dense)
+
+
+def _check_coo(name: str, indices: Tensor, shape: tuple[int, int]) -> None:
+    """Index buffers must be in range and strictly row-major (coalesced): a corrupt checkpoint is refused here
+    instead of reaching the unchecked sparse product."""
+    if indices.dim() != 2 or indices.size(0) != 2:
+        raise ValueError(f"{name} has shape {tuple(indices.shape)}, expected (2, nnz)")
+    if indices.numel() == 0:
+        return
+    lo, hi = indices.min(dim=1).values, indices.max(dim=1).values
+    if bool((lo < 0).any()) or int(hi[0]) >= shape[0] or int(hi[1]) >= shape[1]:
+        raise ValueError(f"{name} holds indices outside a {shape[0]} x {shape[1]} matrix")
+    flat = indices[0] * shape[1] + indices[1]  # [nnz]
+    if bool((flat[1:] <= flat[:-1]).any()):
+        raise ValueError(f"{name} is not sorted row-major without duplicates")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Eq. 7-9: one causal Transformer encoder per channel
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class MDSRecEncoder(nn.Module):
+    """Position embeddings, LayerNorm, dropout and ``num_layers`` causal post-LN Transformer layers (SASRec layout)."""
+
+    def __init__(self, cfg: MDSRecConfig, max_len: int) -> None:
+        super().__init__()
+        d = cfg.hidden_size
+        self.pos_emb = nn.Embedding(max_len, d)
+        self.ln = nn.LayerNorm(d, eps=1e-12)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(
+            TransformerLayer(d, cfg.num_heads, cfg.inner_size, cfg.dropout, cfg.attn_dropout)
+            for _ in range(cfg.num_layers)
+        )
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """x [B, L, D] item rows -> num_layers + 1 states [B, L, D]: states[l] is layer l's input, states[-1] the
+        output. Position j depends only on x[:, : j + 1] (right padding never reaches a real position)."""
+        if x.size(1) > self.pos_emb.num_embeddings:
+            raise ValueError(f"sequence length {x.size(1)} exceeds max_len {self.pos_emb.num_embeddings}")
+        pos = torch.arange(x.size(1), device=x.device)  # [L]
+        s = self.drop(self.ln(x + self.pos_emb(pos)[None]))  # [B, L, D]
+        states = [s]
+        for layer in self.layers:
+            s = layer(s, causal=True)
+            states.append(s)
+        return states
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Eq. 12-15: one layer of interest-centralized attention
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class MDSRecICALayer(nn.Module):
+    """Centres attend over one user's prefix of the modality Transformer's layer-(l-1) states, with that Transformer
+    layer's own Q/K/V projections (Eq. 12-13); heads concatenated, then U (Eq. 14) and sigma((g W1 + b1) W2 + b2)
+    (Eq. 15). U, W1, W2 are this layer's own weights."""
+
+    def __init__(self, cfg: MDSRecConfig) -> None:
+        super().__init__()
+        d = cfg.hidden_size
+        self.u = nn.Linear(d, d, bias=False)  # Eq. 14
+        self.w1 = nn.Linear(d, d)  # Eq. 15
+        self.w2 = nn.Linear(d, d)
+        self.act = F.gelu if cfg.ica_activation == "gelu" else torch.sigmoid
+        self.scale_by_hidden = cfg.ica_scale == "hidden"
+
+    def forward(
+        self, centres: Tensor, states: Tensor, attn: MultiHeadSelfAttention, visible: Tensor
+    ) -> Tensor:
+        """centres [B or 1, P or 1, K, D] (layer l-1), states [B, L, D], visible [B, P, L] (True: position j is in
+        the prefix ending at the p-th represented position) -> centres of layer l [B, P, K, D].
+
+        Memory: the scores are [B, h, P, K, L] and the output [B, P, K, D]; with P = L that is O(B L K (h L + D))."""
+        b, n, d = states.shape
+        heads = attn.heads
+        q = attn.q(centres)  # [B', P', K, D]
+        q = q.view(*q.shape[:3], heads, d // heads).permute(0, 3, 1, 2, 4)  # [B', h, P', K, D/h]
+        k = attn.split_heads(attn.k(states))  # [B, h, L, D/h]
+        v = attn.split_heads(attn.v(states))  # [B, h, L, D/h]
+        scale = math.sqrt(d if self.scale_by_hidden else d // heads)
+        scores = q @ k.transpose(-1, -2)[:, :, None] / scale  # [B, h, P', K, L]
+        scores = torch.where(visible[:, None, :, None, :], scores, float("-inf"))  # [B, h, P, K, L]
+        out = scores.softmax(dim=-1) @ v[:, :, None]  # [B, h, P, K, D/h]
+        g = out.permute(0, 2, 3, 1, 4).reshape(b, visible.size(1), -1, d)  # [B, P, K, D] heads concatenated
+        # U, W1, W2 without an activation between them: one folded map x (W2 W1 U)^T + (W2 b1 + b2), exact.
+        w = self.w2.weight @ self.w1.weight @ self.u.weight  # [D, D]
+        bias = self.w2.weight @ self.w1.bias + self.w2.bias  # [D]
+        return self.act(F.linear(g, w, bias))  # [B, P, K, D]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MDSRecOutput:
+    """Representations of the prefixes ending at the represented positions ([B, P, ...])."""
+
+    e_s: Tensor  # [B, P, D] fused user representation (Eq. 17)
+    e_m: list[Tensor]  # M x [B, P, D] modality Transformer outputs
+    e_tilde: list[Tensor]  # M x [B, P, D] centre-enriched modality states (Eq. 18)
+    gamma: list[Tensor]  # M x [B, P, K] Gumbel-softmax weights (Eq. 19); empty without ICA
+    centres: list[Tensor]  # M x [B, P, K, D] last ICA layer's centres E_c; empty without ICA
+    id_table: Tensor  # [N+1, D] raw E_id (Eq. 20)
+    modal_tables: list[Tensor]  # M x [N+1, D] E-hat_m (Eq. 21)
+
+
+class MDSRec(SequentialRecommender):
+    name = "mdsrec"
+    cooc_idx: Tensor  # [2, nnz] buffers of the normalised O (with use_cre)
+    cooc_val: Tensor
+
+    def __init__(self, cfg: MDSRecConfig, info: DataInfo) -> None:
+        super().__init__()
+        self.cfg = cfg
+        n1 = info.num_items + 1
+        self.num_items = info.num_items
+        self.modalities = list(info.features)
+        m_count = len(self.modalities)
+        if m_count == 0:
+            raise ValueError("MDSRec needs at least one modality feature table; the data set has none")
+        for name, table in info.features.items():
+            if table.ndim != 2 or table.shape[0] != n1:
+                raise ValueError(f"feature table {name!r} has shape {table.shape}, expected ({n1}, d)")
+        self.rho = list(cfg.rho) if cfg.rho is not None else [1.0 / m_count] * m_count
+        if len(self.rho) != m_count:
+            raise ValueError(f"rho has {len(self.rho)} weights but the data set has {m_count} modalities")
+        if cfg.use_ica and cfg.k > info.num_items:
+            raise ValueError(f"k ({cfg.k}) must not exceed the number of items N ({info.num_items})")
+        if cfg.use_mrgc and cfg.h >= info.num_items:
+            raise ValueError(f"h ({cfg.h}) must be smaller than the number of items N ({info.num_items})")
+        d = cfg.hidden_size
+        self.mu_id = cfg.mu_id if cfg.use_cre else 0.0
+        mu_m = cfg.mu_m if cfg.use_cre else 0.0
+
+        # Eq. 1-3: O from the training parts only; E-bar_id is recomputed every forward from the learnable E_id.
+        self.item_emb = nn.Embedding(n1, d, padding_idx=0)  # E_id
+        o: sp.csr_matrix | None = None
+        if cfg.use_cre:
+            if info.train_sequences is None:
+                raise ValueError("MDSRec with use_cre needs DataInfo.train_sequences (the training parts)")
+            raw = cooccurrence(info.train_sequences, info.num_items, distance_weighted=cfg.use_distance)
+            o = normalize_adjacency(raw, cfg.cooc_norm)
+            idx, val = _coo_parts(o)
+            self.register_buffer("cooc_idx", idx)  # [2, nnz]
+            self.register_buffer("cooc_val", val)  # [nnz]
+
+        # Eq. 4-6 per modality: the top-H graph over E-bar_m (MRGC), or a projection of the raw features (w/o).
+        # Eq. 10-11: k-means over the raw features E_m and the normalised membership C_m [K, N+1].
+        self.proj = nn.ModuleList()
+        for i, name in enumerate(self.modalities):
+            feats = np.asarray(info.features[name], dtype=np.float32)  # [N+1, d_m]
+            if cfg.use_mrgc:
+                bar = feats if o is None or mu_m == 0 else (mu_m * (o @ feats) + feats).astype(np.float32)
+                nb = topk_cosine_neighbours(bar, cfg.h, include_self=cfg.include_self)  # [N+1, H']
+                idx, val = _coo_parts(neighbour_adjacency(nb, info.num_items, cfg.graph_norm))
+                self.register_buffer(f"graph_idx_{i}", idx)  # [2, N H']
+                self.register_buffer(f"graph_val_{i}", val)
+            else:
+                self.register_buffer(f"features_{i}", torch.from_numpy(feats.copy()))  # [N+1, d_m]
+                self.proj.append(nn.Linear(feats.shape[1], d))
+            if cfg.use_ica:
+                labels, _ = kmeans(feats, cfg.k, seed=cfg.kmeans_seed, iters=cfg.kmeans_iters)
+                idx, val = _coo_parts(membership_matrix(labels, cfg.k))
+                self.register_buffer(f"member_idx_{i}", idx)  # [2, N]
+                self.register_buffer(f"member_val_{i}", val)
+
+        # Eq. 7-9: encoders[0] is the ID channel, encoders[1 + i] modality i (one shared encoder if asked).
+        count = 1 if cfg.share_encoders else 1 + m_count
+        self.encoders = nn.ModuleList(MDSRecEncoder(cfg, info.max_len) for _ in range(count))
+        # Eq. 12-15: ica[i][l] is layer l + 1 of modality i's interest-centralized attention.
+        self.ica = nn.ModuleList(
+            nn.ModuleList(MDSRecICALayer(cfg) for _ in range(cfg.num_layers))
+            for _ in range(m_count if cfg.use_ica else 0)
+        )
+        self.apply(lambda mod: init_weights(mod, cfg.init_std))
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+        self.check_graph_buffers()
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.check_graph_buffers())
+
+    def check_graph_buffers(self) -> None:
+        """Every sparse index buffer is in range and coalesced (run after building and after loading a state)."""
+        n1 = self.num_items + 1
+        for name, buf in self.named_buffers():
+            if name.endswith("_idx"):
+                rows = self.cfg.k if name.startswith("member_") else n1
+                _check_coo(name, buf, (rows, n1))
+
+    # --- item tables ------------------------------------------------------------------------------------------
+
+    def encoder(self, channel: int) -> MDSRecEncoder:
+        """channel 0: ID, 1 + i: modality i."""
+        enc = self.encoders[0 if self.cfg.share_encoders else channel]
+        assert isinstance(enc, MDSRecEncoder)
+        return enc
+
+    def ica_layers(self, i: int) -> list[MDSRecICALayer]:
+        """Modality i's ICA layers, first to last."""
+        stack = self.ica[i]
+        assert isinstance(stack, nn.ModuleList)
+        return [layer for layer in stack if isinstance(layer, MDSRecICALayer)]
+
+    def bar_id(self) -> Tensor:
+        """Eq. 3: E-bar_id = mu_id O E_id + E_id [N+1, D]."""
+        e = self.item_emb.weight
+        if self.mu_id == 0:
+            return e
+        return self.mu_id * _spmm(self.cooc_idx, self.cooc_val, e.size(0), e) + e
+
+    def modal_tables(self, bar_id: Tensor) -> list[Tensor]:
+        """E-hat_m [N+1, D] per modality: A_m E_id (Eq. 6), or the projected raw features without MRGC."""
+        out = []
+        for i in range(len(self.modalities)):
+            if self.cfg.use_mrgc:
+                src = bar_id if self.cfg.graph_on_bar_id else self.item_emb.weight
+                out.append(
+                    _spmm(getattr(self, f"graph_idx_{i}"), getattr(self, f"graph_val_{i}"), src.size(0), src)
+                )
+            else:
+                out.append(self.proj[i](getattr(self, f"features_{i}")))
+        return out
+
+    # --- sequence representations ----------------------------------------------------------------------------
+
+    def represent(self, items: Tensor, lengths: Tensor, ends: Tensor) -> MDSRecOutput:
+        """items [B, L], lengths [B], ends [B, P] positions (< lengths) whose prefixes items[b, : ends + 1] are
+        represented. Each prefix sees only its own positions, so the result does not depend on later items."""
+        bar_id = self.bar_id()  # [N+1, D]
+        tables = self.modal_tables(bar_id)  # M x [N+1, D]
+        n = items.size(1)
+        pos = torch.arange(n, device=items.device)  # [L]
+        visible = (pos <= ends[:, :, None]) & (pos < lengths[:, None, None])  # [B, P, L]
+        idx = ends[:, :, None].expand(-1, -1, self.cfg.hidden_size)  # [B, P, D]
+
+        e_id = self.encoder(0)(bar_id[items])[-1].gather(1, idx)  # [B, P, D] (Eq. 7-8)
+        e_s = e_id
+        e_ms, e_tildes, gammas, centres_out = [], [], [], []
+        for i, table in enumerate(tables):
+            enc = self.encoder(1 + i)
+            states = enc(table[items])  # (num_layers + 1) x [B, L, D] (Eq. 9)
+            e_m = states[-1].gather(1, idx)  # [B, P, D]
+            e_s = e_s + self.rho[i] * e_m  # Eq. 17
+            e_tilde = e_m
+            if self.cfg.use_ica:
+                member = _spmm(
+                    getattr(self, f"member_idx_{i}"), getattr(self, f"member_val_{i}"), self.cfg.k, table
+                )
+                c = member[
+                    None, None
+                ]  # [1, 1, K, D] layer-0 centres E-hat_c (Eq. 11), shared by all prefixes
+                for j, (layer, ica) in enumerate(
+                    zip(enc.layers, self.ica_layers(i), strict=True)
+                ):  # Eq. 12-16
+                    assert isinstance(layer, TransformerLayer)
+                    c = ica(c, states[j], layer.attn, visible)  # [B, P, K, D]; keys from layer j's input
+                logits = torch.einsum("bpd,bpkd->bpk", e_m, c)  # [B, P, K] e_m E_c^T
+                if (
+                    self.training
+                ):  # Gumbel noise g = log(delta) - log(1 - delta), delta ~ U(0, 1), training only
+                    eps = torch.finfo(logits.dtype).eps
+                    delta = torch.rand_like(logits).clamp(eps, 1.0 - eps)
+                    logits = logits + torch.log(delta) - torch.log1p(-delta)
+                gamma = (logits / self.cfg.tau).softmax(dim=-1)  # [B, P, K] (Eq. 19)
+                e_tilde = e_m + torch.einsum("bpk,bpkd->bpd", gamma, c)  # Eq. 18
+                gammas.append(gamma)
+                centres_out.append(c)
+            e_ms.append(e_m)
+            e_tildes.append(e_tilde)
+        return MDSRecOutput(e_s, e_ms, e_tildes, gammas, centres_out, self.item_emb.weight, tables)
+
+    def channel_scores(self, out: MDSRecOutput) -> tuple[Tensor, list[Tensor]]:
+        """y_s [B, P, N+1] (Eq. 20) and y_m per modality (Eq. 21); column 0 is not masked here."""
+        y_s = out.e_s @ out.id_table.t()
+        return y_s, [e @ t.t() for e, t in zip(out.e_tilde, out.modal_tables, strict=True)]
+
+    def fuse(self, y_s: Tensor, y_m: list[Tensor]) -> Tensor:
+        """Eq. 22: y = y_s + sum_m rho_m y_m."""
+        y = y_s
+        for r, y_i in zip(self.rho, y_m, strict=True):
+            y = y + r * y_i
+        return y
+
+    # --- the contract ----------------------------------------------------------------------------------------
+
+    def scores_at_all_positions(self, items: Tensor, lengths: Tensor) -> Tensor:
+        """items [B, L] -> [B, L, N+1]: scores after every prefix items[:, : p + 1]; column 0 is -inf."""
+        ends = torch.arange(items.size(1), device=items.device).expand(items.size(0), -1)  # [B, L]
+        y = self.fuse(*self.channel_scores(self.represent(items, lengths, ends)))
+        y[..., 0] = float("-inf")
+        return y
+
+    def compute_loss(self, batch: Batch) -> Tensor:
+        """Eq. 23-24 at every trained position (batch.targets > 0), each position its own prefix."""
+        assert batch.targets is not None, "training batch needs targets"
+        trained = batch.targets > 0  # [B, L]
+        counts = trained.sum(dim=1)  # [B]
+        # The trained positions of each row first, in order; P = most trained positions of any row.
+        order = torch.sort((~trained).to(torch.uint8), dim=1, stable=True).indices  # [B, L]
+        ends = order[:, : int(counts.max())]  # [B, P]
+        valid = torch.arange(ends.size(1), device=ends.device) < counts[:, None]  # [B, P]
+        target = batch.targets.gather(1, ends)[valid]  # [T]
+        y_s, y_m = self.channel_scores(self.represent(batch.items, batch.lengths, ends))
+
+        def ce(y: Tensor) -> Tensor:
+            logits = y[valid]  # [T, N+1]
+            logits[:, 0] = float("-inf")
+            return F.cross_entropy(logits, target)
+
+        loss = ce(self.fuse(y_s, y_m) if self.cfg.fused_loss == "final" else y_s)
+        for r, y in zip(self.rho, y_m, strict=True):
+            loss = loss + r * ce(y)
+        return loss
+
+    def score_all(self, batch: Batch) -> Tensor:
+        ends = (batch.lengths - 1).clamp(min=0)[:, None]  # [B, 1] only the full history is represented
+        y = self.fuse(*self.channel_scores(self.represent(batch.items, batch.lengths, ends)))[
+            :, 0
+        ]  # [B, N+1]
+        y[:, 0] = float("-inf")
+        return y

@@ -1,0 +1,289 @@
+"""MDSRec (arXiv 2412.08103): per-prefix interest-centralized attention, causality, Gumbel noise only in training,
+ablation switches, reproducible graphs, any number of modalities (tiny, CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mdsrec.config import DataConfig
+from mdsrec.data.graphs import cooccurrence, normalize_adjacency
+from mdsrec.data.protocol import Batch, Split, build_train_rows, train_batches
+from mdsrec.errors import ConfigError
+from mdsrec.models import DataInfo, build_model
+from mdsrec.models.mdsrec import MDSRec, MDSRecConfig, MDSRecICALayer
+from tests.conftest import TINY_MODEL
+
+# init_std 0.3: at the default 0.02 the folded ICA map W2 W1 U is ~1e-4 at D = 16 and the centres barely move the
+# scores, so a broken per-prefix ICA would pass within tolerance. Here gamma E_c is ~0.6 of |e_m|.
+TINY = {**TINY_MODEL["mdsrec"], "num_layers": 2, "init_std": 0.3}
+
+
+def info_of(data, max_len: int = 8, features: dict[str, np.ndarray] | None = None) -> DataInfo:  # type: ignore[no-untyped-def]
+    split = Split(data.sequences)
+    train = [split.train_part(u) for u in range(split.num_users)]
+    return DataInfo(data.num_items, max_len, data.features if features is None else features, train)
+
+
+def make(data, max_len: int = 8, features: dict[str, np.ndarray] | None = None, **over) -> MDSRec:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = build_model({"name": "mdsrec", **TINY, **over}, info_of(data, max_len, features))
+    assert isinstance(model, MDSRec)
+    return model
+
+
+def random_items(n_items: int, b: int = 3, n: int = 8, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1, n_items + 1, (b, n), generator=g)
+
+
+@pytest.mark.parametrize(
+    "over", [{}, {"share_encoders": True}, {"num_layers": 3, "ica_activation": "sigmoid"}]
+)
+def test_one_pass_equals_every_prefix_separately(tiny_data, over) -> None:  # type: ignore[no-untyped-def]
+    model = make(tiny_data, **over).eval()
+    items = random_items(tiny_data.num_items)
+    full = model.scores_at_all_positions(items, torch.full((3,), 8))  # [B, L, N+1]
+    out = model.represent(items, torch.full((3,), 8), torch.arange(8).expand(3, -1))
+    assert (out.e_tilde[0] - out.e_m[0]).norm() > 0.1 * out.e_m[
+        0
+    ].norm()  # ICA matters here, so this can fail
+    for p in range(1, 9):
+        alone = model.score_all(Batch(items[:, :p], torch.full((3,), p)))  # the prefix as its own history
+        torch.testing.assert_close(full[:, p - 1], alone, rtol=1e-4, atol=1e-5)
+
+
+def test_loss_at_every_position_equals_loss_of_single_target_rows(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model = make(tiny_data).eval()
+    items = random_items(tiny_data.num_items, b=2, n=6)
+    targets = random_items(tiny_data.num_items, b=2, n=6, seed=2)
+    one_pass = model.compute_loss(Batch(items, torch.full((2,), 6), targets))
+    rows, tgts = [], []
+    for b in range(2):
+        for p in range(1, 7):
+            row, t = torch.zeros(6, dtype=torch.long), torch.zeros(6, dtype=torch.long)
+            row[:p], t[p - 1] = items[b, :p], targets[b, p - 1]
+            rows.append(row)
+            tgts.append(t)
+    lengths = torch.tensor([p for _ in range(2) for p in range(1, 7)])
+    materialised = model.compute_loss(Batch(torch.stack(rows), lengths, torch.stack(tgts)))
+    torch.testing.assert_close(one_pass, materialised, rtol=1e-5, atol=1e-6)
+
+
+def test_later_items_never_change_earlier_scores(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model = make(tiny_data).eval()
+    items = random_items(tiny_data.num_items)
+    changed = items.clone()
+    changed[:, 5:] = random_items(tiny_data.num_items, n=3, seed=7)
+    lengths = torch.full((3,), 8)
+    before = model.scores_at_all_positions(items, lengths)
+    after = model.scores_at_all_positions(changed, lengths)
+    torch.testing.assert_close(after[:, :5], before[:, :5])
+    assert not torch.allclose(after[:, 5:, 1:], before[:, 5:, 1:])  # the change is visible where it may be
+
+
+def test_padding_and_what_lies_beyond_the_length_change_nothing(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model = make(tiny_data).eval()
+    items = random_items(tiny_data.num_items, n=5)
+    lengths = torch.tensor([5, 3, 1])
+    for b, n in enumerate(lengths.tolist()):
+        items[b, n:] = 0
+    wider = torch.cat([items, torch.zeros(3, 3, dtype=torch.long)], 1)
+    garbage = wider.clone()
+    for b, n in enumerate(lengths.tolist()):
+        garbage[b, n:] = random_items(tiny_data.num_items, b=1, n=8 - n, seed=b)[0]
+    ref = model.score_all(Batch(items, lengths))
+    torch.testing.assert_close(model.score_all(Batch(wider, lengths)), ref)
+    torch.testing.assert_close(model.score_all(Batch(garbage, lengths)), ref)
+    full = model.scores_at_all_positions(garbage, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(full[b, n - 1], ref[b], rtol=1e-4, atol=1e-5)
+
+
+def test_gumbel_noise_only_in_training(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model = make(tiny_data, dropout=0.0, attn_dropout=0.0)
+    items = random_items(tiny_data.num_items)
+    lengths = torch.full((3,), 8)
+    ends = torch.arange(8).expand(3, -1)
+    model.eval()
+    b = Batch(items, lengths)
+    assert torch.equal(model.score_all(b), model.score_all(b))
+    clean = model.represent(items, lengths, ends)
+    model.train()
+    first, second = model.represent(items, lengths, ends), model.represent(items, lengths, ends)
+    for i in range(2):
+        torch.testing.assert_close(first.e_m[i], second.e_m[i])  # no dropout: only the noise differs
+        torch.testing.assert_close(first.centres[i], clean.centres[i])
+        assert not torch.allclose(first.gamma[i], second.gamma[i])
+        assert not torch.allclose(first.gamma[i], clean.gamma[i])
+        noiseless = (torch.einsum("bpd,bpkd->bpk", clean.e_m[i], clean.centres[i]) / model.cfg.tau).softmax(
+            -1
+        )
+        torch.testing.assert_close(clean.gamma[i], noiseless)
+
+
+def param_names(model: torch.nn.Module) -> set[str]:
+    return {n for n, _ in model.named_parameters()}
+
+
+def buffer_names(model: torch.nn.Module) -> set[str]:
+    return {n for n, _ in model.named_buffers()}
+
+
+def test_cooccurrence_comes_from_the_training_parts(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model = make(tiny_data)
+    info = info_of(tiny_data)
+    assert info.train_sequences is not None
+    o = normalize_adjacency(cooccurrence(info.train_sequences, tiny_data.num_items), "symmetric").tocoo()
+    dense = torch.sparse_coo_tensor(model.cooc_idx, model.cooc_val, o.shape, check_invariants=True).to_dense()
+    np.testing.assert_allclose(dense.numpy(), o.toarray(), rtol=1e-6)
+    e = model.item_emb.weight.detach()
+    torch.testing.assert_close(model.bar_id().detach(), 16.0 * torch.from_numpy(o.toarray()) @ e + e)
+
+
+def test_ablation_switches(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    full = make(tiny_data)
+    params, buffers = param_names(full), buffer_names(full)
+    assert not torch.equal(full.bar_id(), full.item_emb.weight)
+
+    no_cre = make(tiny_data, use_cre=False)  # w/o CRE: E-bar_id == E_id, no O
+    torch.testing.assert_close(no_cre.bar_id(), no_cre.item_emb.weight, rtol=0, atol=0)
+    assert param_names(no_cre) == params and buffers - buffer_names(no_cre) == {"cooc_idx", "cooc_val"}
+
+    no_dis = make(tiny_data, use_distance=False)  # w/o DIS: same pattern, other values
+    assert torch.equal(no_dis.cooc_idx, full.cooc_idx) and not torch.allclose(no_dis.cooc_val, full.cooc_val)
+    assert param_names(no_dis) == params
+
+    no_mrgc = make(tiny_data, use_mrgc=False)  # w/o MRGC: projections instead of graphs
+    assert param_names(no_mrgc) - params == {"proj.0.weight", "proj.0.bias", "proj.1.weight", "proj.1.bias"}
+    assert params <= param_names(no_mrgc)
+    graphs = {f"graph_{w}_{i}" for w in ("idx", "val") for i in range(2)}
+    assert buffers - buffer_names(no_mrgc) == graphs
+    assert buffer_names(no_mrgc) - buffers == {"features_0", "features_1"}
+    feats = no_mrgc.features_0  # type: ignore[attr-defined]
+    torch.testing.assert_close(no_mrgc.modal_tables(no_mrgc.bar_id())[0], no_mrgc.proj[0](feats))
+
+    no_ica = make(tiny_data, use_ica=False)  # w/o ICA: no centres, e-tilde == e
+    assert params - param_names(no_ica) == {n for n in params if n.startswith("ica.")} != set()
+    assert param_names(no_ica) <= params
+    assert buffers - buffer_names(no_ica) == {f"member_{w}_{i}" for w in ("idx", "val") for i in range(2)}
+    no_ica.eval()
+    items = random_items(tiny_data.num_items)
+    out = no_ica.represent(items, torch.full((3,), 8), torch.arange(8).expand(3, -1))
+    assert not out.gamma and not out.centres
+    for e_m, e_t in zip(out.e_m, out.e_tilde, strict=True):
+        assert torch.equal(e_m, e_t)
+
+    on_bar = make(tiny_data, graph_on_bar_id=True)  # Eq. 6 on E-bar_id: same parameters, other tables
+    assert param_names(on_bar) == params
+    assert not torch.allclose(on_bar.modal_tables(on_bar.bar_id())[0], full.modal_tables(full.bar_id())[0])
+
+    shared = make(tiny_data, share_encoders=True)
+    assert {n.split(".")[1] for n in param_names(shared) if n.startswith("encoders.")} == {"0"}
+
+
+def test_ica_layer_matches_the_equations_written_out(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    """Eq. 12-15 for one prefix, unfolded (U, then W1, then W2) and head by head, with the shared Q/K/V."""
+    model = make(tiny_data).eval()
+    enc, ica = model.encoder(1), model.ica_layers(0)[0]
+    assert isinstance(ica, MDSRecICALayer)
+    attn = enc.layers[0].attn
+    torch.manual_seed(5)
+    centres, states = torch.randn(4, 16), torch.randn(1, 6, 16)
+    p = 3  # prefix ending at position 3 sees positions 0..3
+    got = ica(centres[None, None], states, attn, torch.arange(6)[None, None] <= p)[0, 0]  # [K, D]
+    heads = []
+    for hh in range(2):
+        sl = slice(8 * hh, 8 * hh + 8)
+        q, k, v = attn.q(centres)[:, sl], attn.k(states[0, : p + 1])[:, sl], attn.v(states[0, : p + 1])[:, sl]
+        heads.append((q @ k.t() / 8**0.5).softmax(-1) @ v)
+    want = F.gelu(ica.w2(ica.w1(ica.u(torch.cat(heads, 1)))))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_ica_layer_l_reads_the_transformer_input_of_layer_l(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    """Centres of layer l attend over E_u^{m,l-1} (the input of Transformer layer l) with that layer's Q/K/V,
+    starting from the cluster means of E-hat_m (Eq. 11-16), for the prefix of the whole sequence."""
+    model = make(tiny_data).eval()
+    items = random_items(tiny_data.num_items, b=1)
+    out = model.represent(items, torch.tensor([8]), torch.tensor([[7]]))
+    table = model.modal_tables(model.bar_id())[1]
+    cluster, item = model.member_idx_1  # type: ignore[attr-defined]  # [N] each: (cluster, item) pairs
+    c = torch.stack([table[item[cluster == j]].mean(0) for j in range(4)])[None, None]  # [1, 1, K, D]
+    states = model.encoder(2)(table[items])
+    for j, ica in enumerate(model.ica_layers(1)):
+        c = ica(c, states[j], model.encoder(2).layers[j].attn, torch.ones(1, 1, 8, dtype=torch.bool))
+    torch.testing.assert_close(out.centres[1], c)
+    torch.testing.assert_close(out.e_m[1][0, 0], states[-1][0, 7])
+
+
+def test_graphs_and_kmeans_reproducible(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    a, b = make(tiny_data), make(tiny_data)
+    for (name, x), (_, y) in zip(a.named_buffers(), b.named_buffers(), strict=True):
+        assert torch.equal(x, y), name
+    member = torch.sparse_coo_tensor(
+        a.member_idx_0, a.member_val_0, (4, tiny_data.num_items + 1), check_invariants=True
+    ).to_dense()  # type: ignore[attr-defined]
+    torch.testing.assert_close(member.sum(1), torch.ones(4))  # each centre is a mean of its items
+    assert ((member > 0).sum(0)[1:] == 1).all() and (member[:, 0] == 0).all()  # one cluster per item
+
+
+@pytest.mark.parametrize("dims", [[5], [3, 8, 12]])
+def test_any_number_of_modalities(tiny_data, dims: list[int]) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    feats = {
+        f"m{i}": rng.normal(size=(tiny_data.num_items + 1, d)).astype(np.float32) for i, d in enumerate(dims)
+    }
+    for f in feats.values():
+        f[0] = 0
+    model = make(tiny_data, features=feats)
+    assert len(model.modal_tables(model.bar_id())) == len(dims) and model.rho == [1 / len(dims)] * len(dims)
+    batch = train_batches(build_train_rows(Split(tiny_data.sequences), 8), DataConfig(batch_size=32), 0)[0]
+    loss = model.compute_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.item_emb.weight.grad is not None
+    model.eval()
+    scores = model.score_all(Batch(batch.items, batch.lengths))
+    assert (
+        scores.shape == (batch.items.size(0), tiny_data.num_items + 1) and torch.isneginf(scores[:, 0]).all()
+    )
+    rho = [0.5] + [0.5 / (len(dims) - 1)] * (len(dims) - 1) if len(dims) > 1 else [1.0]
+    assert make(tiny_data, features=feats, rho=rho).rho == rho
+
+
+def test_clear_errors(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="at least one modality"):
+        make(tiny_data, features={})
+    with pytest.raises(ConfigError, match=r"k \(61\) must not exceed the number of items N \(60\)"):
+        make(tiny_data, k=61)
+    with pytest.raises(ConfigError, match=r"rho has 3 weights but the data set has 2 modalities"):
+        make(tiny_data, rho=[0.2, 0.3, 0.5])
+    with pytest.raises(ConfigError, match="summing to 1"):
+        make(tiny_data, rho=[0.2, 0.3])
+    with pytest.raises(ConfigError, match="cooc_norm"):
+        make(tiny_data, cooc_norm="both")
+    with pytest.raises(ConfigError, match=r"tau"):
+        make(tiny_data, tau=0.0)
+
+
+def test_defaults_follow_the_paper_and_design_notes() -> None:
+    cfg = MDSRecConfig()
+    assert (cfg.mu_id, cfg.mu_m, cfg.h, cfg.k, cfg.tau, cfg.num_layers, cfg.num_heads) == (
+        16.0,
+        0.2,
+        10,
+        32,
+        1.0,
+        2,
+        2,
+    )
+    assert (cfg.cooc_norm, cfg.graph_norm, cfg.include_self, cfg.graph_on_bar_id) == (
+        "symmetric",
+        "row",
+        True,
+        False,
+    )
+    assert cfg.use_distance and cfg.use_cre and cfg.use_mrgc and cfg.use_ica and not cfg.share_encoders
+    assert cfg.ica_activation == "gelu" and cfg.rho is None
