@@ -8,12 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mdsrec.config import DataConfig
+from mdsrec.config import DataConfig, resolve_config
 from mdsrec.data.graphs import cooccurrence, normalize_adjacency
+from mdsrec.data.processed import ModalityInfo, load_processed, write_processed
 from mdsrec.data.protocol import Batch, Split, build_train_rows, train_batches
 from mdsrec.errors import ConfigError
 from mdsrec.models import DataInfo, build_model
 from mdsrec.models.mdsrec import MDSRec, MDSRecConfig, MDSRecICALayer
+from mdsrec.training.trainer import make_experiment
 from tests.conftest import TINY_MODEL
 
 # init_std 0.3: at the default 0.02 the folded ICA map W2 W1 U is ~1e-4 at D = 16 and the centres barely move the
@@ -143,6 +145,52 @@ def test_cooccurrence_comes_from_the_training_parts(tiny_data) -> None:  # type:
     torch.testing.assert_close(model.bar_id().detach(), 16.0 * torch.from_numpy(o.toarray()) @ e + e)
 
 
+def dense_buffer(model: MDSRec, idx_name: str, rows: int) -> torch.Tensor:
+    """A model's sparse buffer pair (``idx_name`` and its ``_val`` twin) as a dense [rows, N+1] matrix."""
+    idx, val = getattr(model, idx_name), getattr(model, idx_name.replace("idx", "val"))
+    shape = (rows, model.num_items + 1)
+    return torch.sparse_coo_tensor(idx, val, shape, check_invariants=True).to_dense()
+
+
+def test_no_cooccurrence_through_validation_or_test_targets(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Built the way training builds it (processed files -> make_experiment), O holds no pair that co-occurs only
+    through held-out targets: 11 and 12 are user 0's (valid, test) targets; user 1 has 11 in training and 12 as its
+    test target; 12 never occurs in a training part. 1 and 2 co-occur in training and are related."""
+    sequences = [
+        [1, 2, 3, 11, 12],  # train [1, 2, 3], valid 11, test 12
+        [4, 11, 5, 6, 12],  # train [4, 11, 5], valid 6, test 12
+        [1, 2, 4, 5, 7],
+        [3, 6, 7, 8, 9],
+        [5, 8, 9, 10, 1],
+        [2, 7, 10, 3, 4],
+    ]
+    n = 12
+    feats = np.random.default_rng(0).normal(size=(n + 1, 4)).astype(np.float32)
+    feats[0] = 0
+    write_processed(
+        tmp_path / "d",
+        "leak",
+        [f"u{u}" for u in range(len(sequences))],
+        sequences,
+        [str(i) for i in range(1, n + 1)],
+        [f"item{i}" for i in range(1, n + 1)],
+        {"text": feats},
+        [ModalityInfo("text", 4, "dense")],
+        {},
+    )
+    sizes = [f"model.{k}={v}" for k, v in {**TINY, "h": 2, "k": 3}.items()]
+    cfg = resolve_config(None, [*sizes, "data.max_len=8"], model="mdsrec")
+    model = make_experiment(cfg, load_processed(tmp_path / "d")).model
+    assert isinstance(model, MDSRec)
+    o = dense_buffer(model, "cooc_idx", n + 1)
+    a, b = 11, 12
+    assert o[a, b] == 0 and o[b, a] == 0
+    assert (o[a, 1:4] == 0).all()  # user 0's valid target is not related to user 0's training items either
+    assert (o[b] == 0).all() and (o[:, b] == 0).all()  # 12 is never in a training part
+    assert o[a, 4] > 0 and o[a, 5] > 0  # 11 is related through user 1's training part
+    assert o[1, 2] > 0 and o[2, 1] > 0  # a pair that co-occurs in training is there
+
+
 def test_ablation_switches(tiny_data) -> None:  # type: ignore[no-untyped-def]
     full = make(tiny_data)
     params, buffers = param_names(full), buffer_names(full)
@@ -182,6 +230,81 @@ def test_ablation_switches(tiny_data) -> None:  # type: ignore[no-untyped-def]
 
     shared = make(tiny_data, share_encoders=True)
     assert {n.split(".")[1] for n in param_names(shared) if n.startswith("encoders.")} == {"0"}
+
+
+def test_ablations_change_nothing_else(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    full = make(tiny_data)
+    n1 = tiny_data.num_items + 1
+    members = {f"member_{w}_{i}" for w in ("idx", "val") for i in range(2)}
+    graphs = {f"graph_{w}_{i}" for w in ("idx", "val") for i in range(2)}
+    ref = dict(full.named_buffers())
+
+    # mu_m only enters the modal graphs: k-means runs on the raw features, not on E-bar_m.
+    no_mu = make(tiny_data, mu_m=0.0)
+    got = dict(no_mu.named_buffers())
+    for name in members:
+        assert torch.equal(got[name], ref[name]), name
+    for i in range(2):
+        assert not torch.equal(
+            dense_buffer(no_mu, f"graph_idx_{i}", n1), dense_buffer(full, f"graph_idx_{i}", n1)
+        )
+
+    # w/o MRGC replaces the graphs only: the centres' membership is untouched.
+    got = dict(make(tiny_data, use_mrgc=False).named_buffers())
+    for name in members:
+        assert torch.equal(got[name], ref[name]), name
+
+    # w/o DIS: O is the normalised count of co-occurring pairs, exactly; the graphs see that O through mu_m.
+    no_dis = make(tiny_data, use_distance=False)
+    info = info_of(tiny_data)
+    assert info.train_sequences is not None
+    raw = cooccurrence(info.train_sequences, tiny_data.num_items, distance_weighted=False)
+    want = normalize_adjacency(raw, "symmetric").toarray()
+    np.testing.assert_array_equal(dense_buffer(no_dis, "cooc_idx", n1).numpy(), want)
+    got = dict(no_dis.named_buffers())
+    for name in members:
+        assert torch.equal(got[name], ref[name]), name
+    assert set(got) == set(ref) and graphs <= set(got)
+
+
+def test_gumbel_softmax_formula(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    """Training-mode gamma = softmax((log d - log(1 - d) + e_m E_c^T) / tau) with d the model's own uniform draw,
+    one rand_like per modality in modality order (re-drawn here from the same seed). tau != 1, so adding the noise
+    after dividing by tau, or standard Gumbel noise -log(-log d), would not match."""
+    tau = 0.5
+    model = make(tiny_data, dropout=0.0, attn_dropout=0.0, tau=tau)  # no dropout: the noise is the only draw
+    items = random_items(tiny_data.num_items)
+    lengths, ends = torch.full((3,), 8), torch.arange(8).expand(3, -1)
+    clean = model.eval().represent(items, lengths, ends)
+    model.train()
+    torch.manual_seed(123)
+    noisy = model.represent(items, lengths, ends)
+    torch.manual_seed(123)
+    for i in range(2):
+        logits = torch.einsum("bpd,bpkd->bpk", clean.e_m[i], clean.centres[i])  # [B, P, K]
+        eps = torch.finfo(logits.dtype).eps
+        d = torch.rand_like(logits).clamp(eps, 1.0 - eps)
+        want = ((torch.log(d) - torch.log(1.0 - d) + logits) / tau).softmax(-1)
+        torch.testing.assert_close(noisy.gamma[i], want, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(want, (logits / tau).softmax(-1), atol=1e-3)  # the noise is not negligible
+        torch.testing.assert_close(
+            noisy.e_tilde[i], noisy.e_m[i] + torch.einsum("bpk,bpkd->bpd", want, noisy.centres[i])
+        )
+
+
+def test_kmeans_seed_changes_the_clusters(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    """Features without cluster structure: k-means++ from another seed ends in another partition of the items
+    (not just renumbered clusters), so kmeans_seed reaches k-means."""
+    feats = np.random.default_rng(0).normal(size=(tiny_data.num_items + 1, 6)).astype(np.float32)
+    feats[0] = 0
+
+    def partition(model: MDSRec) -> set[frozenset[int]]:
+        cluster, item = model.member_idx_0  # type: ignore[attr-defined]
+        return {frozenset(item[cluster == c].tolist()) for c in range(model.cfg.k)}
+
+    first = partition(make(tiny_data, features={"m": feats}, kmeans_seed=0))
+    assert len(first) == 4
+    assert partition(make(tiny_data, features={"m": feats}, kmeans_seed=1)) != first
 
 
 def test_ica_layer_matches_the_equations_written_out(tiny_data) -> None:  # type: ignore[no-untyped-def]

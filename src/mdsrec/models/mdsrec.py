@@ -21,6 +21,8 @@ Deviations (defaults where the literal text differs or is silent, see DESIGN-NOT
   sqrt(D / heads), which is the default here (``ica_scale="head"``; "hidden" is the literal sqrt(D)).
 - sigma of Eq. 15 is GELU (the encoders' activation; ``ica_activation``); the text does not name it. U, W1 and W2
   (no activation between them) are applied as one folded D x D map at run time: the same function and gradients.
+- ICA's keys/values are computed from the modality Transformer layer's input states (post-LayerNorm, post-dropout
+  of the previous layer), i.e. what that layer's own attention sees, not the raw E-hat[S] + P of the text.
 - No dropout inside ICA (the text gives none); Gumbel noise only in training, none at evaluation.
 - Transformer depth 2 and 2 heads (not given); the modality encoders are separate (``share_encoders=False``).
 - The fused channel's loss uses y_s of Eq. 20 (``fused_loss="s"``, the reading of Eq. 23); "final" uses Eq. 22's y.
