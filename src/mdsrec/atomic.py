@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -25,19 +25,25 @@ def _tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
+@contextlib.contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path``; on success flush, fsync and rename it onto ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with _atomic_file(Path(path)) as f:
+        f.write(data)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -50,18 +56,8 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def torch_save(obj: Any, path: str | Path) -> None:
     """torch.save to a temporary file, then rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with _atomic_file(Path(path)) as f:
+        torch.save(obj, f)
 
 
 def append_line(path: str | Path, line: str) -> None:
