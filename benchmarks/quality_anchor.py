@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import subprocess
 import sys
 from pathlib import Path
+
+from runlib import ensure_run
 
 PAPER_NAMES = {"sasrec": "SASRec", "gru4rec": "GRU4Rec", "bert4rec": "BERT4Rec", "mdsrec": "MDSRec"}
 METRICS = [("recall@10", "R@10"), ("ndcg@10", "N@10"), ("recall@20", "R@20"), ("ndcg@20", "N@20")]
@@ -62,27 +62,7 @@ def main() -> int:
         results = []
         for lr in args.lrs.split(","):
             run = Path(args.runs) / args.dataset / model / f"lr{lr}"
-            if not (run / "metrics.json").is_file():
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "mdsrec",
-                    "train",
-                    "--data",
-                    args.data,
-                    "--config",
-                    str(cfg),
-                    "--out",
-                    str(run),
-                    "--set",
-                    f"train.lr={lr}",
-                    *args.set,
-                ]
-                if (run / "last.pt").is_file():
-                    cmd.append("--resume")
-                print("+", " ".join(cmd), flush=True)
-                subprocess.run(cmd, check=True)
-            m = json.loads((run / "metrics.json").read_text())
+            m = ensure_run(run, args.data, ["--config", str(cfg)], [f"train.lr={lr}", *args.set])
             results.append((m["valid"]["ndcg@20"], lr, m))
             print(f"{model} lr={lr}: valid ndcg@20 {m['valid']['ndcg@20']:.4f} test {m['test']}", flush=True)
         _, lr, m = max(results, key=lambda r: r[0])

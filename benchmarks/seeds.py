@@ -10,11 +10,11 @@ and prints a markdown table of the test metrics (mean +- std over seeds) with se
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+from runlib import ensure_run
 
 METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
 
@@ -38,29 +38,8 @@ def main() -> int:
         results = []
         for seed in range(args.seeds):
             run = Path(args.runs) / model / f"seed{seed}"
-            if not (run / "metrics.json").is_file():
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "mdsrec",
-                    "train",
-                    "--data",
-                    args.data,
-                    "--model",
-                    model,
-                    "--out",
-                    str(run),
-                    "--set",
-                    "train.progress=false",
-                    f"train.seed={seed}",
-                    *args.set,
-                    *extra,
-                ]
-                if (run / "last.pt").is_file():
-                    cmd.append("--resume")
-                print("+", " ".join(cmd), flush=True)
-                subprocess.run(cmd, check=True)
-            results.append(json.loads((run / "metrics.json").read_text()))
+            sets = ["train.progress=false", f"train.seed={seed}", *args.set, *extra]
+            results.append(ensure_run(run, args.data, ["--model", model], sets))
         cells = []
         for k in METRICS:
             vals = [r["test"][k] for r in results]
