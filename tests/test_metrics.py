@@ -37,25 +37,25 @@ def test_padding_target_rejected() -> None:
         target_ranks(mask_padding_column(torch.zeros(1, 4)), torch.tensor([0]))
 
 
-class Constant(SequentialRecommender):
-    name = "constant"
+class FixedScorer(SequentialRecommender):
+    """A hand-written scorer over n items (no parameters): subclasses define score_all."""
 
     def __init__(self, n: int) -> None:
         super().__init__()
         self.n = n
+
+
+class Constant(FixedScorer):
+    name = "constant"
 
     def score_all(self, batch: Batch) -> torch.Tensor:
         return mask_padding_column(torch.zeros(batch.items.size(0), self.n + 1))
 
 
-class Oracle(SequentialRecommender):
+class Oracle(FixedScorer):
     """Scores the target highest, and the padding item even higher (which must be ignored)."""
 
     name = "oracle"
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n = n
 
     def score_all(self, batch: Batch) -> torch.Tensor:
         s = torch.zeros(batch.items.size(0), self.n + 1)
@@ -86,14 +86,10 @@ def test_exclude_history_keeps_target() -> None:
     assert target_ranks(out, batch.target).tolist() == [2]  # only item 2 (4.0) is above it now
 
 
-class Flat(SequentialRecommender):
+class Flat(FixedScorer):
     """Scores item i as i (so higher ids rank first)."""
 
     name = "flat"
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n = n
 
     def score_all(self, batch: Batch) -> torch.Tensor:
         return mask_padding_column(torch.arange(self.n + 1, dtype=torch.float).repeat(batch.items.size(0), 1))
