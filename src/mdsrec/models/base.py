@@ -36,6 +36,11 @@ class SequentialRecommender(nn.Module):
     """Base class of every model: implement ``compute_loss`` and ``score_all``."""
 
     name: ClassVar[str]
+    # True when the objective is the next item after each trained prefix, so all-prefix batching equals the
+    # materialised one (False for cloze / random-masking objectives such as BERT4Rec's).
+    prefix_objective: ClassVar[bool] = True
+    # False for parameter-free references (popularity, item-to-item): the trainer evaluates them without training.
+    trainable: ClassVar[bool] = True
 
     def compute_loss(self, batch: Batch) -> Tensor:
         raise NotImplementedError
