@@ -145,6 +145,23 @@ def test_cooccurrence_comes_from_the_training_parts(tiny_data) -> None:  # type:
     torch.testing.assert_close(model.bar_id().detach(), 16.0 * torch.from_numpy(o.toarray()) @ e + e)
 
 
+def test_bar_id_rows_equal_the_full_product_with_the_same_gradients(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    """The ID channel reads only the batch's rows of E-bar_id (``bar_id_of``): same values and same gradient on
+    E_id as indexing the full product, rows without any co-occurrence (padding) included."""
+    model = make(tiny_data)
+    items = torch.tensor([[3, 0, 3, 7], [12, 5, 0, 0]])  # repeats and padding
+    weights = torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(2))
+    part = model.bar_id_of(items)  # [2, 4, D]
+    (part * weights).sum().backward()
+    grad_part = model.item_emb.weight.grad.clone()  # type: ignore[union-attr]
+    model.zero_grad()
+    full = model.bar_id()[items]
+    (full * weights).sum().backward()
+    torch.testing.assert_close(part, full)
+    torch.testing.assert_close(grad_part, model.item_emb.weight.grad)
+    assert grad_part[[3, 7, 12, 5]].abs().sum() > 0
+
+
 def dense_buffer(model: MDSRec, idx_name: str, rows: int) -> torch.Tensor:
     """A model's sparse buffer pair (``idx_name`` and its ``_val`` twin) as a dense [rows, N+1] matrix."""
     idx, val = getattr(model, idx_name), getattr(model, idx_name.replace("idx", "val"))
@@ -307,23 +324,34 @@ def test_kmeans_seed_changes_the_clusters(tiny_data) -> None:  # type: ignore[no
     assert partition(make(tiny_data, features={"m": feats}, kmeans_seed=1)) != first
 
 
-def test_ica_layer_matches_the_equations_written_out(tiny_data) -> None:  # type: ignore[no-untyped-def]
-    """Eq. 12-15 for one prefix, unfolded (U, then W1, then W2) and head by head, with the shared Q/K/V."""
+@pytest.mark.parametrize("shared", [True, False])
+def test_ica_layer_matches_the_equations_written_out(tiny_data, shared: bool) -> None:  # type: ignore[no-untyped-def]
+    """Eq. 12-15 per prefix, unfolded (Q applied to the centres, U then W1 then W2 applied to the concatenated
+    heads), with the shared Q/K/V: for layer-0 centres shared by every prefix and for per-prefix centres (layer >= 2),
+    where the layer folds the maps into the keys and values."""
     model = make(tiny_data).eval()
     enc, ica = model.encoder(1), model.ica_layers(0)[0]
     assert isinstance(ica, MDSRecICALayer)
     attn = enc.layers[0].attn
+    with torch.no_grad():  # non-zero biases, so the folded query bias term is exercised too
+        for lin in (attn.q, attn.k, attn.v, ica.w1, ica.w2):
+            lin.bias.normal_()
     torch.manual_seed(5)
-    centres, states = torch.randn(4, 16), torch.randn(1, 6, 16)
-    p = 3  # prefix ending at position 3 sees positions 0..3
-    got = ica(centres[None, None], states, attn, torch.arange(6)[None, None] <= p)[0, 0]  # [K, D]
-    heads = []
-    for hh in range(2):
-        sl = slice(8 * hh, 8 * hh + 8)
-        q, k, v = attn.q(centres)[:, sl], attn.k(states[0, : p + 1])[:, sl], attn.v(states[0, : p + 1])[:, sl]
-        heads.append((q @ k.t() / 8**0.5).softmax(-1) @ v)
-    want = F.gelu(ica.w2(ica.w1(ica.u(torch.cat(heads, 1)))))
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    ends = [3, 5]  # prefix p sees positions 0..ends[p]
+    per_prefix, states = torch.randn(2, 4, 16), torch.randn(1, 6, 16)
+    centres = per_prefix[:1, None].expand(1, 1, 4, 16) if shared else per_prefix[None]  # [1, 1 or 2, K, D]
+    visible = torch.arange(6)[None, None] <= torch.tensor(ends)[None, :, None]  # [1, 2, 6]
+    got = ica(centres, states, attn, visible)[0]  # [2, K, D]
+    assert got.shape == (2, 4, 16)
+    for i, p in enumerate(ends):
+        c = per_prefix[0 if shared else i]  # [K, D]
+        heads = []
+        for hh in range(2):
+            sl = slice(8 * hh, 8 * hh + 8)
+            q, k, v = attn.q(c)[:, sl], attn.k(states[0, : p + 1])[:, sl], attn.v(states[0, : p + 1])[:, sl]
+            heads.append((q @ k.t() / 8**0.5).softmax(-1) @ v)
+        want = F.gelu(ica.w2(ica.w1(ica.u(torch.cat(heads, 1)))))
+        torch.testing.assert_close(got[i], want, rtol=1e-5, atol=1e-5)
 
 
 def test_ica_layer_l_reads_the_transformer_input_of_layer_l(tiny_data) -> None:  # type: ignore[no-untyped-def]

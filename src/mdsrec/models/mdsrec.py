@@ -53,7 +53,13 @@ from mdsrec.data.graphs import (
     topk_cosine_neighbours,
 )
 from mdsrec.data.protocol import Batch
-from mdsrec.models.base import DataInfo, SequentialRecommender, check_divisible, init_weights
+from mdsrec.models.base import (
+    DataInfo,
+    SequentialRecommender,
+    check_divisible,
+    init_weights,
+    mask_padding_column,
+)
 from mdsrec.models.layers import MultiHeadSelfAttention, TransformerLayer
 
 
@@ -145,13 +151,21 @@ def _coo_parts(a: sp.spmatrix | sp.sparray | Tensor) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(idx), torch.from_numpy(c.data.astype(np.float32))
 
 
-def _spmm(indices: Tensor, values: Tensor, rows: int, dense: Tensor) -> Tensor:
-    """Sparse [rows, R] (from index/value buffers) @ dense [R, D] -> [rows, D]; differentiable in ``dense``.
-    The buffers are checked once when built or loaded (``_check_coo``), not on every call."""
-    a = torch.sparse_coo_tensor(
-        indices, values, (rows, dense.size(0)), is_coalesced=True, check_invariants=False
-    )
-    return torch.sparse.mm(a, dense)
+def _spmm(indices: Tensor, values: Tensor, rows: int, dense: Tensor, select: Tensor | None = None) -> Tensor:
+    """Sparse [rows, R] (row-major index/value buffers) @ dense [R, D] -> [rows, D], or only the rows ``select``
+    [U] -> [U, D]; differentiable in ``dense``. A weighted ``embedding_bag`` (one bag per row): multi-threaded and
+    several times faster than torch's COO product on CPU, and with ``select`` only the nonzeros of the wanted rows
+    are touched. The buffers are checked once when built or loaded (``_check_coo``), not on every call."""
+    counts = torch.bincount(indices[0], minlength=rows)  # [rows] nonzeros per row
+    starts = counts.cumsum(0) - counts  # [rows] first nonzero of each row
+    if select is None:
+        cols, w, offsets = indices[1], values, starts
+    else:
+        c, st = counts[select], starts[select]  # [U]
+        offsets = c.cumsum(0) - c  # [U] bag starts in the gathered list
+        pos = torch.repeat_interleave(st - offsets, c) + torch.arange(int(c.sum()), device=dense.device)
+        cols, w = indices[1, pos], values[pos]  # the selected rows' nonzeros, row by row
+    return F.embedding_bag(cols, dense, offsets, mode="sum", per_sample_weights=w)
 
 
 def _check_coo(name: str, indices: Tensor, shape: tuple[int, int]) -> None:
@@ -227,22 +241,33 @@ class MDSRecICALayer(nn.Module):
         """centres [B or 1, P or 1, K, D] (layer l-1), states [B, L, D], visible [B, P, L] (True: position j is in
         the prefix ending at the p-th represented position) -> centres of layer l [B, P, K, D].
 
-        Memory: the scores are [B, h, P, K, L] and the output [B, P, K, D]; with P = L that is O(B L K (h L + D))."""
+        The D x D maps are applied per token, never per (prefix, centre): the output map (U, W1, W2 folded into
+        one W, no activation between them) goes into the values, v_h W_h^T [B, h, L, D], and for per-prefix
+        centres the query projection goes into the keys, k_h Wq_h [B, h, L, D]. Both are exact re-associations
+        of Eq. 12-15. Cost O(B P K h L D + B L D^2) instead of O(B P K D^2); memory: scores [B, h, P, K, L]."""
         b, n, d = states.shape
-        heads = attn.heads
-        q = attn.q(centres)  # [B', P', K, D]
-        q = q.view(*q.shape[:3], heads, d // heads).permute(0, 3, 1, 2, 4)  # [B', h, P', K, D/h]
+        heads, dh = attn.heads, d // attn.heads
+        scale = math.sqrt(d if self.scale_by_hidden else dh)
         k = attn.split_heads(attn.k(states))  # [B, h, L, D/h]
         v = attn.split_heads(attn.v(states))  # [B, h, L, D/h]
-        scale = math.sqrt(d if self.scale_by_hidden else d // heads)
-        scores = q @ k.transpose(-1, -2)[:, :, None] / scale  # [B, h, P', K, L]
-        scores = torch.where(visible[:, None, :, None, :], scores, float("-inf"))  # [B, h, P, K, L]
-        out = scores.softmax(dim=-1) @ v[:, :, None]  # [B, h, P, K, D/h]
-        g = out.permute(0, 2, 3, 1, 4).reshape(b, visible.size(1), -1, d)  # [B, P, K, D] heads concatenated
         # U, W1, W2 without an activation between them: one folded map x (W2 W1 U)^T + (W2 b1 + b2), exact.
         w = self.w2.weight @ self.w1.weight @ self.u.weight  # [D, D]
         bias = self.w2.weight @ self.w1.bias + self.w2.bias  # [D]
-        return self.act(F.linear(g, w, bias))  # [B, P, K, D]
+        # [B, h, L, D]: head h's values through W[:, h]^T (einsum, not a broadcast matmul: the weight's gradient
+        # is then one [h, D/h, D] product, never a [B, h, D/h, D] tensor summed over B)
+        v_out = torch.einsum("bhle,dhe->bhld", v, w.view(d, heads, dh))
+        if (
+            centres.size(0) == 1 and centres.size(1) == 1
+        ):  # layer-0 centres shared by every prefix: project once
+            q = attn.q(centres[0, 0]).view(-1, heads, dh).transpose(0, 1)  # [h, K, D/h]
+            scores = torch.einsum("hkd,bhld->bhkl", q, k)[:, :, None]  # [B, h, 1, K, L]
+        else:  # per-prefix centres: q_h . k = c . (k_h Wq_h) + bq_h . k_h
+            k_in = torch.einsum("bhle,hed->bhld", k, attn.q.weight.view(heads, dh, d))  # [B, h, L, D]
+            k_bias = (k * attn.q.bias.view(1, heads, 1, dh)).sum(-1)  # [B, h, L]
+            scores = torch.einsum("bpkd,bhld->bhpkl", centres, k_in) + k_bias[:, :, None, None, :]
+        scores = torch.where(visible[:, None, :, None, :], scores / scale, float("-inf"))  # [B, h, P, K, L]
+        out = torch.einsum("bhpkl,bhld->bpkd", scores.softmax(dim=-1), v_out)  # [B, P, K, D] heads summed
+        return self.act(out + bias)  # [B, P, K, D]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -359,15 +384,22 @@ class MDSRec(SequentialRecommender):
         assert isinstance(stack, nn.ModuleList)
         return [layer for layer in stack if isinstance(layer, MDSRecICALayer)]
 
-    def bar_id(self) -> Tensor:
-        """Eq. 3: E-bar_id = mu_id O E_id + E_id [N+1, D]."""
+    def bar_id(self, select: Tensor | None = None) -> Tensor:
+        """Eq. 3: E-bar_id = mu_id O E_id + E_id [N+1, D], or only its rows ``select`` [U] -> [U, D]."""
         e = self.item_emb.weight
+        own = e if select is None else e[select]
         if self.mu_id == 0:
-            return e
-        return self.mu_id * _spmm(self.cooc_idx, self.cooc_val, e.size(0), e) + e
+            return own
+        return self.mu_id * _spmm(self.cooc_idx, self.cooc_val, e.size(0), e, select) + own
+
+    def bar_id_of(self, items: Tensor) -> Tensor:
+        """E-bar_id[items] for any index tensor, computing only the rows of the distinct items it holds."""
+        uniq, inverse = torch.unique(items, return_inverse=True)  # [U], items.shape
+        return self.bar_id(uniq)[inverse]  # [..., D]
 
     def modal_tables(self, bar_id: Tensor) -> list[Tensor]:
-        """E-hat_m [N+1, D] per modality: A_m E_id (Eq. 6), or the projected raw features without MRGC."""
+        """E-hat_m [N+1, D] per modality: A_m E_id (Eq. 6; A_m E-bar_id with graph_on_bar_id, the only case that
+        reads ``bar_id``), or the projected raw features without MRGC."""
         out = []
         for i in range(len(self.modalities)):
             if self.cfg.use_mrgc:
@@ -384,14 +416,14 @@ class MDSRec(SequentialRecommender):
     def represent(self, items: Tensor, lengths: Tensor, ends: Tensor) -> MDSRecOutput:
         """items [B, L], lengths [B], ends [B, P] positions (< lengths) whose prefixes items[b, : ends + 1] are
         represented. Each prefix sees only its own positions, so the result does not depend on later items."""
-        bar_id = self.bar_id()  # [N+1, D]
-        tables = self.modal_tables(bar_id)  # M x [N+1, D]
+        # The full E-bar_id only when Eq. 6 reads it; the ID channel needs just the batch's rows of it.
+        tables = self.modal_tables(self.bar_id() if self.cfg.graph_on_bar_id else self.item_emb.weight)
         n = items.size(1)
         pos = torch.arange(n, device=items.device)  # [L]
         visible = (pos <= ends[:, :, None]) & (pos < lengths[:, None, None])  # [B, P, L]
         idx = ends[:, :, None].expand(-1, -1, self.cfg.hidden_size)  # [B, P, D]
 
-        e_id = self.encoder(0)(bar_id[items])[-1].gather(1, idx)  # [B, P, D] (Eq. 7-8)
+        e_id = self.encoder(0)(self.bar_id_of(items))[-1].gather(1, idx)  # [B, P, D] (Eq. 7-8)
         e_s = e_id
         e_ms, e_tildes, gammas, centres_out = [], [], [], []
         for i, table in enumerate(tables):
@@ -428,7 +460,8 @@ class MDSRec(SequentialRecommender):
         return MDSRecOutput(e_s, e_ms, e_tildes, gammas, centres_out, self.item_emb.weight, tables)
 
     def channel_scores(self, out: MDSRecOutput) -> tuple[Tensor, list[Tensor]]:
-        """y_s [B, P, N+1] (Eq. 20) and y_m per modality (Eq. 21); column 0 is not masked here."""
+        """y_s [..., N+1] (Eq. 20) and y_m per modality (Eq. 21) for representations [..., D]; column 0 is not
+        masked here."""
         y_s = out.e_s @ out.id_table.t()
         return y_s, [e @ t.t() for e, t in zip(out.e_tilde, out.modal_tables, strict=True)]
 
@@ -458,12 +491,21 @@ class MDSRec(SequentialRecommender):
         ends = order[:, : int(counts.max())]  # [B, P]
         valid = torch.arange(ends.size(1), device=ends.device) < counts[:, None]  # [B, P]
         target = batch.targets.gather(1, ends)[valid]  # [T]
-        y_s, y_m = self.channel_scores(self.represent(batch.items, batch.lengths, ends))
+        out = self.represent(batch.items, batch.lengths, ends)
+        # Only the T trained prefixes are scored ([T, N+1]); the grid's empty slots never reach the item tables.
+        packed = MDSRecOutput(
+            out.e_s[valid],
+            [e[valid] for e in out.e_m],
+            [e[valid] for e in out.e_tilde],
+            [],
+            [],
+            out.id_table,
+            out.modal_tables,
+        )
+        y_s, y_m = self.channel_scores(packed)  # [T, N+1], M x [T, N+1]
 
         def ce(y: Tensor) -> Tensor:
-            logits = y[valid]  # [T, N+1]
-            logits[:, 0] = float("-inf")
-            return F.cross_entropy(logits, target)
+            return F.cross_entropy(mask_padding_column(y), target)
 
         loss = ce(self.fuse(y_s, y_m) if self.cfg.fused_loss == "final" else y_s)
         for r, y in zip(self.rho, y_m, strict=True):
