@@ -438,3 +438,18 @@ def test_defaults_follow_the_paper_and_design_notes() -> None:
     )
     assert cfg.use_distance and cfg.use_cre and cfg.use_mrgc and cfg.use_ica and not cfg.share_encoders
     assert cfg.ica_activation == "gelu" and cfg.rho is None
+
+
+def test_ica_maps_start_near_an_isometry(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    """Default ica_init_std (1/sqrt(D)): the folded map W2 W1 U keeps the norm of its input, so the centres carry
+    signal from the first step; at the generic init_std 0.02 the map would shrink it ~1000-fold."""
+
+    def gain(**over: object) -> float:
+        model = make(tiny_data, init_std=0.02, hidden_size=64, **over)
+        ica = model.ica_layers(0)[0]
+        w = (ica.w2.weight @ ica.w1.weight @ ica.u.weight).detach()  # [D, D]
+        x = torch.randn(256, 64, generator=torch.Generator().manual_seed(0))
+        return float((x @ w.t()).norm() / x.norm())
+
+    assert 0.5 < gain() < 2.0
+    assert gain(ica_init_std=0.02) < 0.01

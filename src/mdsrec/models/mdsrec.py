@@ -24,6 +24,8 @@ Deviations (defaults where the literal text differs or is silent, see DESIGN-NOT
 - ICA's keys/values are computed from the modality Transformer layer's input states (post-LayerNorm, post-dropout
   of the previous layer), i.e. what that layer's own attention sees, not the raw E-hat[S] + P of the text.
 - No dropout inside ICA (the text gives none); Gumbel noise only in training, none at evaluation.
+- ICA's U, W1, W2 start at N(0, 1/D) (``ica_init_std``), not the N(0, 0.02) of the other weights: at 0.02 their
+  product is ~1e-3 of an isometry, the centres start near zero and ICA barely changes the scores.
 - Transformer depth 2 and 2 heads (not given); the modality encoders are separate (``share_encoders=False``).
 - The fused channel's loss uses y_s of Eq. 20 (``fused_loss="s"``, the reading of Eq. 23); "final" uses Eq. 22's y.
 - Cross-entropy at every trained position of a row (all prefixes in one pass), averaged over trained positions.
@@ -94,6 +96,9 @@ class MDSRecConfig:
     kmeans_iters: int = 50
     ica_activation: str = "gelu"  # gelu | sigmoid
     ica_scale: str = "head"  # head: sqrt(D / heads) as the shared attention; hidden: sqrt(D) as Eq. 12
+    # Initial std of ICA's U, W1, W2; None: 1/sqrt(D), so the folded map W2 W1 U keeps the scale of its input. With
+    # init_std (0.02) the product is ~1e-3 of an isometry and the centres start, and learn, near zero.
+    ica_init_std: float | None = None
     # Eq. 17-24: fusion, scores, loss
     tau: float = 1.0
     rho: list[float] | None = field(
@@ -112,6 +117,10 @@ class MDSRecConfig:
         for name in ("mu_id", "mu_m"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} ({getattr(self, name)}) must be >= 0")
+        if self.ica_init_std is not None and self.ica_init_std <= 0:
+            raise ValueError(
+                f"ica_init_std ({self.ica_init_std}) must be > 0 (or null for 1/sqrt(hidden_size))"
+            )
         if self.init_std <= 0 or self.tau <= 0:
             raise ValueError(f"init_std ({self.init_std}) and tau ({self.tau}) must be > 0")
         for name in ("cooc_norm", "graph_norm"):
@@ -357,6 +366,9 @@ class MDSRec(SequentialRecommender):
             for _ in range(m_count if cfg.use_ica else 0)
         )
         self.apply(lambda mod: init_weights(mod, cfg.init_std))
+        ica_std = cfg.ica_init_std if cfg.ica_init_std is not None else 1.0 / math.sqrt(d)
+        for stack in self.ica:
+            stack.apply(lambda mod: init_weights(mod, ica_std))
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
         self.check_graph_buffers()
