@@ -15,6 +15,10 @@ TINY = SyntheticConfig(num_users=80, num_items=60, clusters_per_modality=4, feat
 TINY_MODEL = {
     "sasrec": {"hidden_size": 16, "inner_size": 32, "num_heads": 2, "dropout": 0.1, "attn_dropout": 0.1},
     "gru4rec": {"embedding_size": 16, "hidden_size": 24, "dropout": 0.1},
+    "bert4rec": {"hidden_size": 16, "inner_size": 32, "num_heads": 2, "dropout": 0.1, "attn_dropout": 0.1},
+    "gru4recf": {"embedding_size": 16, "hidden_size": 24, "dropout": 0.1},
+    "sasrecf": {"hidden_size": 16, "inner_size": 32, "num_heads": 2, "dropout": 0.1, "attn_dropout": 0.1},
+    "fdsa": {"hidden_size": 16, "inner_size": 32, "num_heads": 2, "dropout": 0.1, "attn_dropout": 0.1},
     "mdsrec": {
         "hidden_size": 16,
         "inner_size": 32,
@@ -24,6 +28,26 @@ TINY_MODEL = {
         "h": 3,
         "k": 4,
     },
+    "unisrec": {
+        "hidden_size": 16,
+        "inner_size": 32,
+        "num_heads": 2,
+        "dropout": 0.1,
+        "attn_dropout": 0.1,
+        "n_exps": 3,
+    },
+    "mmmlp": {"hidden_size": 16, "dropout": 0.1},
+    "missrec": {
+        "hidden_size": 16,
+        "inner_size": 32,
+        "num_heads": 2,
+        "dropout": 0.1,
+        "attn_dropout": 0.1,
+        "k": 4,
+    },
+    "pop": {},
+    "cooc": {"window": 5},
+    "featsim": {"last_n": 2},
 }
 
 

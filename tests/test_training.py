@@ -136,3 +136,26 @@ def test_quickstart_refuses_a_foreign_data_directory(tmp_path, capsys) -> None: 
     assert main(["quickstart", "--out", str(tmp_path)]) == 2
     assert (tmp_path / "data" / "precious.txt").read_text() == "keep me"
     assert "not a quickstart data set" in capsys.readouterr().err
+
+
+def test_repeated_set_flags_all_apply() -> None:
+    """`--set a=1 --set b=2` keeps both overrides (argparse's plain nargs would keep only the last flag)."""
+    from mdsrec.cli import build_parser
+
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--data",
+            "d",
+            "--model",
+            "sasrec",
+            "--out",
+            "o",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "train.lr=0.01",
+        ]
+    )
+    cfg = resolve_config(None, args.set, model=args.model)
+    assert (cfg.train.epochs, cfg.train.lr) == (2, 0.01)

@@ -7,14 +7,32 @@ from typing import Any
 from mdsrec.config import dataclass_from_dict
 from mdsrec.errors import ConfigError
 from mdsrec.models.base import DataInfo, SequentialRecommender
+from mdsrec.models.bert4rec import BERT4Rec, BERT4RecConfig
+from mdsrec.models.fdsa import FDSA, FDSAConfig
 from mdsrec.models.gru4rec import GRU4Rec, GRU4RecConfig
+from mdsrec.models.gru4recf import GRU4RecF, GRU4RecFConfig
 from mdsrec.models.mdsrec import MDSRec, MDSRecConfig
+from mdsrec.models.missrec import MISSRec, MISSRecConfig
+from mdsrec.models.mmmlp import MMMLP, MMMLPConfig
+from mdsrec.models.references import Cooc, CoocConfig, FeatSim, FeatSimConfig, Pop, PopConfig
 from mdsrec.models.sasrec import SASRec, SASRecConfig
+from mdsrec.models.sasrecf import SASRecF, SASRecFConfig
+from mdsrec.models.unisrec import UniSRec, UniSRecConfig
 
 REGISTRY: dict[str, tuple[type[SequentialRecommender], type]] = {
     "sasrec": (SASRec, SASRecConfig),
     "gru4rec": (GRU4Rec, GRU4RecConfig),
+    "bert4rec": (BERT4Rec, BERT4RecConfig),
+    "gru4recf": (GRU4RecF, GRU4RecFConfig),
+    "sasrecf": (SASRecF, SASRecFConfig),
+    "fdsa": (FDSA, FDSAConfig),
+    "unisrec": (UniSRec, UniSRecConfig),
+    "mmmlp": (MMMLP, MMMLPConfig),
+    "missrec": (MISSRec, MISSRecConfig),
     "mdsrec": (MDSRec, MDSRecConfig),
+    "pop": (Pop, PopConfig),
+    "cooc": (Cooc, CoocConfig),
+    "featsim": (FeatSim, FeatSimConfig),
 }
 
 

@@ -9,6 +9,10 @@ Run directory::
 
 Resume is exact: the epoch's batch order depends only on (seed, epoch), and last.pt holds the model, the optimizer,
 the early-stopping state and the torch RNG state (dropout).
+
+A parameter-free model (``trainable = False``: popularity, item-to-item references) gets no optimizer and no epochs:
+its validation and test metrics are computed once and the run directory holds the same files (epoch-0 checkpoints,
+an empty log, metrics.json with epochs 0), so ``mdsrec evaluate --run`` treats it like any run.
 """
 
 from __future__ import annotations
@@ -114,6 +118,8 @@ def train(
         raise MdsrecError(f"train.valid_metric ({metric!r}) must be one of {_metric_names(cfg)}")
     exp = make_experiment(cfg, data)
     model, device = exp.model, exp.device
+    if not model.trainable:
+        return _evaluate_reference(run_dir, cfg, data, exp, resume)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "bad_epochs": 0, "history": []}
 
@@ -129,19 +135,7 @@ def train(
         _repair_best(run_dir, ck)
         log.info("resumed %s at epoch %d", run_dir, state["epoch"])
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        write_json(
-            run_dir / "run.json",
-            {
-                "data_path": str(Path(data.path).resolve()) if data.path else None,
-                "data_name": data.name,
-                "data_fingerprint": data.fingerprint,
-                "mdsrec_version": __version__,
-                "git_commit": _git_commit(),
-                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            },
-        )
+        _start_run(run_dir, cfg, data)
 
     rows = build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode)
     valid_batches = eval_batches(exp.split, "valid", cfg.data)
@@ -213,6 +207,50 @@ def train(
         )
         finished = state["bad_epochs"] >= cfg.train.patience or epoch >= cfg.train.epochs
 
+    return finalize(run_dir, cfg, data, exp, state)
+
+
+def _start_run(run_dir: Path, cfg: ExperimentConfig, data: ProcessedDataset) -> None:
+    """A new run directory: the resolved config and where the run comes from."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_json(
+        run_dir / "run.json",
+        {
+            "data_path": str(Path(data.path).resolve()) if data.path else None,
+            "data_name": data.name,
+            "data_fingerprint": data.fingerprint,
+            "mdsrec_version": __version__,
+            "git_commit": _git_commit(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
+
+
+def _evaluate_reference(
+    run_dir: Path, cfg: ExperimentConfig, data: ProcessedDataset, exp: Experiment, resume: bool
+) -> dict[str, Any]:
+    """A parameter-free model (``trainable = False``): no optimizer and no epochs; the run directory gets the same
+    files as a trained run (best.pt and last.pt at epoch 0, an empty log.jsonl, metrics.json with epochs 0)."""
+    model = exp.model
+    if any(True for _ in model.parameters()):
+        raise MdsrecError(f"model {model.name} says trainable = False but has parameters")
+    last_path = run_dir / "last.pt"
+    if resume:  # the checkpoints were written, metrics.json maybe not: evaluate again from best.pt
+        ck = load_checkpoint(last_path)
+        check_fingerprint(ck, data.fingerprint, data.path or "data", last_path)
+        state = {k: ck[k] for k in ("epoch", "best_epoch", "best_score", "bad_epochs", "history")}
+        _repair_best(run_dir, ck)
+    else:
+        _start_run(run_dir, cfg, data)
+        # best_score is not known before finalize's evaluation; -1.0 as in a run that has not evaluated yet
+        state = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "bad_epochs": 0, "history": []}
+        save_checkpoint(
+            last_path, {**_model_state(cfg, data, model, 0), "rng_torch": torch.get_rng_state(), **state}
+        )
+        save_checkpoint(run_dir / "best.pt", _model_state(cfg, data, model, 0))
+        write_text(run_dir / "log.jsonl", "")
+    log.info("%s has no parameters: evaluated without training", model.name)
     return finalize(run_dir, cfg, data, exp, state)
 
 

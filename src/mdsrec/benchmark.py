@@ -1,0 +1,332 @@
+"""Benchmark several models over several training seeds on one processed data set, one run after another.
+
+For every model and seed index s in 0..S-1 (parameter-free models: s = 0 only) the run is trained into
+``OUT/runs/<model>/seed<s>`` with the frozen config ``CONFIGS/<dataset>/<model>.yaml`` when there is one (else the
+defaults), the ``--set`` overrides on top, and ``train.seed`` = the config's seed + s. A finished run (metrics.json)
+is skipped, an interrupted one (last.pt, no metrics.json) resumed; both must have been made with the same config.
+Then::
+
+    OUT/results.csv   one row per run: test metrics, seconds per epoch, epochs, best epoch, wall seconds
+    OUT/results.md    mean ± std over seeds per model, beside the MDSRec paper's Table 2 for its data sets
+    OUT/results.png   NDCG@20 and Recall@20 means with std error bars (paper values as markers)
+
+Every run is written atomically by the trainer and every results file by ``mdsrec.atomic``, so an interrupted
+benchmark is continued by running the same command again. ``--set MODEL:section.key=value`` applies an override to
+one model only (e.g. ``sasrec:model.num_heads=4``); a plain ``section.key=value`` applies to every model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mdsrec.atomic import write_bytes, write_json, write_text
+from mdsrec.config import ExperimentConfig, resolve_config
+from mdsrec.data.processed import ProcessedDataset
+from mdsrec.errors import ConfigError, MdsrecError
+from mdsrec.models import REGISTRY, model_config
+from mdsrec.training import trainer
+
+log = logging.getLogger(__name__)
+
+METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@20")
+CSV_COLUMNS = ("model", "seed", *METRICS, "seconds_per_epoch", "epochs", "best_epoch", "wall_seconds")
+PLOT_METRICS = ("ndcg@20", "recall@20")
+# Our metric keys -> Table 2's row labels (Table 2 has no MRR).
+PAPER_METRICS = {"recall@10": "R@10", "ndcg@10": "N@10", "recall@20": "R@20", "ndcg@20": "N@20"}
+# Registry names -> Table 2's column names.
+PAPER_NAMES = {
+    "bert4rec": "BERT4Rec",
+    "gru4rec": "GRU4Rec",
+    "sasrec": "SASRec",
+    "gru4recf": "GRU4RecF",
+    "sasrecf": "SASRecF",
+    "fdsa": "FDSA",
+    "unisrec": "UniSRec",
+    "mmmlp": "MMMLP",
+    "missrec": "MissRec",
+    "mdsrec": "MDSRec",
+}
+# (dataset, metric, model) -> (as printed, as read): a misprint in the published table.
+TABLE2_MISPRINTS = {("Scientific", "R@20", "GRU4Rec"): (0.9590, 0.0959)}
+DEFAULT_CONFIGS = Path("configs/experiments")
+RUN_RECORD = (
+    "benchmark.json"  # the benchmark's own note in a run directory: wall seconds of the finishing call
+)
+
+
+@dataclass
+class RunResult:
+    model: str
+    seed: int  # the training seed (train.seed)
+    metrics: dict[str, Any]  # the run's metrics.json
+    wall_seconds: float | None  # of the call that finished the run; None when unknown (finished elsewhere)
+
+
+def split_overrides(sets: list[str], models: list[str]) -> dict[str, list[str]]:
+    """``section.key=value`` for every model, ``MODEL:section.key=value`` for one; order is kept."""
+    out: dict[str, list[str]] = {m: [] for m in models}
+    for text in sets:
+        key = text.split("=", 1)[0]
+        if ":" in key:
+            model, rest = text.split(":", 1)
+            if model not in out:
+                raise ConfigError(
+                    f"override {text!r} names model {model!r}, which is not in --models {models}"
+                )
+            out[model].append(rest)
+        else:
+            for m in models:
+                out[m].append(text)
+    return out
+
+
+def run_config(model: str, dataset: str, configs_dir: Path | None, sets: list[str]) -> ExperimentConfig:
+    """The frozen config CONFIGS/<dataset>/<model>.yaml if it exists (else the defaults), ``sets`` on top."""
+    frozen = configs_dir / dataset / f"{model}.yaml" if configs_dir is not None else None
+    if frozen is not None and frozen.is_file():
+        log.info("%s: frozen config %s", model, frozen)
+        cfg = resolve_config(frozen, sets, model=model)
+    else:
+        cfg = resolve_config(None, sets, model=model)
+    model_config(cfg.model)  # the model section too, so a bad override fails before anything trains
+    return cfg
+
+
+def benchmark(
+    data: ProcessedDataset,
+    models: list[str],
+    seeds: int,
+    out: str | Path,
+    configs_dir: str | Path | None = DEFAULT_CONFIGS,
+    sets: list[str] | None = None,
+    dataset: str | None = None,
+) -> list[RunResult]:
+    """Train (or skip, or resume) every (model, seed) run, then write OUT/results.{csv,md,png}."""
+    out = Path(out)
+    if seeds < 1:
+        raise ConfigError(f"seeds ({seeds}) must be >= 1")
+    if not models or len(set(models)) != len(models):
+        raise ConfigError(f"models ({models}) must be a non-empty list without repeats")
+    unknown = [m for m in models if m not in REGISTRY]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {unknown} (known: {', '.join(sorted(REGISTRY))})")
+    dataset = dataset or data.name
+    cdir = Path(configs_dir) if configs_dir is not None else None
+    per_model = split_overrides(sets or [], models)
+    # Every config is resolved before anything trains: a bad override fails at once, not after hours.
+    plan: list[tuple[str, int, ExperimentConfig]] = []
+    for m in models:
+        for s in range(seeds if REGISTRY[m][0].trainable else 1):
+            cfg = run_config(m, dataset, cdir, per_model[m])
+            cfg.train.seed += s  # base seed (config or --set) + s
+            plan.append((m, s, cfg))
+
+    results = []
+    for i, (m, s, cfg) in enumerate(plan, 1):
+        run = out / "runs" / m / f"seed{s}"
+        done = run / "metrics.json"
+        wall: float | None = None
+        if done.is_file():
+            metrics = json.loads(done.read_text())
+            if metrics.get("config") != cfg.to_dict():
+                raise MdsrecError(
+                    f"{run} finished with another config than this benchmark's (changed --set or config file?): "
+                    "use another --out"
+                )
+            record = run / RUN_RECORD
+            wall = json.loads(record.read_text()).get("wall_seconds") if record.is_file() else None
+            log.info("[%d/%d] %s seed %d: finished already, skipped", i, len(plan), m, cfg.train.seed)
+        else:
+            resume = (run / "last.pt").is_file()
+            log.info(
+                "[%d/%d] %s seed %d: %s %s",
+                i,
+                len(plan),
+                m,
+                cfg.train.seed,
+                "resuming" if resume else "training",
+                run,
+            )
+            t0 = time.perf_counter()
+            metrics = trainer.train(cfg, data, run, resume=resume)
+            wall = round(time.perf_counter() - t0, 3)
+            write_json(run / RUN_RECORD, {"wall_seconds": wall, "resumed": resume})
+        results.append(RunResult(m, cfg.train.seed, metrics, wall))
+
+    table2 = load_table2()
+    write_text(out / "results.csv", results_csv(results))
+    write_text(out / "results.md", results_markdown(results, dataset, data, table2))
+    write_bytes(out / "results.png", results_png(results, dataset, table2))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The paper's Table 2
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def load_table2() -> dict[tuple[str, str, str], float]:
+    """Table 2 of the MDSRec paper (package data): (dataset lower-case, our metric key, paper model name) -> value.
+
+    The one misprint (Scientific GRU4Rec R@20 printed 0.9590) is read as 0.0959.
+    """
+    text = resources.files("mdsrec").joinpath("resources/table2.tsv").read_text(encoding="utf-8")
+    lines = [line.split("\t") for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    head, rows = lines[0], lines[1:]
+    ours = {v: k for k, v in PAPER_METRICS.items()}
+    out: dict[tuple[str, str, str], float] = {}
+    for row in rows:
+        dataset, metric = row[0], row[1]
+        for name, cell in zip(head[2:], row[2:], strict=True):
+            value = float(cell)
+            printed, read = TABLE2_MISPRINTS.get((dataset, metric, name), (None, None))
+            if printed is not None and value == printed and read is not None:
+                value = read
+            out[(dataset.lower(), ours[metric], name)] = value
+    return out
+
+
+def paper_name(model: str) -> str:
+    return PAPER_NAMES.get(model, model)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Results files
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _grouped(results: list[RunResult]) -> dict[str, list[RunResult]]:
+    out: dict[str, list[RunResult]] = {}
+    for r in results:
+        out.setdefault(r.model, []).append(r)
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for one value)."""
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def results_csv(results: list[RunResult]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in results:
+        m = r.metrics
+        w.writerow(
+            [r.model, r.seed]
+            + [f"{m['test'][k]:.6f}" for k in METRICS]
+            + [
+                m["seconds_per_epoch"],
+                m["epochs"],
+                m["best_epoch"],
+                "" if r.wall_seconds is None else r.wall_seconds,
+            ]
+        )
+    return buf.getvalue()
+
+
+def results_markdown(
+    results: list[RunResult], dataset: str, data: ProcessedDataset, table2: dict[tuple[str, str, str], float]
+) -> str:
+    in_paper = any(k[0] == dataset.lower() for k in table2)
+    head = ["model", "seeds", "R@10", "N@10", "R@20", "N@20", "MRR@20", "s/epoch", "epochs (best)"]
+    if in_paper:
+        head += ["paper R@10", "N@10", "R@20", "N@20"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, runs in _grouped(results).items():
+        cells = [paper_name(model), str(len(runs))]
+        for k in METRICS:
+            mean, sd = _mean_std([r.metrics["test"][k] for r in runs])
+            cells.append(f"{mean:.4f}" if sd is None else f"{mean:.4f} ± {sd:.4f}")
+        spe, _ = _mean_std([float(r.metrics["seconds_per_epoch"]) for r in runs])
+        cells.append(f"{spe:.2f}")
+        cells.append(", ".join(f"{r.metrics['epochs']} ({r.metrics['best_epoch']})" for r in runs))
+        if in_paper:
+            for k in PAPER_METRICS:
+                v = table2.get((dataset.lower(), k, paper_name(model)))
+                cells.append("-" if v is None else f"{v:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    counts = data.manifest.get("counts", {})
+    size = ", ".join(f"{counts[k]:,} {k}" for k in ("users", "items", "interactions") if k in counts)
+    excl = {bool(r.metrics.get("exclude_history")) for r in results}
+    notes = [
+        f"# Benchmark: {dataset}" + (f" ({size})" if size else ""),
+        "",
+        f"Data: `{data.path}` (fingerprint {data.fingerprint[:12]}). Test metrics of the best validation epoch, full "
+        "ranking over all items, leave-one-out, history items "
+        + ("excluded" if excl == {True} else "not excluded" if excl == {False} else "excluded in some runs")
+        + "; mean ± sample standard deviation over training seeds (one value: one seed; parameter-free models run "
+        "once). s/epoch is the mean training time per epoch (0 for parameter-free models).",
+    ]
+    if in_paper:
+        notes.append(
+            '"paper" is Table 2 of the MDSRec paper (arXiv 2412.08103) for this data set'
+            + (
+                "; its Scientific GRU4Rec R@20, printed 0.9590, is read as 0.0959."
+                if dataset.lower() == "scientific"
+                else "."
+            )
+        )
+    return "\n".join(notes) + "\n\n" + "\n".join(lines) + "\n"
+
+
+def results_png(results: list[RunResult], dataset: str, table2: dict[tuple[str, str, str], float]) -> bytes:
+    """Grouped bars (one group per model) of the mean NDCG@20 and Recall@20 with std error bars, as PNG bytes."""
+    # The Agg canvas directly: no pyplot, no global backend switch, no display needed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = _grouped(results)
+    names = list(groups)
+    width = 0.38
+    fig = Figure(figsize=(max(4.0, 1.3 * len(names) + 1.5), 3.6), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for j, key in enumerate(PLOT_METRICS):
+        stats = [_mean_std([r.metrics["test"][key] for r in groups[m]]) for m in names]
+        xs = [i + (j - 0.5) * width for i in range(len(names))]
+        color = ("tab:blue", "tab:orange")[j]
+        label = key.replace("ndcg", "NDCG").replace("recall", "Recall")
+        ax.bar(xs, [mean for mean, _ in stats], width, label=label, color=color)
+        spread = [(x, mean, sd) for x, (mean, sd) in zip(xs, stats, strict=True) if sd is not None]
+        if spread:  # one run has no spread: no error bar rather than a zero-length one
+            ax.errorbar(
+                [x for x, _, _ in spread],
+                [mean for _, mean, _ in spread],
+                yerr=[sd for _, _, sd in spread],
+                fmt="none",
+                ecolor="black",
+                capsize=3,
+            )
+        paper = [
+            (x, table2.get((dataset.lower(), key, paper_name(m)))) for x, m in zip(xs, names, strict=True)
+        ]
+        pts = [(x, v) for x, v in paper if v is not None]
+        if pts:
+            ax.scatter(
+                [x for x, _ in pts],
+                [v for _, v in pts],
+                marker="_",
+                s=300,
+                color="black",
+                zorder=3,
+                label="paper (Table 2)" if j == 0 else None,
+            )
+    ax.set_xticks(range(len(names)), [paper_name(m) for m in names])
+    ax.set_ylabel("test metric")
+    ax.set_title(f"{dataset}: mean ± std over seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

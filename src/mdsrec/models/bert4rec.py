@@ -1,0 +1,168 @@
+"""BERT4Rec: "BERT4Rec: Sequential Recommendation with Bidirectional Encoder Representations from Transformer",
+Sun, Liu, Wu, Pei, Lin, Ou & Jiang, CIKM 2019, arXiv 1904.06690.
+
+A bidirectional Transformer over item plus position embeddings, trained with the cloze task: random items of a
+training sequence are replaced by a [MASK] token (id N+1, so the embedding table has N+2 rows) and predicted from
+both sides. The output head is BERT's: h -> LayerNorm(GELU(W h + b)), scored against the tied item embeddings plus
+a per-item output bias. At evaluation a [MASK] token is appended after the history and the items are ranked at
+that position; the [MASK] row is never a scored column.
+
+Training rows come from the shared all-prefix batching (data/protocol.py): a row is a window of a user's training
+part and ``targets`` holds the item after each position, so the row's items plus the target of its last position is
+a window of the training sequence; its last ``max_len`` items are the cloze sequence. Every item of it is masked
+with probability ``mask_prob``, at least one per row (a uniformly drawn position when the draw masks none); with
+probability ``mask_last_ratio`` a row instead masks only its last item (the evaluation situation).
+
+Deviations:
+- Cross-entropy over all items at the masked positions, as in the paper (no sampled softmax); padding column -inf.
+- Masked items are always replaced by [MASK] (the authors' code, mask_prob=1.0; BERT's 80/10/10 is not used), and
+  each item is masked independently (RecBole) instead of exactly round(mask_prob * length) items (authors' code).
+- No dupe factor: the masks are redrawn every time a row is seen (every epoch). The rows are the shared all-prefix
+  windows: a training part longer than max_len+1 gives one window per later position (a sliding window with
+  stride 1, so long users give more cloze sequences); the first item of a part longer than max_len is dropped from
+  the first window (its last max_len items are kept).
+- ``mask_last_ratio`` plays the role of the authors' extra "mask the last item" instances (one per sequence) and
+  RecBole's ``ft_ratio``; the default 0 is the paper's pure cloze objective.
+- Right padding with a key-padding mask (RecBole's layout): positions count from the oldest item of the window.
+
+Shape legend: B batch, L sequence length, D hidden, N items, P masked positions in a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mdsrec.data.protocol import Batch
+from mdsrec.models.base import DataInfo, SequentialRecommender, check_divisible, gather_last, init_weights
+from mdsrec.models.layers import TransformerLayer
+
+
+@dataclass
+class BERT4RecConfig:
+    name: str = "bert4rec"
+    hidden_size: int = 64
+    inner_size: int = 256
+    num_layers: int = 2
+    num_heads: int = 2
+    dropout: float = 0.2
+    attn_dropout: float = 0.2
+    activation: str = "gelu"
+    init_std: float = 0.02
+    mask_prob: float = 0.2  # probability that an item of a training sequence is masked
+    mask_last_ratio: float = 0.0  # probability that a training row masks only its last item
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "inner_size", "num_layers", "num_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 1")
+        check_divisible(self.hidden_size, self.num_heads)
+        for name in ("dropout", "attn_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} ({getattr(self, name)}) must lie in [0, 1)")
+        if self.activation not in ("gelu", "relu"):
+            raise ValueError(f"activation ({self.activation!r}) must be 'gelu' or 'relu'")
+        if self.init_std <= 0:
+            raise ValueError(f"init_std ({self.init_std}) must be > 0")
+        if not 0.0 < self.mask_prob <= 1.0:
+            raise ValueError(f"mask_prob ({self.mask_prob}) must lie in (0, 1]")
+        if not 0.0 <= self.mask_last_ratio <= 1.0:
+            raise ValueError(f"mask_last_ratio ({self.mask_last_ratio}) must lie in [0, 1]")
+
+
+def append_item(items: Tensor, lengths: Tensor, new: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
+    """Append ``new[b]`` after the last real item of each right-padded row (nothing where new[b] == 0) and keep the
+    last ``max_len`` items: items [B, L], lengths [B], new [B] -> items [B, min(L + 1, max_len)], lengths [B]."""
+    b, n = items.shape
+    if n > max_len:
+        raise ValueError(f"sequence length {n} exceeds max_len {max_len}")
+    full = torch.cat([items, items.new_zeros(b, 1)], dim=1)  # [B, L+1]
+    full.scatter_(1, lengths[:, None], new[:, None])  # position lengths[b] is padding before this
+    out_len = lengths + (new > 0).long()  # [B]
+    if n + 1 <= max_len:
+        return full, out_len
+    over = out_len > max_len  # [B] only possible when L == max_len: drop the oldest item of those rows
+    out = torch.where(over[:, None], full[:, 1:], full[:, :max_len])  # [B, max_len]
+    return out, out_len.clamp(max=max_len)
+
+
+class BERT4Rec(SequentialRecommender):
+    name = "bert4rec"
+    prefix_objective = False  # cloze: the loss is not the next item after each prefix
+
+    def __init__(self, cfg: BERT4RecConfig, info: DataInfo) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.hidden_size
+        self.num_items = info.num_items
+        self.mask_id = info.num_items + 1
+        self.max_len = info.max_len
+        self.item_emb = nn.Embedding(info.num_items + 2, d, padding_idx=0)  # rows 1..N items, N+1 [MASK]
+        self.pos_emb = nn.Embedding(info.max_len, d)
+        self.ln = nn.LayerNorm(d, eps=1e-12)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(
+            TransformerLayer(d, cfg.num_heads, cfg.inner_size, cfg.dropout, cfg.attn_dropout, cfg.activation)
+            for _ in range(cfg.num_layers)
+        )
+        self.head = nn.Linear(d, d)  # BERT's masked-LM transform
+        self.head_ln = nn.LayerNorm(d, eps=1e-12)
+        self.act = F.gelu if cfg.activation == "gelu" else F.relu
+        self.out_bias = nn.Parameter(torch.zeros(info.num_items + 1))  # [N+1]
+        self.apply(lambda m: init_weights(m, cfg.init_std))
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
+        """items [B, L] (may hold [MASK]) -> hidden states [B, L, D]; every real position sees every real position,
+        padding is never attended."""
+        if items.size(1) > self.pos_emb.num_embeddings:
+            raise ValueError(f"sequence length {items.size(1)} exceeds max_len {self.pos_emb.num_embeddings}")
+        pos = torch.arange(items.size(1), device=items.device)  # [L]
+        padding = pos[None] >= lengths[:, None]  # [B, L]
+        x = self.drop(self.ln(self.item_emb(items) + self.pos_emb(pos)[None]))  # [B, L, D]
+        for layer in self.layers:
+            x = layer(x, causal=False, key_padding=padding)
+        return x
+
+    def scores(self, h: Tensor) -> Tensor:
+        """h [..., D] -> [..., N+1] item scores (the [MASK] row is not a column); column 0 is -inf."""
+        h = self.head_ln(self.act(self.head(h)))  # [..., D]
+        y = h @ self.item_emb.weight[: self.num_items + 1].t() + self.out_bias  # [..., N+1]
+        y[..., 0] = float("-inf")
+        return y
+
+    def training_sequences(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """The window of the training sequence behind each row: its items plus the target of its last position,
+        last max_len items kept -> items [B, L'], lengths [B]."""
+        assert batch.targets is not None, "training batch needs targets"
+        last = batch.targets.gather(1, (batch.lengths - 1)[:, None]).squeeze(1)  # [B]
+        return append_item(batch.items, batch.lengths, last, self.max_len)
+
+    def cloze_mask(self, lengths: Tensor, width: int) -> Tensor:
+        """lengths [B] -> [B, width] True at the positions to mask (never padding, at least one per row)."""
+        b = lengths.size(0)
+        dev = lengths.device
+        pos = torch.arange(width, device=dev)  # [W]
+        masked = (torch.rand(b, width, device=dev) < self.cfg.mask_prob) & (pos < lengths[:, None])  # [B, W]
+        pick = torch.minimum(
+            (torch.rand(b, device=dev) * lengths).long(), lengths - 1
+        )  # [B] uniform position
+        masked |= ~masked.any(dim=1, keepdim=True) & (pos == pick[:, None])
+        last_only = torch.rand(b, device=dev) < self.cfg.mask_last_ratio  # [B]
+        return torch.where(last_only[:, None], pos == (lengths - 1)[:, None], masked)
+
+    def compute_loss(self, batch: Batch) -> Tensor:
+        seq, lengths = self.training_sequences(batch)  # [B, L'], [B]
+        masked = self.cloze_mask(lengths, seq.size(1))  # [B, L']
+        states = self.encode(seq.masked_fill(masked, self.mask_id), lengths)  # [B, L', D]
+        return F.cross_entropy(self.scores(states[masked]), seq[masked])  # over the P masked positions
+
+    def score_all(self, batch: Batch) -> Tensor:
+        mask = torch.full_like(batch.lengths, self.mask_id)  # [B]
+        seq, lengths = append_item(batch.items, batch.lengths, mask, self.max_len)  # [MASK] after the history
+        h = gather_last(self.encode(seq, lengths), lengths)  # [B, D] state at the [MASK] position
+        return self.scores(h)  # [B, N+1]

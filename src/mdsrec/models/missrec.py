@@ -1,0 +1,326 @@
+"""MISSRec: "MISSRec: Pre-training and Transferring Multi-modal Interest-aware Sequence Representation for
+Recommendation", Wang, Zeng, Wang, Wang, Lu, Li, Yuan, Zhang, Zheng & Xia, ACM MM 2023, arXiv 2308.11175.
+
+Every item has one token per modality (a learned linear adaptor of its fixed feature vector). Multimodal interests
+are clusters of these tokens; the interest tokens of a history (its items' clusters, each cluster once) are
+contextualised by a Transformer encoder. An interest-aware Transformer decoder runs over the history's item tokens
+(the modality tokens summed, plus position and item-ID embeddings), with self-attention over the items and
+cross-attention to the encoded interests; its last state, L2-normalised, is the sequence representation. An item is
+scored by the cosine with each of its modality tokens, fused with weights softmax(phi * cosine) over the modalities
+(phi a learned scalar, "dynamic_shared"), averaged with the cosine to its ID embedding as (s_id + M s_fused) / (M + 1)
+and divided by a temperature; cross-entropy over all items, plus gamma times a diversity regulariser (the squared
+norm of the pooled interest states, divided by D).
+
+Causal version used here (the training batches hold every prefix of a sequence in one pass, so a prefix must never
+see later items): the interest tokens of the prefix ending at position j are the clusters of the items at positions
+<= j (the first occurrence of each cluster stands for it). The encoder is block-causal: an interest token attends to
+the kept interest tokens of positions up to its own. The decoder's self-attention is causal and position j
+cross-attends to the kept interest tokens of positions <= j.
+
+Deviations:
+- No pre-training: trained from scratch on the target data set (the original pre-trains the adaptors and the
+  Transformer on several source domains with sequence-item and sequence-sequence contrastive losses, then fine-tunes;
+  the contrastive losses and the transfer are not implemented).
+- Interests: k-means (seeded, ``k`` clusters per modality, mdsrec.data.graphs.kmeans) over each modality's RAW feature
+  table, computed once when the model is built. The original re-clusters the ADAPTED tokens of all modalities
+  together before every epoch, with ceil(0.5 * M * N) clusters (one cluster per two tokens). The interest embeddings
+  are still the centroids of the adapted tokens of each (fixed) cluster: the adaptor is affine, so the centroid of
+  adapted tokens is the adaptor applied to the raw centroid. They are detached (``detach_interests``) like the
+  original's buffer.
+- Per-prefix interests as above: the original encodes the interest set of the whole (materialised) history with a
+  bidirectional encoder; here an interest token is contextualised only by interests that appeared no later than it,
+  and the decoder's self-attention is causal (the original's is unmasked over the history, which in its
+  one-row-per-prefix training holds no later items).
+- The diversity regulariser uses the mean of the interest states visible to each prefix, averaged over the trained
+  prefixes (the original sums a pooled memory over the batch).
+- Any number of modalities, ID weight generalised as (s_id + M s_fused) / (M + 1) (the original's text + image case
+  is (s_id + 2 s_fused) / 3); with one modality s_fused is that modality's cosine (the original then scores against
+  the normalised sum of the text and ID embeddings instead).
+- One encoder and one decoder layer by default (the original splits n_layers = 2 the same way); post-LN layers with
+  dropout inside the feed-forward block and a final LayerNorm after each stack, as torch.nn.Transformer.
+
+Shape legend: B batch, L sequence length, D hidden, N items, M modalities, K interest clusters (all modalities),
+T = L M interest tokens of a window, h heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mdsrec.data.graphs import kmeans
+from mdsrec.data.protocol import Batch
+from mdsrec.models.base import (
+    DataInfo,
+    SequentialRecommender,
+    check_divisible,
+    gather_last,
+    init_weights,
+    mask_padding_column,
+)
+
+
+@dataclass
+class MISSRecConfig:
+    name: str = "missrec"
+    hidden_size: int = 64
+    inner_size: int = 256
+    enc_layers: int = 1  # interest encoder layers
+    dec_layers: int = 1  # interest-aware decoder layers
+    num_heads: int = 2
+    dropout: float = 0.5
+    attn_dropout: float = 0.5
+    activation: str = "gelu"
+    init_std: float = 0.02
+    temperature: float = 0.07
+    use_id: bool = (
+        True  # item-ID embeddings in the tokens and the scores (the original's transductive setting)
+    )
+    dynamic_fusion: bool = (
+        True  # softmax(phi * cosine) modality weights ("dynamic_shared"); False: plain mean
+    )
+    k: int = 64  # interest clusters per modality
+    kmeans_seed: int = 0
+    kmeans_iters: int = 50
+    detach_interests: bool = (
+        True  # interest embeddings carry no gradient (the original keeps them in a buffer)
+    )
+    gamma: float = 1e-4  # weight of the diversity regulariser
+
+    def __post_init__(self) -> None:
+        for name in (
+            "hidden_size",
+            "inner_size",
+            "enc_layers",
+            "dec_layers",
+            "num_heads",
+            "k",
+            "kmeans_iters",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 1")
+        check_divisible(self.hidden_size, self.num_heads)
+        for name in ("dropout", "attn_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} ({getattr(self, name)}) must lie in [0, 1)")
+        if self.temperature <= 0 or self.init_std <= 0:
+            raise ValueError(f"temperature ({self.temperature}) and init_std ({self.init_std}) must be > 0")
+        if self.gamma < 0:
+            raise ValueError(f"gamma ({self.gamma}) must be >= 0")
+        if self.activation not in ("gelu", "relu"):
+            raise ValueError(f"activation ({self.activation!r}) must be 'gelu' or 'relu'")
+
+
+# Attention with an arbitrary boolean mask (layers.MultiHeadSelfAttention only does self-attention with a causal or
+# key-padding mask; this variant also does cross-attention).
+class MISSRecAttention(nn.Module):
+    def __init__(self, hidden: int, heads: int, attn_dropout: float) -> None:
+        super().__init__()
+        check_divisible(hidden, heads)
+        self.heads = heads
+        self.q = nn.Linear(hidden, hidden)
+        self.k = nn.Linear(hidden, hidden)
+        self.v = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.attn_dropout = attn_dropout
+
+    def split(self, x: Tensor) -> Tensor:
+        b, n, d = x.shape
+        return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)  # [B, h, n, D/h]
+
+    def forward(self, x: Tensor, memory: Tensor, mask: Tensor) -> Tensor:
+        """x [B, Lq, D] queries, memory [B, Lk, D] keys/values, mask [B or 1, Lq, Lk] True = may attend (every row
+        needs at least one True)."""
+        b, n, d = x.shape
+        out = F.scaled_dot_product_attention(
+            self.split(self.q(x)),
+            self.split(self.k(memory)),
+            self.split(self.v(memory)),
+            attn_mask=mask[:, None],
+            dropout_p=self.attn_dropout if self.training else 0.0,
+        )  # [B, h, Lq, D/h]
+        return self.out(out.transpose(1, 2).reshape(b, n, d))
+
+
+class MISSRecFeedForward(nn.Module):
+    def __init__(self, cfg: MISSRecConfig) -> None:
+        super().__init__()
+        self.ff1 = nn.Linear(cfg.hidden_size, cfg.inner_size)
+        self.ff2 = nn.Linear(cfg.inner_size, cfg.hidden_size)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.act = F.gelu if cfg.activation == "gelu" else F.relu
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.ff2(self.drop(self.act(self.ff1(x))))
+
+
+class MISSRecEncoderLayer(nn.Module):
+    """Post-LN: x = LN(x + Drop(SelfAttn(x, mask))); x = LN(x + Drop(FFN(x)))."""
+
+    def __init__(self, cfg: MISSRecConfig) -> None:
+        super().__init__()
+        d = cfg.hidden_size
+        self.attn = MISSRecAttention(d, cfg.num_heads, cfg.attn_dropout)
+        self.ff = MISSRecFeedForward(cfg)
+        self.ln1 = nn.LayerNorm(d, eps=1e-12)
+        self.ln2 = nn.LayerNorm(d, eps=1e-12)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = self.ln1(x + self.drop(self.attn(x, x, mask)))
+        return self.ln2(x + self.drop(self.ff(x)))
+
+
+class MISSRecDecoderLayer(nn.Module):
+    """Post-LN: causal self-attention, cross-attention to the interest memory, feed-forward."""
+
+    def __init__(self, cfg: MISSRecConfig) -> None:
+        super().__init__()
+        d = cfg.hidden_size
+        self.self_attn = MISSRecAttention(d, cfg.num_heads, cfg.attn_dropout)
+        self.cross_attn = MISSRecAttention(d, cfg.num_heads, cfg.attn_dropout)
+        self.ff = MISSRecFeedForward(cfg)
+        self.ln1 = nn.LayerNorm(d, eps=1e-12)
+        self.ln2 = nn.LayerNorm(d, eps=1e-12)
+        self.ln3 = nn.LayerNorm(d, eps=1e-12)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, causal: Tensor, memory: Tensor, cross: Tensor) -> Tensor:
+        x = self.ln1(x + self.drop(self.self_attn(x, x, causal)))
+        x = self.ln2(x + self.drop(self.cross_attn(x, memory, cross)))
+        return self.ln3(x + self.drop(self.ff(x)))
+
+
+class MISSRec(SequentialRecommender):
+    name = "missrec"
+    interest_ids: Tensor  # [N+1, M] global interest cluster of every item per modality (row 0: 0, never used)
+
+    def __init__(self, cfg: MISSRecConfig, info: DataInfo) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if not info.features:
+            raise ValueError("MISSRec needs at least one modality feature table; the data set has none")
+        if cfg.k > info.num_items:
+            raise ValueError(f"k ({cfg.k}) must not exceed the number of items N ({info.num_items})")
+        d = cfg.hidden_size
+        n1 = info.num_items + 1
+        self.modalities = list(info.features)
+        self.max_len = info.max_len
+        self.adaptors = nn.ModuleList()
+        ids = np.zeros((n1, len(self.modalities)), dtype=np.int64)
+        for i, (name, table) in enumerate(info.features.items()):
+            if table.ndim != 2 or table.shape[0] != n1:
+                raise ValueError(f"feature table {name!r} has shape {table.shape}, expected ({n1}, d)")
+            feats = np.asarray(table, dtype=np.float32)
+            labels, centres = kmeans(feats, cfg.k, seed=cfg.kmeans_seed, iters=cfg.kmeans_iters)
+            ids[1:, i] = labels[1:] + i * cfg.k  # cluster ids are global across modalities
+            self.register_buffer(f"features_{i}", torch.from_numpy(feats.copy()))  # [N+1, d_m]
+            self.register_buffer(f"centres_{i}", torch.from_numpy(centres.copy()))  # [k, d_m] raw centroids
+            self.adaptors.append(nn.Linear(table.shape[1], d))
+        self.register_buffer("interest_ids", torch.from_numpy(ids))  # [N+1, M]
+        self.item_emb = nn.Embedding(n1, d, padding_idx=0) if cfg.use_id else None
+        self.pos_emb = nn.Embedding(info.max_len, d)
+        self.ln = nn.LayerNorm(d, eps=1e-12)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.encoder = nn.ModuleList(MISSRecEncoderLayer(cfg) for _ in range(cfg.enc_layers))
+        self.enc_norm = nn.LayerNorm(d, eps=1e-12)
+        self.decoder = nn.ModuleList(MISSRecDecoderLayer(cfg) for _ in range(cfg.dec_layers))
+        self.dec_norm = nn.LayerNorm(d, eps=1e-12)
+        self.fusion_factor = nn.Parameter(torch.zeros(())) if cfg.dynamic_fusion else None  # phi
+        self.apply(lambda m: init_weights(m, cfg.init_std))
+        if self.item_emb is not None:
+            with torch.no_grad():
+                self.item_emb.weight[0].zero_()
+
+    # --- item side -------------------------------------------------------------------------------------------
+
+    def feature_table(self, i: int) -> Tensor:
+        t = getattr(self, f"features_{i}")
+        assert isinstance(t, Tensor)
+        return t
+
+    def interest_table(self) -> Tensor:
+        """[K, D]: per modality, the adaptor of the raw centroids = centroid of the cluster's adapted tokens."""
+        rows = [ad(getattr(self, f"centres_{i}")) for i, ad in enumerate(self.adaptors)]  # M x [k, D]
+        table = torch.cat(rows, dim=0)
+        return table.detach() if self.cfg.detach_interests else table
+
+    def scores(self, h: Tensor) -> Tensor:
+        """h [P, D] L2-normalised sequence states -> logits [P, N+1] (column 0 not masked)."""
+        cos = torch.stack(
+            [h @ F.normalize(ad(self.feature_table(i)), dim=-1).t() for i, ad in enumerate(self.adaptors)],
+            dim=-1,
+        )  # [P, N+1, M]
+        if self.fusion_factor is not None:
+            fused = (cos * (cos * self.fusion_factor).softmax(dim=-1)).sum(dim=-1)  # [P, N+1]
+        else:
+            fused = cos.mean(dim=-1)
+        if self.item_emb is not None:
+            m = cos.size(-1)
+            id_cos = h @ F.normalize(self.item_emb.weight, dim=-1).t()  # [P, N+1]
+            fused = (id_cos + m * fused) / (m + 1)
+        return fused / self.cfg.temperature
+
+    # --- sequence side ---------------------------------------------------------------------------------------
+
+    def represent(self, items: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """items [B, L] -> (L2-normalised states [B, L, D], diversity regulariser [B, L]); position j depends only
+        on items[:, : j + 1]."""
+        b, n = items.shape
+        if n > self.max_len:
+            raise ValueError(f"sequence length {n} exceeds max_len {self.max_len}")
+        dev = items.device
+        m = len(self.modalities)
+        pos = torch.arange(n, device=dev)  # [L]
+        real = pos[None] < lengths[:, None]  # [B, L]
+
+        # Interest tokens: M per position; a cluster already seen earlier in the prefix is not kept again.
+        ids = self.interest_ids[items]  # [B, L, M]
+        earlier = pos[None, :] < pos[:, None]  # [L, L] (i, i'): i' < i
+        seen = ((ids[:, :, None, :] == ids[:, None, :, :]) & earlier[None, :, :, None]).any(
+            dim=2
+        )  # [B, L, M]
+        keep = (~seen & real[:, :, None]).reshape(b, n * m)  # [B, T] token (i, m) at flat index i M + m
+        tok_pos = pos.repeat_interleave(m)  # [T]
+        eye = torch.eye(n * m, dtype=torch.bool, device=dev)
+        enc_mask = ((tok_pos[None, :] <= tok_pos[:, None])[None] & keep[:, None, :]) | eye  # [B, T, T]
+        memory = self.interest_table()[ids.reshape(b, n * m)]  # [B, T, D]
+        for enc in self.encoder:
+            memory = enc(memory, enc_mask)
+        memory = self.enc_norm(memory)  # [B, T, D]
+
+        cross = (tok_pos[None, :] <= pos[:, None])[None] & keep[:, None, :]  # [B, L, T]
+        cross = cross | ~cross.any(dim=-1, keepdim=True)  # only a zero-length row could be empty: avoid NaN
+        x = self.pos_emb(pos)[None]  # [1, L, D]
+        for i, ad in enumerate(self.adaptors):  # the modality tokens are summed ("add" fusion)
+            x = x + ad(self.feature_table(i)[items])  # [B, L, D]
+        if self.item_emb is not None:
+            x = x + self.item_emb(items)
+        x = self.drop(self.ln(x))  # [B, L, D]
+        causal = torch.ones(n, n, dtype=torch.bool, device=dev).tril()[None]  # [1, L, L]
+        for dec in self.decoder:
+            x = dec(x, causal, memory, cross)
+        h = F.normalize(self.dec_norm(x), dim=-1)  # [B, L, D]
+
+        w = cross.float()
+        pooled = (w / w.sum(dim=-1, keepdim=True)) @ memory  # [B, L, D] mean of the visible interest states
+        reg = pooled.pow(2).sum(dim=-1) / pooled.size(-1)  # [B, L]
+        return h, reg
+
+    # --- the contract ----------------------------------------------------------------------------------------
+
+    def compute_loss(self, batch: Batch) -> Tensor:
+        assert batch.targets is not None, "training batch needs targets"
+        h, reg = self.represent(batch.items, batch.lengths)  # [B, L, D], [B, L]
+        mask = batch.targets > 0  # [B, L]
+        logits = self.scores(h[mask])  # [P, N+1]
+        logits[:, 0] = float("-inf")
+        return F.cross_entropy(logits, batch.targets[mask]) + self.cfg.gamma * reg[mask].mean()
+
+    def score_all(self, batch: Batch) -> Tensor:
+        h, _ = self.represent(batch.items, batch.lengths)  # [B, L, D]
+        return mask_padding_column(self.scores(gather_last(h, batch.lengths)))  # [B, N+1]

@@ -1,0 +1,208 @@
+"""UniSRec: "Towards Universal Sequence Representation Learning for Recommender Systems", Hou, Mu, Zhao, Li, Ding &
+Wen, KDD 2022, arXiv 2206.05941.
+
+Items are represented by their FROZEN text features through a mixture-of-experts adaptor: expert i is a parametric
+whitening (x - b_i) W_i, and a softmax gate over x W_g (with learned Gaussian noise on the gate logits in training)
+mixes the experts. In the fine-tuning setting the item-ID embedding is added (``use_id``; the paper's "transductive"
+setting, off = "inductive"). The item rows plus learned position embeddings go through a causal SASRec-style
+Transformer; the score of an item is the cosine between the L2-normalised sequence state and the L2-normalised item
+representation, divided by a temperature, trained with cross-entropy over all items at every position.
+
+Pre-train on one data set, fine-tune on another: ``init_from`` names a checkpoint (best.pt) of a UniSRec run on
+another data set; its transferable parameters (MoE adaptor, position embeddings, input LayerNorm, Transformer; not
+the item-ID embeddings, whose catalogue differs, nor the feature table) are loaded when the model is built.
+``freeze_encoder`` then fixes the position embeddings and the Transformer, as the paper's fine-tuning does (only the
+adaptor, the LayerNorm and the ID embeddings train).
+
+Deviations:
+- Pre-training is single-domain and uses only the sequence-item contrastive objective, in its full form: the
+  cross-entropy over the whole catalogue at every prefix (the original pre-trains on several mixed source domains
+  with in-batch negatives, plus a sequence-sequence contrastive loss over augmented sequences, weight lambda; that
+  loss and the multi-domain mixing are not implemented).
+- One feature table (``text_feature``, default the first modality); the original reads one text embedding too
+  (BERT CLS of title + categories + brand), here whatever the data set's table encodes.
+- Trained with all-prefix batching (every prefix of a training sequence in one causal pass) instead of one
+  materialised row per prefix: the same objective.
+- ``init_from`` refuses a checkpoint that lacks a transferable parameter or whose shapes differ (the original loads
+  with strict=False, silently skipping mismatches). Rebuilding a trained run (``load_run``) builds the model again,
+  so the ``init_from`` file must still exist then; its weights are immediately replaced by the run's own.
+
+Shape legend: B batch, L sequence length, D hidden, N items, E experts, d text feature size.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mdsrec.models.base import DataInfo, NextItemModel, check_divisible, init_weights
+from mdsrec.models.layers import TransformerLayer
+
+log = logging.getLogger(__name__)
+
+# Parameter name prefixes that transfer between data sets (everything but item IDs and the feature table).
+TRANSFERABLE = ("adaptor.", "pos_emb.", "ln.", "layers.")
+
+
+@dataclass
+class UniSRecConfig:
+    name: str = "unisrec"
+    hidden_size: int = 64
+    inner_size: int = 256
+    num_layers: int = 2
+    num_heads: int = 2
+    dropout: float = 0.5
+    attn_dropout: float = 0.5
+    activation: str = "gelu"
+    init_std: float = 0.02
+    n_exps: int = 8  # experts in the MoE adaptor
+    adaptor_dropout: float = 0.2  # dropout on the text feature before whitening
+    gate_noise: bool = True  # learned Gaussian noise on the gate logits in training
+    temperature: float = 0.07
+    text_feature: str | None = None  # feature table to use; None: the first one
+    use_id: bool = True  # add item-ID embeddings (fine-tune / "transductive"); False: text only ("inductive")
+    init_from: str | None = None  # checkpoint of a UniSRec run whose transferable parameters are loaded
+    freeze_encoder: bool = False  # fix position embeddings and Transformer (fine-tuning after init_from)
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "inner_size", "num_layers", "num_heads", "n_exps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 1")
+        check_divisible(self.hidden_size, self.num_heads)
+        for name in ("dropout", "attn_dropout", "adaptor_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} ({getattr(self, name)}) must lie in [0, 1)")
+        if self.temperature <= 0 or self.init_std <= 0:
+            raise ValueError(f"temperature ({self.temperature}) and init_std ({self.init_std}) must be > 0")
+        if self.activation not in ("gelu", "relu"):
+            raise ValueError(f"activation ({self.activation!r}) must be 'gelu' or 'relu'")
+
+
+class UniSRecWhitening(nn.Module):
+    """One expert: parametric whitening (dropout(x) - b) W, with b [d] and W [d, D] (no bias)."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.bias = nn.Parameter(torch.zeros(in_dim))
+        self.lin = nn.Linear(in_dim, out_dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lin(self.drop(x) - self.bias)  # [..., D]
+
+
+class UniSRecMoEAdaptor(nn.Module):
+    """Mixture of E whitening experts, gated by softmax(x W_g + noise) (noise std softplus(x W_n) + 0.01, training
+    only). Gate weights start at zero (uniform gates), as in the paper's code."""
+
+    def __init__(self, in_dim: int, out_dim: int, n_exps: int, dropout: float, noise: bool) -> None:
+        super().__init__()
+        self.experts = nn.ModuleList(UniSRecWhitening(in_dim, out_dim, dropout) for _ in range(n_exps))
+        self.w_gate = nn.Parameter(torch.zeros(in_dim, n_exps))
+        self.w_noise = nn.Parameter(torch.zeros(in_dim, n_exps))
+        self.noise = noise
+
+    def gates(self, x: Tensor) -> Tensor:
+        """x [..., d] -> gate weights [..., E], each row summing to 1."""
+        logits = x @ self.w_gate  # [..., E]
+        if self.noise and self.training:
+            std = F.softplus(x @ self.w_noise) + 1e-2  # [..., E]
+            logits = logits + torch.randn_like(logits) * std
+        return logits.softmax(dim=-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        g = self.gates(x)  # [..., E]
+        out = torch.stack([e(x) for e in self.experts], dim=-2)  # [..., E, D]
+        return (g.unsqueeze(-1) * out).sum(dim=-2)  # [..., D]
+
+
+class UniSRec(NextItemModel):
+    name = "unisrec"
+    features: Tensor  # [N+1, d] frozen text features
+
+    def __init__(self, cfg: UniSRecConfig, info: DataInfo) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if not info.features:
+            raise ValueError("UniSRec needs a text feature table; the data set has no modality features")
+        key = cfg.text_feature if cfg.text_feature is not None else next(iter(info.features))
+        if key not in info.features:
+            raise ValueError(
+                f"text_feature ({key!r}) is not a feature table of the data set: {list(info.features)}"
+            )
+        table = info.features[key]
+        if table.ndim != 2 or table.shape[0] != info.num_items + 1:
+            raise ValueError(
+                f"feature table {key!r} has shape {table.shape}, expected ({info.num_items + 1}, d)"
+            )
+        self.feature_name = key
+        d = cfg.hidden_size
+        self.register_buffer("features", torch.from_numpy(table.astype("float32", copy=True)))  # [N+1, d]
+        self.adaptor = UniSRecMoEAdaptor(table.shape[1], d, cfg.n_exps, cfg.adaptor_dropout, cfg.gate_noise)
+        self.item_emb = nn.Embedding(info.num_items + 1, d, padding_idx=0) if cfg.use_id else None
+        self.pos_emb = nn.Embedding(info.max_len, d)
+        self.ln = nn.LayerNorm(d, eps=1e-12)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(
+            TransformerLayer(d, cfg.num_heads, cfg.inner_size, cfg.dropout, cfg.attn_dropout, cfg.activation)
+            for _ in range(cfg.num_layers)
+        )
+        self.apply(lambda m: init_weights(m, cfg.init_std))
+        if self.item_emb is not None:
+            with torch.no_grad():
+                self.item_emb.weight[0].zero_()
+        if cfg.init_from is not None:
+            self.load_transferable(cfg.init_from)
+        if cfg.freeze_encoder:
+            for p in [*self.pos_emb.parameters(), *self.layers.parameters()]:
+                p.requires_grad_(False)
+
+    def load_transferable(self, path: str) -> None:
+        """Copy the adaptor, position embeddings, LayerNorm and Transformer from another UniSRec checkpoint.
+        Every transferable parameter must be present with the same shape (no silent partial load)."""
+        from mdsrec.training.checkpoint import load_checkpoint  # the training package imports models
+
+        ck = load_checkpoint(path)
+        src_name = ck.get("config", {}).get("model", {}).get("name")
+        if src_name != self.name:
+            raise ValueError(f"init_from ({path}) is a checkpoint of model {src_name!r}, expected 'unisrec'")
+        src = ck["model_state"]
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(TRANSFERABLE)}
+        missing = sorted(set(own) - set(src))
+        if missing:
+            raise ValueError(f"init_from ({path}) lacks transferable parameters {missing[:10]}")
+        bad = [k for k in own if tuple(src[k].shape) != tuple(own[k].shape)]
+        if bad:
+            k = bad[0]
+            raise ValueError(
+                f"init_from ({path}): parameter {k} has shape {tuple(src[k].shape)}, this model expects "
+                f"{tuple(own[k].shape)} (hidden_size, num_layers, n_exps, feature size and max_len must match)"
+            )
+        self.load_state_dict({**self.state_dict(), **{k: src[k] for k in own}}, strict=True)
+        log.info("UniSRec: loaded %d transferable tensors from %s", len(own), path)
+
+    def item_rows(self, items: Tensor) -> Tensor:
+        """items [...] -> adapted text (+ ID) representation [..., D], not normalised."""
+        x = self.adaptor(self.features[items])  # [..., D]
+        if self.item_emb is not None:
+            x = x + self.item_emb(items)
+        return x
+
+    def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
+        """items [B, L] -> L2-normalised states [B, L, D] (causal)."""
+        if items.size(1) > self.pos_emb.num_embeddings:
+            raise ValueError(f"sequence length {items.size(1)} exceeds max_len {self.pos_emb.num_embeddings}")
+        pos = torch.arange(items.size(1), device=items.device)  # [L]
+        x = self.drop(self.ln(self.item_rows(items) + self.pos_emb(pos)[None]))  # [B, L, D]
+        for layer in self.layers:
+            x = layer(x, causal=True)  # right padding + causal mask: real positions never see padding
+        return F.normalize(x, dim=-1)
+
+    def item_table(self) -> Tensor:
+        """L2-normalised item representations divided by the temperature [N+1, D]: h @ table^T = cos / tau."""
+        ids = torch.arange(self.features.size(0), device=self.features.device)  # [N+1]
+        return F.normalize(self.item_rows(ids), dim=-1) / self.cfg.temperature

@@ -1,0 +1,301 @@
+"""UniSRec, MMMLP and MISSRec: model-specific invariants (tiny, CPU). The shared ones (shapes, padding, causality of
+NextItemModels, all-prefix == materialised, checkpoints) are in test_models.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mdsrec.config import DataConfig, ExperimentConfig
+from mdsrec.data.protocol import Batch, Split, build_train_rows, train_batches
+from mdsrec.errors import ConfigError
+from mdsrec.models import DataInfo, build_model
+from mdsrec.models.missrec import MISSRec
+from mdsrec.models.mmmlp import MMMLP, MMMLPCausalTokenMixer
+from mdsrec.models.unisrec import TRANSFERABLE, UniSRec
+from mdsrec.training.checkpoint import save_checkpoint
+from tests.conftest import TINY_MODEL
+
+
+def info_of(data, max_len: int = 10, features: dict[str, np.ndarray] | None = None) -> DataInfo:  # type: ignore[no-untyped-def]
+    split = Split(data.sequences)
+    train = [split.train_part(u) for u in range(split.num_users)]
+    return DataInfo(data.num_items, max_len, data.features if features is None else features, train)
+
+
+def make(name: str, info: DataInfo, **over):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    return build_model({"name": name, **TINY_MODEL[name], **over}, info)
+
+
+def random_items(n_items: int, b: int = 4, n: int = 9, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1, n_items + 1, (b, n), generator=g)
+
+
+def a_train_batch(data, max_len: int = 10) -> Batch:  # type: ignore[no-untyped-def]
+    rows = build_train_rows(Split(data.sequences), max_len)
+    return train_batches(rows, DataConfig(max_len=max_len, batch_size=64), epoch_seed=0)[0]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# UniSRec
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [0.07, 0.5])
+def test_unisrec_scores_are_cosines_over_temperature(tiny_data, temperature: float) -> None:  # type: ignore[no-untyped-def]
+    model = make("unisrec", info_of(tiny_data), temperature=temperature).eval()
+    items = random_items(tiny_data.num_items)
+    scores = model.score_all(Batch(items, torch.full((4,), 9)))[:, 1:]  # [B, N]
+    assert scores.abs().max() <= 1.0 / temperature + 1e-4
+    h = model.encode(items, torch.full((4,), 9))
+    torch.testing.assert_close(h.norm(dim=-1), torch.ones(4, 9))  # normalised states
+    table = model.item_table()[1:]  # row 0 (padding) is zero
+    torch.testing.assert_close(table.norm(dim=-1) * temperature, torch.ones(table.size(0)))
+
+
+def test_unisrec_moe_gates_sum_to_one_and_noise_only_in_training(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model = make("unisrec", info_of(tiny_data), adaptor_dropout=0.0)
+    assert isinstance(model, UniSRec)
+    x = model.features[1:]  # [N, d]
+    with torch.no_grad():
+        model.adaptor.w_gate.normal_(0, 1.0)
+    model.train()
+    g1, g2 = model.adaptor.gates(x), model.adaptor.gates(x)
+    torch.testing.assert_close(g1.sum(dim=-1), torch.ones(x.size(0)))
+    assert (g1 >= 0).all() and not torch.allclose(g1, g2)  # noisy gating in training
+    model.eval()
+    e1, e2 = model.adaptor.gates(x), model.adaptor.gates(x)
+    torch.testing.assert_close(e1, e2)
+    assert (e1.max(dim=-1).values - e1.min(dim=-1).values).max() > 0.05  # the gate depends on x
+    quiet = make("unisrec", info_of(tiny_data), gate_noise=False, adaptor_dropout=0.0).train()
+    assert isinstance(quiet, UniSRec)
+    torch.testing.assert_close(quiet.adaptor.gates(x), quiet.adaptor.gates(x))
+    torch.testing.assert_close(
+        quiet.adaptor.gates(x), torch.full((x.size(0), 3), 1 / 3)
+    )  # zero init: uniform
+
+
+def test_unisrec_without_ids_scores_items_by_text_only(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    feats = {k: v.copy() for k, v in tiny_data.features.items()}
+    first = next(iter(feats))
+    feats[first][7] = feats[first][3]  # items 3 and 7 share their text
+    items = random_items(tiny_data.num_items)
+    inductive = make("unisrec", info_of(tiny_data, features=feats), use_id=False).eval()
+    assert inductive.item_emb is None
+    s = inductive.score_all(Batch(items, torch.full((4,), 9)))
+    torch.testing.assert_close(s[:, 3], s[:, 7])
+    transductive = make("unisrec", info_of(tiny_data, features=feats), use_id=True).eval()
+    s = transductive.score_all(Batch(items, torch.full((4,), 9)))
+    assert not torch.allclose(s[:, 3], s[:, 7])  # the ID embeddings tell them apart
+
+
+def test_unisrec_text_feature_picks_the_table(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    names = list(tiny_data.features)
+    model = make("unisrec", info_of(tiny_data), text_feature=names[1])
+    assert isinstance(model, UniSRec) and model.feature_name == names[1]
+    assert np.array_equal(model.features.numpy(), tiny_data.features[names[1]])
+    with pytest.raises(ConfigError, match=r"text_feature \('nope'\)"):
+        make("unisrec", info_of(tiny_data), text_feature="nope")
+
+
+def other_catalogue(data, n_items: int = 37, seed: int = 5) -> DataInfo:  # type: ignore[no-untyped-def]
+    """A different data set: another catalogue size, the same feature size (as two domains with one text encoder)."""
+    rng = np.random.default_rng(seed)
+    feats = {}
+    for name, table in data.features.items():
+        t = np.zeros((n_items + 1, table.shape[1]), dtype=np.float32)
+        t[1:] = rng.normal(size=(n_items, table.shape[1]))
+        feats[name] = t
+    seqs = [rng.integers(1, n_items + 1, size=6) for _ in range(20)]
+    return DataInfo(n_items, 10, feats, seqs)
+
+
+def pretrained_checkpoint(data, path: Path, **over) -> UniSRec:  # type: ignore[no-untyped-def]
+    """A UniSRec 'pre-trained' on the tiny data (weights moved away from their init) saved as a run's best.pt."""
+    source = make("unisrec", info_of(data), **over)
+    assert isinstance(source, UniSRec)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    cfg = ExperimentConfig(model={"name": "unisrec", **TINY_MODEL["unisrec"], **over})
+    save_checkpoint(path, {"config": cfg.to_dict(), "model_state": source.state_dict()})
+    return source
+
+
+def test_unisrec_init_from_loads_transferable_weights_across_catalogues(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    source = pretrained_checkpoint(tiny_data, tmp_path / "best.pt")
+    info = other_catalogue(tiny_data)
+    fresh = make("unisrec", info)
+    target = make("unisrec", info, init_from=str(tmp_path / "best.pt"))
+    src, tgt, new = source.state_dict(), target.state_dict(), fresh.state_dict()
+    transferable = [k for k in tgt if k.startswith(TRANSFERABLE)]
+    assert any(k.startswith("adaptor.experts.") for k in transferable)
+    assert any(k.startswith("layers.") for k in transferable) and "pos_emb.weight" in transferable
+    for k in transferable:
+        assert torch.equal(tgt[k], src[k]), k
+    assert tgt["item_emb.weight"].shape == (38, 16) != src["item_emb.weight"].shape
+    assert torch.equal(tgt["item_emb.weight"], new["item_emb.weight"])  # IDs start fresh
+    assert torch.equal(tgt["features"], torch.from_numpy(info.features[next(iter(info.features))]))
+    # the fine-tuned model scores with the transferred adaptor: its item table differs from a fresh model's
+    assert not torch.allclose(target.eval().item_table(), fresh.eval().item_table())
+
+
+def test_unisrec_freeze_encoder_trains_only_adaptor_and_ids(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pretrained_checkpoint(tiny_data, tmp_path / "best.pt")
+    model = make("unisrec", info_of(tiny_data), init_from=str(tmp_path / "best.pt"), freeze_encoder=True)
+    model.compute_loss(a_train_batch(tiny_data)).backward()
+    for name, p in model.named_parameters():
+        frozen = name.startswith(("layers.", "pos_emb."))
+        assert p.requires_grad != frozen, name
+        assert (p.grad is None) == frozen, name
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.adaptor.parameters())
+
+
+def test_unisrec_init_from_refuses_mismatches(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pretrained_checkpoint(tiny_data, tmp_path / "wide.pt", hidden_size=32)
+    with pytest.raises(ConfigError, match=r"shape .*hidden_size"):
+        make("unisrec", info_of(tiny_data), init_from=str(tmp_path / "wide.pt"))
+    sasrec = build_model({"name": "sasrec", **TINY_MODEL["sasrec"]}, info_of(tiny_data))
+    cfg = ExperimentConfig(model={"name": "sasrec"})
+    save_checkpoint(tmp_path / "sasrec.pt", {"config": cfg.to_dict(), "model_state": sasrec.state_dict()})
+    with pytest.raises(ConfigError, match="checkpoint of model 'sasrec'"):
+        make("unisrec", info_of(tiny_data), init_from=str(tmp_path / "sasrec.pt"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# MMMLP
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_mmmlp_token_mixer_short_window_equals_padded_window() -> None:
+    torch.manual_seed(0)
+    mixer = MMMLPCausalTokenMixer(hidden=6, max_len=10, expansion=3, dropout=0.0, std=0.5).eval()
+    x = torch.randn(2, 4, 6)
+    garbage = torch.randn(2, 6, 6) * 10  # anything after the window
+    torch.testing.assert_close(mixer(x), mixer(torch.cat([x, garbage], dim=1))[:, :4])
+
+
+def test_mmmlp_token_mixer_mixes_earlier_positions_only() -> None:
+    torch.manual_seed(0)
+    mixer = MMMLPCausalTokenMixer(hidden=6, max_len=8, expansion=2, dropout=0.0, std=0.5).eval()
+    x = torch.randn(1, 8, 6)
+    base = mixer(x)
+    for j in range(8):
+        y = x.clone()
+        y[:, j] += torch.randn(6)  # not a constant shift: the pre-LayerNorm would remove it
+        diff = (mixer(y) - base).abs().sum(dim=-1)[0]  # [L]
+        assert (diff[:j] == 0).all()  # never earlier positions
+        assert (diff[j:] > 0).all()  # but itself and every later one
+    loss = mixer(x).sum()
+    loss.backward()
+    assert mixer.w1.grad is not None and mixer.w2.grad is not None
+    assert (mixer.w1.grad * (1 - mixer.mask1)).abs().sum() == 0  # masked weights never learn
+    assert (mixer.w2.grad * (1 - mixer.mask2)).abs().sum() == 0
+
+
+def test_mmmlp_every_modality_stream_reaches_the_scores(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model = make("mmmlp", info_of(tiny_data)).eval()
+    assert isinstance(model, MMMLP) and len(model.streams) == 1 + len(tiny_data.features)
+    b = Batch(random_items(tiny_data.num_items), torch.full((4,), 9))
+    base = model.score_all(b)
+    for i in range(len(tiny_data.features)):
+        buf = getattr(model, f"features_{i}")
+        saved = buf.clone()
+        buf.mul_(-1.0)
+        assert not torch.allclose(model.score_all(b), base)
+        buf.copy_(saved)
+    torch.testing.assert_close(model.score_all(b), base)
+
+
+def test_mmmlp_refuses_data_without_features(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="MMMLP needs at least one modality"):
+        make("mmmlp", info_of(tiny_data, features={}))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# MISSRec
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_missrec_causality_and_one_pass_equals_every_prefix(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model = make("missrec", info_of(tiny_data)).eval()
+    assert isinstance(model, MISSRec)
+    items = random_items(tiny_data.num_items)
+    lengths = torch.full((4,), 9)
+    h, reg = model.represent(items, lengths)  # [B, 9, D], [B, 9]
+    changed = items.clone()
+    changed[:, 6:] = random_items(tiny_data.num_items, n=3, seed=7)
+    h2, reg2 = model.represent(changed, lengths)
+    torch.testing.assert_close(h2[:, :6], h[:, :6])  # later items never leak back
+    torch.testing.assert_close(reg2[:, :6], reg[:, :6])
+    assert not torch.allclose(h2[:, 6:], h[:, 6:])
+    for p in range(1, 10):
+        alone = model.score_all(Batch(items[:, :p], torch.full((4,), p)))
+        later_changed = model.score_all(Batch(changed[:, :p], torch.full((4,), p)))
+        one_pass = model.scores(h[:, p - 1])
+        torch.testing.assert_close(alone[:, 1:], one_pass[:, 1:], rtol=1e-4, atol=1e-5)
+        if p <= 6:
+            torch.testing.assert_close(later_changed, alone)
+
+
+def test_missrec_interest_table_is_the_centroid_of_adapted_tokens(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model = make("missrec", info_of(tiny_data)).eval()
+    assert isinstance(model, MISSRec)
+    k = model.cfg.k
+    table = model.interest_table()  # [M k, D]
+    ids = model.interest_ids  # [N+1, M]
+    assert table.shape == (len(tiny_data.features) * k, 16)
+    for i, adaptor in enumerate(model.adaptors):
+        tokens = adaptor(model.feature_table(i))  # [N+1, D]
+        labels = ids[1:, i]
+        assert labels.min() == i * k and labels.max() == i * k + k - 1  # global ids, every cluster used
+        for c in range(i * k, (i + 1) * k):
+            torch.testing.assert_close(tokens[1:][labels == c].mean(dim=0), table[c], rtol=1e-4, atol=1e-5)
+    assert not model.interest_table().requires_grad  # detached like the original's buffer
+
+
+def test_missrec_repeated_interests_do_not_add_memory(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    """An item repeated later adds no new interest tokens: the regulariser (mean of the visible interest states)
+    of the prefix is unchanged by appending a repeat, and changes when a new cluster appears."""
+    model = make("missrec", info_of(tiny_data)).eval()
+    assert isinstance(model, MISSRec)
+    ids = model.interest_ids
+    a = 1
+    new = next(j for j in range(2, tiny_data.num_items + 1) if bool((ids[j] != ids[a]).all()))
+    items = torch.tensor([[a, a, new]])
+    _, reg = model.represent(items, torch.tensor([3]))
+    torch.testing.assert_close(reg[0, 1], reg[0, 0])
+    assert not torch.allclose(reg[0, 2], reg[0, 1])
+
+
+def test_missrec_scores_bounded_and_loss_has_the_regulariser(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model = make("missrec", info_of(tiny_data), gamma=0.0).eval()
+    b = Batch(random_items(tiny_data.num_items), torch.full((4,), 9))
+    assert model.score_all(b)[:, 1:].abs().max() <= 1 / 0.07 + 1e-3
+    batch = a_train_batch(tiny_data)
+    plain = model.compute_loss(batch)
+    heavy = make("missrec", info_of(tiny_data), gamma=1.0).eval()
+    assert isinstance(heavy, MISSRec)
+    _, reg = heavy.represent(batch.items, batch.lengths)
+    assert batch.targets is not None
+    expected = plain + reg[batch.targets > 0].mean()
+    torch.testing.assert_close(heavy.compute_loss(batch), expected)
+
+
+def test_missrec_dynamic_fusion_weight_learns(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model = make("missrec", info_of(tiny_data))
+    assert isinstance(model, MISSRec) and model.fusion_factor is not None
+    model.compute_loss(a_train_batch(tiny_data)).backward()
+    assert model.fusion_factor.grad is not None and model.fusion_factor.grad.abs() > 0
+    static = make("missrec", info_of(tiny_data), dynamic_fusion=False, use_id=False)
+    assert isinstance(static, MISSRec) and static.fusion_factor is None and static.item_emb is None
+
+
+def test_missrec_refuses_too_many_clusters(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=r"k \(500\) must not exceed"):
+        make("missrec", info_of(tiny_data), k=500)

@@ -1,0 +1,179 @@
+"""`mdsrec benchmark`: one run per (model, seed), results.csv/.md/.png, finished runs skipped, interrupted runs
+resumed, frozen configs and per-model overrides, the paper's Table 2 beside ours."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+import mdsrec.training.trainer as trainer_mod
+from mdsrec.benchmark import benchmark, load_table2, split_overrides
+from mdsrec.cli import main
+from mdsrec.errors import ConfigError, MdsrecError
+
+TINY_SETS = [
+    "train.progress=false",
+    "train.epochs=2",
+    "train.patience=50",
+    "data.batch_size=64",
+    "train.lr=0.01",
+    "model.hidden_size=16",
+    "model.dropout=0.1",
+    "sasrec:model.inner_size=32",
+    "sasrec:model.attn_dropout=0.1",
+    "gru4rec:model.embedding_size=16",
+]
+
+
+@pytest.fixture
+def train_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Counts trainer.train calls (run directory name, resume) while still training."""
+    calls: list[tuple[str, bool]] = []
+    real = trainer_mod.train
+
+    def counting(cfg, data, run_dir, resume=False):  # type: ignore[no-untyped-def]
+        calls.append((f"{run_dir.parent.name}/{run_dir.name}", resume))
+        return real(cfg, data, run_dir, resume=resume)
+
+    monkeypatch.setattr(trainer_mod, "train", counting)
+    return calls
+
+
+def test_benchmark_cli_writes_results_skips_and_resumes(
+    tiny_dir, tiny_data, tmp_path, train_calls, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "bench"
+    argv = [
+        "benchmark",
+        "--data",
+        str(tiny_dir),
+        "--models",
+        "sasrec,gru4rec",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+    ]
+    argv += ["--configs", str(tmp_path / "no-configs-here"), "--set", *TINY_SETS]
+    (tmp_path / "no-configs-here").mkdir()
+    assert main(argv) == 0
+    assert sorted(train_calls) == [
+        ("gru4rec/seed0", False),
+        ("gru4rec/seed1", False),
+        ("sasrec/seed0", False),
+        ("sasrec/seed1", False),
+    ]
+    printed = capsys.readouterr().out
+    assert "results.png" in printed and "±" in printed
+
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 4
+    assert [(r["model"], r["seed"]) for r in rows] == [
+        ("sasrec", "42"),
+        ("sasrec", "43"),
+        ("gru4rec", "42"),
+        ("gru4rec", "43"),
+    ]
+    assert list(rows[0]) == [
+        "model",
+        "seed",
+        "recall@10",
+        "ndcg@10",
+        "recall@20",
+        "ndcg@20",
+        "mrr@20",
+        "seconds_per_epoch",
+        "epochs",
+        "best_epoch",
+        "wall_seconds",
+    ]
+    for r in rows:
+        m = json.loads(
+            (out / "runs" / r["model"] / f"seed{int(r['seed']) - 42}" / "metrics.json").read_text()
+        )
+        assert float(r["ndcg@20"]) == pytest.approx(m["test"]["ndcg@20"], abs=1e-6)
+        assert r["epochs"] == "2" and float(r["wall_seconds"]) > 0
+        assert m["config"]["train"]["seed"] == int(r["seed"])
+    seed0 = json.loads((out / "runs/sasrec/seed0/metrics.json").read_text())["test"]
+    seed1 = json.loads((out / "runs/sasrec/seed1/metrics.json").read_text())["test"]
+    assert seed0 != seed1  # different seeds really trained differently
+
+    table = (out / "results.md").read_text().split("\n\n")[-1]
+    assert "| SASRec | 2 | " in table and "| GRU4Rec | 2 | " in table and table.count("±") == 10
+    assert "paper" not in table  # the synthetic data set is not one of the paper's
+    png = (out / "results.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+    # Rerun: every run is finished, nothing trains, finished files untouched.
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/metrics.json")}
+    train_calls.clear()
+    assert main(argv) == 0
+    assert train_calls == []
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/metrics.json")} == mtimes
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == 4
+
+    # A run directory with last.pt but no metrics.json (interrupted) is resumed, to the same result.
+    run = out / "runs" / "gru4rec" / "seed1"
+    before = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").unlink()
+    assert main(argv) == 0
+    assert train_calls == [("gru4rec/seed1", True)]
+    assert json.loads((run / "metrics.json").read_text())["test"] == before["test"]
+
+    # A finished run made under another config is not silently reused.
+    with pytest.raises(MdsrecError, match="another config"):
+        benchmark(
+            tiny_data,
+            ["gru4rec"],
+            1,
+            out,
+            None,
+            [s for s in TINY_SETS if not s.startswith("sasrec:")] + ["train.lr=0.5"],
+        )
+    assert not list(out.glob(".*tmp*")) and not list(out.glob("runs/*/*/.*tmp*"))
+
+
+def test_reference_models_run_once_and_frozen_configs_apply(tiny_data, tmp_path, train_calls) -> None:  # type: ignore[no-untyped-def]
+    configs = tmp_path / "configs"
+    (configs / "synthetic").mkdir(parents=True)
+    (configs / "synthetic" / "cooc.yaml").write_text(
+        "model: {name: cooc, window: 2, directed: true}\ntrain: {seed: 7, progress: false}\n"
+    )
+    results = benchmark(tiny_data, ["pop", "cooc"], 3, tmp_path / "b", configs, ["train.progress=false"])
+    assert [(r.model, r.seed) for r in results] == [("pop", 42), ("cooc", 7)]  # one seed each
+    assert sorted(train_calls) == [("cooc/seed0", False), ("pop/seed0", False)]
+    assert results[1].metrics["config"]["model"]["window"] == 2
+    assert all(r.metrics["epochs"] == 0 and r.metrics["seconds_per_epoch"] == 0 for r in results)
+    md = (tmp_path / "b" / "results.md").read_text()
+    assert "| pop | 1 | " in md and "±" not in md.split("\n\n")[-1]  # one run: no spread to show
+
+
+def test_table2_is_package_data_and_shown_for_the_papers_data_sets(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    t = load_table2()
+    assert t[("scientific", "ndcg@20", "MDSRec")] == 0.0873
+    assert t[("sports", "recall@10", "SASRec")] == 0.0423
+    assert t[("scientific", "recall@20", "GRU4Rec")] == 0.0959  # the published 0.9590 is a misprint
+    assert len(t) == 5 * 4 * 10
+    benchmark(tiny_data, ["pop"], 1, tmp_path / "b", None, ["train.progress=false"], dataset="sports")
+    md = (tmp_path / "b" / "results.md").read_text()
+    assert "paper R@10" in md and "| pop | 1 | " in md  # our reference beside an empty paper row
+    assert md.splitlines()[-1].endswith("| - | - | - | - |")
+
+
+def test_override_scoping_and_errors(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    got = split_overrides(
+        ["train.lr=0.1", "sasrec:model.num_heads=4", "train.device=cuda:0"], ["sasrec", "pop"]
+    )
+    assert got == {
+        "sasrec": ["train.lr=0.1", "model.num_heads=4", "train.device=cuda:0"],
+        "pop": ["train.lr=0.1", "train.device=cuda:0"],
+    }
+    with pytest.raises(ConfigError, match="not in --models"):
+        split_overrides(["gru4rec:model.dropout=0.1"], ["sasrec"])
+    with pytest.raises(ConfigError, match="unknown model"):
+        benchmark(tiny_data, ["nope"], 1, tmp_path / "b")
+    with pytest.raises(ConfigError, match="unknown key"):  # a bad override fails before anything trains
+        benchmark(tiny_data, ["pop"], 1, tmp_path / "b", None, ["model.hidden_size=16"])
+    assert not (tmp_path / "b").exists()
