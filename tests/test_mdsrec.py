@@ -362,7 +362,8 @@ def test_ica_layer_l_reads_the_transformer_input_of_layer_l(tiny_data) -> None: 
     out = model.represent(items, torch.tensor([8]), torch.tensor([[7]]))
     table = model.modal_tables(model.bar_id())[1]
     cluster, item = model.member_idx_1  # type: ignore[attr-defined]  # [N] each: (cluster, item) pairs
-    c = torch.stack([table[item[cluster == j]].mean(0) for j in range(4)])[None, None]  # [1, 1, K, D]
+    means = torch.stack([table[item[cluster == j]].mean(0) for j in range(4)])  # [K, D]
+    c = model.encoder(2).ln(means)[None, None]  # [1, 1, K, D] through the encoder's input LayerNorm
     states = model.encoder(2)(table[items])
     for j, ica in enumerate(model.ica_layers(1)):
         c = ica(c, states[j], model.encoder(2).layers[j].attn, torch.ones(1, 1, 8, dtype=torch.bool))
@@ -453,3 +454,28 @@ def test_ica_maps_start_near_an_isometry(tiny_data) -> None:  # type: ignore[no-
 
     assert 0.5 < gain() < 2.0
     assert gain(ica_init_std=0.02) < 0.01
+
+
+def test_interest_centres_stay_distinct_with_trained_attention(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    """E_id at N(0, 0.02) makes raw cluster means ~100x smaller than the LayerNorm-ed states the shared Q/K weights
+    are trained on. With peaked (trained-like) attention, normalised centres keep distinct queries, so the K centres
+    differ and gamma is not uniform; raw means (ica_center_norm=False) give every centre the same query and collapse
+    to one vector -- what a 10-epoch Scientific run without the normalisation showed."""
+
+    def spread(**over: object) -> tuple[float, float]:
+        model = make(tiny_data, init_std=0.02, hidden_size=32, **over).eval()
+        with torch.no_grad():  # attention as peaked as after training: scale the shared query/key maps up
+            for layer in model.encoder(1).layers:
+                layer.attn.q.weight.mul_(20.0)
+                layer.attn.k.weight.mul_(20.0)
+            out = model.represent(
+                random_items(tiny_data.num_items, b=4), torch.full((4,), 8), torch.full((4, 1), 7)
+            )
+        c = out.centres[0][:, 0]  # [B, K, D]
+        rel = float((c.std(dim=1).norm(dim=-1) / c.norm(dim=-1).mean(dim=1)).mean())
+        return rel, float(out.gamma[0].max() - out.gamma[0].min())
+
+    rel, gap = spread()
+    assert rel > 0.02 and gap > 2e-3
+    rel_raw, gap_raw = spread(ica_center_norm=False)
+    assert rel_raw < 0.01 and rel > 10 * rel_raw and gap > 3 * gap_raw

@@ -6,6 +6,9 @@ mdsrec synthetic --out DIR
 mdsrec train --data DATA_DIR --model NAME --out RUN_DIR [--config FILE] [--set key=value ...] [--resume]
 mdsrec evaluate --run RUN_DIR [--data DATA_DIR]
 mdsrec benchmark --data DATA_DIR --models M1,M2 --seeds N --out DIR [--configs DIR] [--set key=value ...]
+mdsrec explain --run RUN_DIR --user USER [--index] [--stage test|valid|next] [--top N] [--json OUT]
+mdsrec sweep --data DATA_DIR --model NAME --param model.h --values 0,5,10,20 --out DIR [--config FILE]
+             [--set key=value ...] [--seed S]
 """
 
 from __future__ import annotations
@@ -111,6 +114,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 QUICKSTART_MODELS = {
     "sasrec": ["model.hidden_size=64", "model.dropout=0.2", "model.attn_dropout=0.2"],
     "gru4rec": ["model.embedding_size=64", "model.hidden_size=128", "model.dropout=0.2"],
+    "mdsrec": ["model.hidden_size=64", "model.dropout=0.2", "model.attn_dropout=0.2"],
 }
 
 
@@ -163,6 +167,50 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_data_path(run: Path, data: str | None) -> str:
+    """--data, or the data directory recorded in RUN_DIR/run.json."""
+    if data is not None:
+        return data
+    run_info = run / "run.json"
+    if not run_info.is_file():
+        raise MdsrecError(f"{run_info} not found: pass --data")
+    return str(json.loads(run_info.read_text())["data_path"])
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from mdsrec.atomic import write_json
+    from mdsrec.data.processed import load_processed
+    from mdsrec.explain import explain, render_text
+    from mdsrec.training.trainer import load_run
+
+    run = Path(args.run)
+    data = load_processed(_run_data_path(run, args.data))
+    exp = load_run(run, data, which="best", device=args.device)
+    report = explain(exp, args.user, by_index=args.index, stage=args.stage, top=args.top, run=run)
+    print(render_text(report), end="")
+    if args.json:
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from mdsrec.data.processed import load_processed
+    from mdsrec.sweep import sweep
+
+    if not args.model and not args.config:
+        raise MdsrecError("pass --model NAME (or a --config file with model.name)")
+    data = load_processed(args.data)
+    values = [v.strip() for v in args.values.split(",") if v.strip()]
+    t0 = time.perf_counter()
+    sweep(data, args.model, args.param, values, args.out, args.config, args.set or [], args.seed)
+    out = Path(args.out)
+    print((out / "sweep.md").read_text(encoding="utf-8"))
+    written = ", ".join(str(out / f"sweep.{ext}") for ext in ("csv", "md", "png"))
+    print(f"wrote {written} ({time.perf_counter() - t0:.0f}s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mdsrec", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -170,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
-    q = sub.add_parser("quickstart", help="generate the built-in synthetic data, train SASRec and GRU4Rec")
+    q = sub.add_parser(
+        "quickstart", help="generate the built-in synthetic data, train SASRec, GRU4Rec and MDSRec"
+    )
     q.add_argument("--out", default="mdsrec-quickstart", help="output directory (default: %(default)s)")
     q.add_argument("--epochs", type=int, default=30, help="maximum epochs per model (default: %(default)s)")
     q.set_defaults(func=cmd_quickstart)
@@ -191,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--out", required=True)
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--users", type=int, default=3000)
-    sy.add_argument("--items", type=int, default=2000)
+    sy.add_argument("--items", type=int, default=6000)
     sy.add_argument("--overwrite", action="store_true")
     sy.set_defaults(func=cmd_synthetic)
 
@@ -231,6 +281,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--dataset", help="data set name for configs and Table 2 (default: the manifest's name)")
     b.set_defaults(func=cmd_benchmark)
+
+    x = sub.add_parser("explain", help="why a run recommends what it does to one user (MDSRec: per channel)")
+    x.add_argument("--run", required=True, help="run directory")
+    x.add_argument("--user", required=True, help="the user's token in DATA_DIR/users.tsv (with --index: row)")
+    x.add_argument("--index", action="store_true", help="--user is the internal 0-based row of users.tsv")
+    x.add_argument("--data", help="processed data directory (default: the one recorded in RUN_DIR/run.json)")
+    x.add_argument(
+        "--stage",
+        default="test",
+        choices=("test", "valid", "next"),
+        help="history before the held-out test/valid item (its rank is shown), or the whole sequence (next); "
+        "default: %(default)s",
+    )
+    x.add_argument("--top", type=int, default=10, help="items per channel (default: %(default)s)")
+    x.add_argument("--json", help="also write the report as JSON to this file")
+    x.add_argument("--device", default="cpu", help="device to run the model on (default: %(default)s)")
+    x.set_defaults(func=cmd_explain)
+
+    w = sub.add_parser("sweep", help="one run per value of a parameter; sweep.csv/.md/.png (resumable)")
+    w.add_argument("--data", required=True, help="processed data directory")
+    w.add_argument("--model", help="model name (or model.name in --config)")
+    w.add_argument("--param", required=True, help="the parameter, section.key, e.g. model.h or model.k")
+    w.add_argument("--values", required=True, help="comma-separated values, e.g. 0,5,10,20")
+    w.add_argument("--out", required=True, help="output directory (runs/ and sweep files)")
+    w.add_argument("--config", help="YAML config file for every run")
+    w.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE", help="overrides for every run")
+    w.add_argument("--seed", type=int, help="train.seed for every run (default: the config's)")
+    w.set_defaults(func=cmd_sweep)
     return p
 
 
