@@ -4,6 +4,7 @@ GRU4RecF, SASRecF and FDSA (their modality features reach the scores; they refus
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mdsrec.config import DataConfig
 from mdsrec.data.protocol import Batch, Split, build_train_rows, eval_batches, train_batches
@@ -53,7 +54,7 @@ def test_bert4rec_cloze_sequences_are_windows_of_the_training_part(mode: str, ti
         rows, DataConfig(max_len=max_len, batch_size=10**6, train_mode=mode), epoch_seed=0
     )
     seq, lengths = model.training_sequences(batch)
-    assert seq.size(1) <= max_len
+    assert seq.size(1) <= max_len + 1  # the row's items (<= max_len) plus its last target, as at evaluation
     assert batch.users is not None
     covered: dict[int, set[int]] = {}
     for r in range(seq.size(0)):
@@ -68,13 +69,13 @@ def test_bert4rec_cloze_sequences_are_windows_of_the_training_part(mode: str, ti
         ends = [
             p for p in range(len(t)) if t[max(0, p - n + 1) : p + 1] == window
         ]  # a contiguous window of t
-        assert ends and (n == max_len or ends[0] == n - 1)  # full, or starting at the first item
+        assert ends and (n == max_len + 1 or ends[0] == n - 1)  # full, or starting at the first item
         covered.setdefault(u, set()).update(range(ends[0] - n + 1, ends[0] + 1))
     for (
         u,
         positions,
-    ) in covered.items():  # every item of the training part but the first can be a cloze target
-        assert set(range(1, len(split.train_part(u)))) <= positions
+    ) in covered.items():  # every item of the training part, the first too, can be a cloze target
+        assert set(range(len(split.train_part(u)))) <= positions
 
 
 def test_bert4rec_scores_the_appended_mask_position(tiny_data) -> None:  # type: ignore[no-untyped-def]
@@ -90,16 +91,22 @@ def test_bert4rec_scores_the_appended_mask_position(tiny_data) -> None:  # type:
         torch.testing.assert_close(model.score_all(b), expected)
 
 
-def test_bert4rec_full_window_drops_the_oldest_item(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_bert4rec_full_window_keeps_every_item(tiny_data) -> None:  # type: ignore[no-untyped-def]
     model, _ = make("bert4rec", tiny_data, max_len=8)
+    assert isinstance(model, BERT4Rec)
+    assert model.pos_emb.num_embeddings == 9  # max_len history positions plus the [MASK]
     model.eval()
     items = torch.randint(1, tiny_data.num_items + 1, (4, 8), generator=torch.Generator().manual_seed(2))
-    full = model.score_all(Batch(items, torch.full((4,), 8)))  # [MASK] appended, oldest item dropped
-    shorter = model.score_all(Batch(items[:, 1:], torch.full((4,), 7)))
-    torch.testing.assert_close(full, shorter)
-    changed = items.clone()
-    changed[:, 0] = (changed[:, 0] % tiny_data.num_items) + 1  # the dropped item does not matter
-    torch.testing.assert_close(model.score_all(Batch(changed, torch.full((4,), 8))), full)
+    with torch.no_grad():
+        full = model.score_all(Batch(items, torch.full((4,), 8)))  # [MASK] appended after all 8 items
+        seq = torch.cat([items, torch.full((4, 1), model.mask_id)], 1)  # [4, 9]
+        expected = model.scores(model.encode(seq, torch.full((4,), 9))[:, 8])
+        torch.testing.assert_close(full, expected)
+        shorter = model.score_all(Batch(items[:, 1:], torch.full((4,), 7)))
+        assert not torch.allclose(full, shorter)
+        changed = items.clone()
+        changed[:, 0] = (changed[:, 0] % tiny_data.num_items) + 1  # the oldest item still matters
+        assert not torch.allclose(model.score_all(Batch(changed, torch.full((4,), 8))), full)
 
 
 def test_bert4rec_is_bidirectional(tiny_data) -> None:  # type: ignore[no-untyped-def]
@@ -128,15 +135,54 @@ def test_bert4rec_columns_are_items_and_mask_is_never_scored(tiny_data) -> None:
         1, n - 1, (5, 7), generator=torch.Generator().manual_seed(4)
     )  # item n never in them
     b = Batch(items, torch.tensor([7, 6, 3, 1, 5]))
+    gen = torch.Generator().manual_seed(5)
+    # A random shift: a constant one would move no score, since the head's LayerNorm output sums to zero.
+    shift = torch.randn(model.cfg.hidden_size, generator=gen)  # [D]
+    h = torch.randn(5, model.cfg.hidden_size, generator=gen)  # [5, D] a fixed hidden state
     with torch.no_grad():
         before = model.score_all(b)
         assert before.shape == (5, n + 1) and torch.isneginf(before[:, 0]).all()
-        model.item_emb.weight[n] += 1.0  # the last real item: only its own column moves
+        model.item_emb.weight[n] += shift  # the last real item: only its own column moves
         after = model.score_all(b)
         assert not torch.allclose(after[:, n], before[:, n])
         torch.testing.assert_close(after[:, :n], before[:, :n])
-        model.item_emb.weight[n + 1] += 1.0  # [MASK]: the scored position's input, never a column
-        assert model.score_all(b).shape == (5, n + 1)
+        fixed = model.scores(h)  # [5, N+1]
+        model.item_emb.weight[n + 1] += shift  # [MASK]
+        torch.testing.assert_close(model.scores(h), fixed)  # not a column: scoring h does not see it
+        assert not torch.allclose(model.score_all(b)[:, 1:], after[:, 1:])  # but it is the scored input
+
+
+def test_bert4rec_encoder_sees_mask_at_masked_positions_only(tiny_data, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """No leakage: the encoder gets [MASK] at every masked position and the original items everywhere else, and the
+    loss targets are the original items of the masked positions."""
+    model, split = make("bert4rec", tiny_data, mask_prob=0.3)
+    assert isinstance(model, BERT4Rec)
+    batch = train_batches(build_train_rows(split, 20), DataConfig(batch_size=64), epoch_seed=0)[0]
+    seen: dict[str, torch.Tensor] = {}
+    encode, scores = model.encode, model.scores
+
+    def spy_encode(items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        seen["items"], seen["lengths"] = items.clone(), lengths.clone()
+        return encode(items, lengths)
+
+    def spy_scores(h: torch.Tensor) -> torch.Tensor:
+        seen["scores"] = scores(h)
+        return seen["scores"]
+
+    monkeypatch.setattr(model, "encode", spy_encode)
+    monkeypatch.setattr(model, "scores", spy_scores)
+    torch.manual_seed(11)
+    loss = model.compute_loss(batch)
+    torch.manual_seed(11)  # the same draw again, outside the model
+    seq, lengths = model.training_sequences(batch)  # [B, L'] the original cloze sequences
+    masked = model.cloze_mask(lengths, seq.size(1))  # [B, L']
+    fed = seen["items"]
+    torch.testing.assert_close(seen["lengths"], lengths)
+    assert fed.shape == seq.shape and masked.any(dim=1).all() and not masked.all()
+    assert (fed[masked] == model.mask_id).all()  # every masked item is hidden
+    torch.testing.assert_close(fed[~masked], seq[~masked])  # everything else is the original (or padding)
+    assert not (fed[~masked] == model.mask_id).any()
+    torch.testing.assert_close(loss, F.cross_entropy(seen["scores"], seq[masked]))
 
 
 def test_bert4rec_mask_rate_padding_and_at_least_one(tiny_data) -> None:  # type: ignore[no-untyped-def]
@@ -238,9 +284,18 @@ def test_fdsa_feature_attention_weights_sum_to_one(tiny_data) -> None:  # type: 
         ("sasrecf", "dropout", 1.0, r"dropout \(1.0\) must lie in \[0, 1\)"),
         ("fdsa", "num_layers", 0, r"num_layers \(0\) must be >= 1"),
         ("gru4recf", "embedding_size", 0, r"embedding_size \(0\) must be >= 1"),
+        ("sasrec", "hidden_size", 30, r"hidden_size \(30\) must be divisible by num_heads \(4\)"),
+        ("sasrec", "attn_dropout", -0.1, r"attn_dropout \(-0.1\) must lie in \[0, 1\)"),
+        ("sasrec", "activation", "tanh", r"activation \('tanh'\) must be 'gelu' or 'relu'"),
+        ("sasrec", "init_std", 0.0, r"init_std \(0.0\) must be > 0"),
+        ("gru4rec", "num_layers", 0, r"num_layers \(0\) must be >= 1"),
+        ("gru4rec", "dropout", 1.0, r"dropout \(1.0\) must lie in \[0, 1\)"),
+        ("mmmlp", "token_expansion", 0, r"token_expansion \(0\) must be >= 1"),
+        ("unisrec", "temperature", 0.0, r"temperature \(0.0\) must be > 0"),
+        ("missrec", "attn_dropout", 1.0, r"attn_dropout \(1.0\) must lie in"),
     ],
 )
-def test_bad_config_values_are_named(name: str, key: str, value: float, message: str, tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_bad_config_values_are_named(name: str, key: str, value: object, message: str, tiny_data) -> None:  # type: ignore[no-untyped-def]
     extra = {"num_heads": 4} if key == "hidden_size" else {}
     with pytest.raises(ConfigError, match=message):
         make(name, tiny_data, **{**extra, key: value})

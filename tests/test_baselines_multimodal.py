@@ -15,7 +15,7 @@ from mdsrec.errors import ConfigError
 from mdsrec.models import DataInfo, build_model
 from mdsrec.models.missrec import MISSRec
 from mdsrec.models.mmmlp import MMMLP, MMMLPCausalTokenMixer
-from mdsrec.models.unisrec import TRANSFERABLE, UniSRec
+from mdsrec.models.unisrec import TRANSFERABLE, UniSRec, UniSRecConfig
 from mdsrec.training.checkpoint import save_checkpoint
 from tests.conftest import TINY_MODEL
 
@@ -156,6 +156,13 @@ def test_unisrec_freeze_encoder_trains_only_adaptor_and_ids(tiny_data, tmp_path)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.adaptor.parameters())
 
 
+def test_unisrec_freeze_encoder_needs_init_from(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=r"freeze_encoder \(True\) needs init_from"):
+        UniSRecConfig(freeze_encoder=True)
+    with pytest.raises(ConfigError, match="needs init_from"):
+        make("unisrec", info_of(tiny_data), freeze_encoder=True)
+
+
 def test_unisrec_init_from_refuses_mismatches(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
     pretrained_checkpoint(tiny_data, tmp_path / "wide.pt", hidden_size=32)
     with pytest.raises(ConfigError, match=r"shape .*hidden_size"):
@@ -174,7 +181,7 @@ def test_unisrec_init_from_refuses_mismatches(tiny_data, tmp_path) -> None:  # t
 
 def test_mmmlp_token_mixer_short_window_equals_padded_window() -> None:
     torch.manual_seed(0)
-    mixer = MMMLPCausalTokenMixer(hidden=6, max_len=10, expansion=3, dropout=0.0, std=0.5).eval()
+    mixer = MMMLPCausalTokenMixer(hidden=6, max_len=10, expansion=3, dropout=0.0).eval()
     x = torch.randn(2, 4, 6)
     garbage = torch.randn(2, 6, 6) * 10  # anything after the window
     torch.testing.assert_close(mixer(x), mixer(torch.cat([x, garbage], dim=1))[:, :4])
@@ -182,7 +189,7 @@ def test_mmmlp_token_mixer_short_window_equals_padded_window() -> None:
 
 def test_mmmlp_token_mixer_mixes_earlier_positions_only() -> None:
     torch.manual_seed(0)
-    mixer = MMMLPCausalTokenMixer(hidden=6, max_len=8, expansion=2, dropout=0.0, std=0.5).eval()
+    mixer = MMMLPCausalTokenMixer(hidden=6, max_len=8, expansion=2, dropout=0.0).eval()
     x = torch.randn(1, 8, 6)
     base = mixer(x)
     for j in range(8):
@@ -198,13 +205,26 @@ def test_mmmlp_token_mixer_mixes_earlier_positions_only() -> None:
     assert (mixer.w2.grad * (1 - mixer.mask2)).abs().sum() == 0
 
 
+def test_mmmlp_token_mixer_starts_at_pytorch_default_init(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    mixer = MMMLPCausalTokenMixer(hidden=4, max_len=50, expansion=4, dropout=0.0)
+    for p, fan_in in ((mixer.w1, 50), (mixer.b1, 50), (mixer.w2, 200), (mixer.b2, 200)):
+        bound = fan_in**-0.5  # uniform(+-1/sqrt(fan_in)), as an untouched Conv1d
+        assert p.abs().max() <= bound and p.abs().max() > 0.9 * bound
+        assert abs(p.std().item() - bound / 3**0.5) < 0.15 * bound
+    model = make("mmmlp", info_of(tiny_data))  # init_weights must not overwrite them (max_len 10: bound 0.32)
+    assert isinstance(model, MMMLP)
+    w1 = model.streams[0].blocks[0][0].w1
+    assert 0.3 < w1.abs().max() <= 10**-0.5
+
+
 def test_mmmlp_every_modality_stream_reaches_the_scores(tiny_data) -> None:  # type: ignore[no-untyped-def]
     model = make("mmmlp", info_of(tiny_data)).eval()
     assert isinstance(model, MMMLP) and len(model.streams) == 1 + len(tiny_data.features)
     b = Batch(random_items(tiny_data.num_items), torch.full((4,), 9))
     base = model.score_all(b)
     for i in range(len(tiny_data.features)):
-        buf = getattr(model, f"features_{i}")
+        buf = model.features.table(i)
         saved = buf.clone()
         buf.mul_(-1.0)
         assert not torch.allclose(model.score_all(b), base)
@@ -250,8 +270,8 @@ def test_missrec_interest_table_is_the_centroid_of_adapted_tokens(tiny_data) -> 
     table = model.interest_table()  # [M k, D]
     ids = model.interest_ids  # [N+1, M]
     assert table.shape == (len(tiny_data.features) * k, 16)
-    for i, adaptor in enumerate(model.adaptors):
-        tokens = adaptor(model.feature_table(i))  # [N+1, D]
+    for i in range(len(model.tokens)):
+        tokens = model.tokens.project_table(i)  # [N+1, D]
         labels = ids[1:, i]
         assert labels.min() == i * k and labels.max() == i * k + k - 1  # global ids, every cluster used
         for c in range(i * k, (i + 1) * k):
@@ -299,3 +319,43 @@ def test_missrec_dynamic_fusion_weight_learns(tiny_data) -> None:  # type: ignor
 def test_missrec_refuses_too_many_clusters(tiny_data) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=r"k \(500\) must not exceed"):
         make("missrec", info_of(tiny_data), k=500)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# UniSRec and MISSRec: the whole-catalogue item table is cached in evaluation
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "compute"), [("unisrec", "compute_item_table"), ("missrec", "compute_item_tables")]
+)
+def test_item_table_is_built_once_per_weights_in_evaluation(
+    name: str, compute: str, tiny_data, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    model = make(name, info_of(tiny_data)).eval()
+    calls = []
+    real = getattr(model, compute)
+
+    def counting():  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(model, compute, counting)
+    b = Batch(random_items(tiny_data.num_items), torch.full((4,), 9))
+    with torch.no_grad():
+        first = model.score_all(b)
+        second = model.score_all(b)
+    assert len(calls) == 1  # built once for both batches
+    torch.testing.assert_close(first, second)
+    with torch.no_grad():  # an in-place weight edit (an optimiser step, a test) invalidates it
+        weight = next(p for n, p in model.named_parameters() if n.endswith(("lin.weight", "proj.0.weight")))
+        weight.add_(torch.randn_like(weight))
+        edited = model.score_all(b)
+    assert len(calls) == 2 and not torch.allclose(edited, first)
+    torch.testing.assert_close(edited, model.score_all(b))  # grad enabled: recomputed, the same values
+    assert len(calls) == 3
+    model.train()
+    with torch.no_grad():  # training mode: never cached (the adaptor's dropout and gate noise)
+        model.compute_loss(a_train_batch(tiny_data))
+        model.compute_loss(a_train_batch(tiny_data))
+    assert len(calls) == 5

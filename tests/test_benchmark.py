@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 
 import mdsrec.training.trainer as trainer_mod
 from mdsrec.benchmark import benchmark, load_table2, split_overrides
 from mdsrec.cli import main
+from mdsrec.data.processed import load_processed
+from mdsrec.data.synthetic import write_synthetic
 from mdsrec.errors import ConfigError, MdsrecError
+from tests.conftest import TINY
 
 TINY_SETS = [
     "train.progress=false",
@@ -133,6 +137,17 @@ def test_benchmark_cli_writes_results_skips_and_resumes(
             [s for s in TINY_SETS if not s.startswith("sasrec:")] + ["train.lr=0.5"],
         )
     assert not list(out.glob(".*tmp*")) and not list(out.glob("runs/*/*/.*tmp*"))
+
+
+def test_finished_run_on_other_data_is_not_reused(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    sets = ["train.progress=false"]
+    out = tmp_path / "b"
+    benchmark(tiny_data, ["pop"], 1, out, None, sets)
+    other = load_processed(write_synthetic(tmp_path / "other", replace(TINY, seed=TINY.seed + 1)))
+    assert other.fingerprint != tiny_data.fingerprint and other.name == tiny_data.name
+    with pytest.raises(MdsrecError, match=r"runs/pop/seed0 finished on another data set.*use another --out"):
+        benchmark(other, ["pop"], 1, out, None, sets)
+    benchmark(tiny_data, ["pop"], 1, out, None, sets)  # the same data: reused
 
 
 def test_reference_models_run_once_and_frozen_configs_apply(tiny_data, tmp_path, train_calls) -> None:  # type: ignore[no-untyped-def]

@@ -3,7 +3,8 @@
 For every model and seed index s in 0..S-1 (parameter-free models: s = 0 only) the run is trained into
 ``OUT/runs/<model>/seed<s>`` with the frozen config ``CONFIGS/<dataset>/<model>.yaml`` when there is one (else the
 defaults), the ``--set`` overrides on top, and ``train.seed`` = the config's seed + s. A finished run (metrics.json)
-is skipped, an interrupted one (last.pt, no metrics.json) resumed; both must have been made with the same config.
+is skipped, an interrupted one (last.pt, no metrics.json) resumed; both must have been made with the same config
+(and a finished one on the same data set, by fingerprint; the trainer checks an interrupted one's checkpoint).
 Then::
 
     OUT/results.csv   one row per run: test metrics, seconds per epoch, epochs, best epoch, wall seconds
@@ -142,6 +143,12 @@ def benchmark(
                     f"{run} finished with another config than this benchmark's (changed --set or config file?): "
                     "use another --out"
                 )
+            trained_on = _run_fingerprint(run, metrics)
+            if trained_on != data.fingerprint:
+                raise MdsrecError(
+                    f"{run} finished on another data set (fingerprint {str(trained_on)[:12]}) than this "
+                    f"benchmark's {data.path or data.name} (fingerprint {data.fingerprint[:12]}): use another --out"
+                )
             record = run / RUN_RECORD
             wall = json.loads(record.read_text()).get("wall_seconds") if record.is_file() else None
             log.info("[%d/%d] %s seed %d: finished already, skipped", i, len(plan), m, cfg.train.seed)
@@ -167,6 +174,14 @@ def benchmark(
     write_text(out / "results.md", results_markdown(results, dataset, data, table2))
     write_bytes(out / "results.png", results_png(results, dataset, table2))
     return results
+
+
+def _run_fingerprint(run: Path, metrics: dict[str, Any]) -> str | None:
+    """The data fingerprint a finished run was trained on: metrics.json's, else run.json's, else None."""
+    fp = metrics.get("data", {}).get("fingerprint")
+    if fp is None and (run / "run.json").is_file():
+        fp = json.loads((run / "run.json").read_text()).get("data_fingerprint")
+    return None if fp is None else str(fp)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ all items at every trained position and into full scores at the last position.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -98,9 +99,73 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
         nn.init.zeros_(module.bias)
 
 
+T = TypeVar("T")
+
+
+class EvalCache(Generic[T]):
+    """Keeps one value computed from a module's weights (e.g. its whole-catalogue item table) while the module is in
+    eval mode and grad is off, so evaluation does not rebuild it for every batch.
+
+    The key is the version counter, storage, device, dtype and shape of every parameter and buffer of the module:
+    any in-place edit (an optimiser step, ``load_state_dict``, a test changing a weight) or a move invalidates it.
+    In training mode or with grad enabled the value is always recomputed (it may be random or need a graph) and
+    the cache is dropped. The module holds the cache as a plain attribute: it is not part of the state dict.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] | None = None
+        self._value: T | None = None
+
+    def clear(self) -> None:
+        self._key, self._value = None, None
+
+    def get(self, module: nn.Module, compute: Callable[[], T]) -> T:
+        if module.training or torch.is_grad_enabled():
+            self.clear()
+            return compute()
+        key = tuple(
+            (t._version, t.data_ptr(), t.device, t.dtype, t.shape)
+            for t in (*module.parameters(), *module.buffers())
+        ) + (torch.is_autocast_enabled("cpu"), torch.is_autocast_enabled("cuda"))
+        if key != self._key or self._value is None:
+            self._value, self._key = compute(), key
+        return self._value
+
+
 def check_divisible(hidden: int, heads: int) -> None:
     if heads <= 0 or hidden % heads:
         raise ValueError(f"hidden_size ({hidden}) must be divisible by num_heads ({heads})")
+
+
+TRANSFORMER_SIZES = ("hidden_size", "inner_size", "num_layers", "num_heads")
+DROPOUTS = ("dropout", "attn_dropout")
+
+
+def check_config(
+    cfg: Any,
+    at_least_one: Iterable[str] = (),
+    unit_interval: Iterable[str] = (),
+    positive: Iterable[str] = (),
+) -> None:
+    """The checks model configs share, for their ``__post_init__``; each error names the field and its value.
+
+    ``at_least_one``: integer fields >= 1 (sizes, counts); ``unit_interval``: fields in [0, 1) (dropouts);
+    ``positive``: fields > 0 (init_std, temperatures). When the config has them, also: hidden_size divisible by
+    num_heads, and activation 'gelu' or 'relu'.
+    """
+    for name in at_least_one:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} ({getattr(cfg, name)}) must be >= 1")
+    if hasattr(cfg, "num_heads") and hasattr(cfg, "hidden_size"):
+        check_divisible(cfg.hidden_size, cfg.num_heads)
+    for name in unit_interval:
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ValueError(f"{name} ({getattr(cfg, name)}) must lie in [0, 1)")
+    if hasattr(cfg, "activation") and cfg.activation not in ("gelu", "relu"):
+        raise ValueError(f"activation ({cfg.activation!r}) must be 'gelu' or 'relu'")
+    for name in positive:
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{name} ({getattr(cfg, name)}) must be > 0")
 
 
 __all__ = [
@@ -111,5 +176,7 @@ __all__ = [
     "mask_padding_column",
     "init_weights",
     "check_divisible",
+    "check_config",
+    "EvalCache",
     "torch",
 ]

@@ -4,23 +4,31 @@ Sun, Liu, Wu, Pei, Lin, Ou & Jiang, CIKM 2019, arXiv 1904.06690.
 A bidirectional Transformer over item plus position embeddings, trained with the cloze task: random items of a
 training sequence are replaced by a [MASK] token (id N+1, so the embedding table has N+2 rows) and predicted from
 both sides. The output head is BERT's: h -> LayerNorm(GELU(W h + b)), scored against the tied item embeddings plus
-a per-item output bias. At evaluation a [MASK] token is appended after the history and the items are ranked at
-that position; the [MASK] row is never a scored column.
+a per-item output bias. At evaluation a [MASK] token is appended after the history (at most max_len items) and the
+items are ranked at that position; the [MASK] row is never a scored column. The position table has max_len + 1
+rows (RecBole's layout), so a full history keeps all its max_len items beside the [MASK].
 
-Training rows come from the shared all-prefix batching (data/protocol.py): a row is a window of a user's training
-part and ``targets`` holds the item after each position, so the row's items plus the target of its last position is
-a window of the training sequence; its last ``max_len`` items are the cloze sequence. Every item of it is masked
-with probability ``mask_prob``, at least one per row (a uniformly drawn position when the draw masks none); with
-probability ``mask_last_ratio`` a row instead masks only its last item (the evaluation situation).
+Training rows come from the shared batching (data/protocol.py): a row is a window of at most max_len items of a
+user's training part and ``targets`` holds the item after each position, so the row's items plus the target of its
+last position (at most max_len + 1 items, the same width as at evaluation) is a window of the training sequence:
+the cloze sequence. Every item of it is masked with probability ``mask_prob``, at least one per row (a uniformly
+drawn position when the draw masks none); with probability ``mask_last_ratio`` a row instead masks only its last
+item (the evaluation situation).
 
 Deviations:
 - Cross-entropy over all items at the masked positions, as in the paper (no sampled softmax); padding column -inf.
 - Masked items are always replaced by [MASK] (the authors' code, mask_prob=1.0; BERT's 80/10/10 is not used), and
   each item is masked independently (RecBole) instead of exactly round(mask_prob * length) items (authors' code).
-- No dupe factor: the masks are redrawn every time a row is seen (every epoch). The rows are the shared all-prefix
-  windows: a training part longer than max_len+1 gives one window per later position (a sliding window with
-  stride 1, so long users give more cloze sequences); the first item of a part longer than max_len is dropped from
-  the first window (its last max_len items are kept).
+- No dupe factor: the masks are redrawn every time a row is seen (every epoch).
+- Which cloze sequences are trained depends on ``data.train_mode``, and neither choice is the authors'. The frozen
+  experiment configs use ``materialized`` (RecBole's training data, every prefix an example): every prefix t[:p+1]
+  (p = 1..T-1, its last max_len + 1 items) of a training part of length T is its own cloze sequence, so a user
+  gives T - 1 sequences per epoch, an early item is masked and predicted up to min(T, max_len + 1) times as often
+  as the last one, and a user's share of the masked positions grows roughly with T^2 / 2 (at most T (max_len + 1))
+  instead of T. With the default ``all_prefix`` a user gives one sequence (its first max_len + 1 items) plus one
+  per later position (a sliding window with stride 1; one sequence when T <= max_len + 1). The authors' code
+  builds one sequence per user (several windows only for users longer than max_len) and repeats it with fresh
+  masks (dupe factor 10).
 - ``mask_last_ratio`` plays the role of the authors' extra "mask the last item" instances (one per sequence) and
   RecBole's ``ft_ratio``; the default 0 is the paper's pure cloze objective.
 - Right padding with a key-padding mask (RecBole's layout): positions count from the oldest item of the window.
@@ -37,7 +45,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mdsrec.data.protocol import Batch
-from mdsrec.models.base import DataInfo, SequentialRecommender, check_divisible, gather_last, init_weights
+from mdsrec.models.base import (
+    DROPOUTS,
+    TRANSFORMER_SIZES,
+    DataInfo,
+    SequentialRecommender,
+    check_config,
+    gather_last,
+    init_weights,
+)
 from mdsrec.models.layers import TransformerLayer
 
 
@@ -56,17 +72,7 @@ class BERT4RecConfig:
     mask_last_ratio: float = 0.0  # probability that a training row masks only its last item
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "inner_size", "num_layers", "num_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 1")
-        check_divisible(self.hidden_size, self.num_heads)
-        for name in ("dropout", "attn_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} ({getattr(self, name)}) must lie in [0, 1)")
-        if self.activation not in ("gelu", "relu"):
-            raise ValueError(f"activation ({self.activation!r}) must be 'gelu' or 'relu'")
-        if self.init_std <= 0:
-            raise ValueError(f"init_std ({self.init_std}) must be > 0")
+        check_config(self, TRANSFORMER_SIZES, DROPOUTS, ("init_std",))
         if not 0.0 < self.mask_prob <= 1.0:
             raise ValueError(f"mask_prob ({self.mask_prob}) must lie in (0, 1]")
         if not 0.0 <= self.mask_last_ratio <= 1.0:
@@ -101,7 +107,7 @@ class BERT4Rec(SequentialRecommender):
         self.mask_id = info.num_items + 1
         self.max_len = info.max_len
         self.item_emb = nn.Embedding(info.num_items + 2, d, padding_idx=0)  # rows 1..N items, N+1 [MASK]
-        self.pos_emb = nn.Embedding(info.max_len, d)
+        self.pos_emb = nn.Embedding(info.max_len + 1, d)  # max_len history items plus the appended [MASK]
         self.ln = nn.LayerNorm(d, eps=1e-12)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(
@@ -120,7 +126,9 @@ class BERT4Rec(SequentialRecommender):
         """items [B, L] (may hold [MASK]) -> hidden states [B, L, D]; every real position sees every real position,
         padding is never attended."""
         if items.size(1) > self.pos_emb.num_embeddings:
-            raise ValueError(f"sequence length {items.size(1)} exceeds max_len {self.pos_emb.num_embeddings}")
+            raise ValueError(
+                f"sequence length {items.size(1)} exceeds max_len + 1 ({self.pos_emb.num_embeddings})"
+            )
         pos = torch.arange(items.size(1), device=items.device)  # [L]
         padding = pos[None] >= lengths[:, None]  # [B, L]
         x = self.drop(self.ln(self.item_emb(items) + self.pos_emb(pos)[None]))  # [B, L, D]
@@ -137,10 +145,10 @@ class BERT4Rec(SequentialRecommender):
 
     def training_sequences(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """The window of the training sequence behind each row: its items plus the target of its last position,
-        last max_len items kept -> items [B, L'], lengths [B]."""
+        last max_len + 1 items kept -> items [B, L'], lengths [B] (L' <= max_len + 1, as at evaluation)."""
         assert batch.targets is not None, "training batch needs targets"
         last = batch.targets.gather(1, (batch.lengths - 1)[:, None]).squeeze(1)  # [B]
-        return append_item(batch.items, batch.lengths, last, self.max_len)
+        return append_item(batch.items, batch.lengths, last, self.max_len + 1)
 
     def cloze_mask(self, lengths: Tensor, width: int) -> Tensor:
         """lengths [B] -> [B, width] True at the positions to mask (never padding, at least one per row)."""
@@ -163,6 +171,7 @@ class BERT4Rec(SequentialRecommender):
 
     def score_all(self, batch: Batch) -> Tensor:
         mask = torch.full_like(batch.lengths, self.mask_id)  # [B]
-        seq, lengths = append_item(batch.items, batch.lengths, mask, self.max_len)  # [MASK] after the history
+        # [MASK] after the history: [B, L+1], all of a full max_len history kept
+        seq, lengths = append_item(batch.items, batch.lengths, mask, self.max_len + 1)
         h = gather_last(self.encode(seq, lengths), lengths)  # [B, D] state at the [MASK] position
         return self.scores(h)  # [B, N+1]

@@ -29,7 +29,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mdsrec.models.base import DataInfo, NextItemModel, check_divisible, init_weights
+from mdsrec.models.base import (
+    DROPOUTS,
+    TRANSFORMER_SIZES,
+    DataInfo,
+    NextItemModel,
+    check_config,
+    init_weights,
+)
 from mdsrec.models.layers import TransformerLayer
 from mdsrec.models.modal_features import ModalityProjections
 
@@ -47,17 +54,7 @@ class FDSAConfig:
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "inner_size", "num_layers", "num_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 1")
-        check_divisible(self.hidden_size, self.num_heads)
-        for name in ("dropout", "attn_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} ({getattr(self, name)}) must lie in [0, 1)")
-        if self.activation not in ("gelu", "relu"):
-            raise ValueError(f"activation ({self.activation!r}) must be 'gelu' or 'relu'")
-        if self.init_std <= 0:
-            raise ValueError(f"init_std ({self.init_std}) must be > 0")
+        check_config(self, TRANSFORMER_SIZES, DROPOUTS, ("init_std",))
 
 
 class FDSAFeatureAttention(nn.Module):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mdsrec.models.base import DataInfo, NextItemModel
+from mdsrec.models.base import DataInfo, NextItemModel, check_config
 
 
 @dataclass
@@ -29,6 +29,9 @@ class GRU4RecConfig:
     hidden_size: int = 128
     num_layers: int = 1
     dropout: float = 0.3
+
+    def __post_init__(self) -> None:
+        check_config(self, ("embedding_size", "hidden_size", "num_layers"), ("dropout",))
 
 
 class GRU4Rec(NextItemModel):

@@ -16,6 +16,8 @@ Deviations:
 - A modality's dense vector enters through a learned nn.Linear(d_m, E) with bias (RecBole's float-sequence field
   embedding is the same map up to a scale, no bias); dropout only on the ID embeddings (RecBole).
 - Initialisation as gru4rec.py: Xavier-normal embeddings and linear maps, Xavier-uniform GRU weights, no GRU biases.
+  RecBole's GRU4RecF leaves both GRUs at PyTorch's default init (uniform(+-1/sqrt(H))); its embeddings and linear
+  maps are Xavier-normal as here.
 
 Shape legend: B batch, L sequence length, E embedding size, H GRU hidden size, M modalities, N items.
 """
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mdsrec.models.base import DataInfo, NextItemModel
+from mdsrec.models.base import DataInfo, NextItemModel, check_config
 from mdsrec.models.modal_features import ModalityProjections
 
 
@@ -40,11 +42,7 @@ class GRU4RecFConfig:
     dropout: float = 0.3
 
     def __post_init__(self) -> None:
-        for name in ("embedding_size", "hidden_size", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout ({self.dropout}) must lie in [0, 1)")
+        check_config(self, ("embedding_size", "hidden_size", "num_layers"), ("dropout",))
 
 
 class GRU4RecF(NextItemModel):

@@ -32,7 +32,9 @@ Deviations:
   and the decoder's self-attention is causal (the original's is unmasked over the history, which in its
   one-row-per-prefix training holds no later items).
 - The diversity regulariser uses the mean of the interest states visible to each prefix, averaged over the trained
-  prefixes (the original sums a pooled memory over the batch).
+  prefixes; the original sums its pooled memory term over the batch. With the same ``gamma`` the regulariser is
+  therefore about batch-size times weaker here (a batch holds ~batch_size trained prefixes: ~512 times in the
+  paper's setting); multiply gamma by the batch size to match the original's weight.
 - Any number of modalities, ID weight generalised as (s_id + M s_fused) / (M + 1) (the original's text + image case
   is (s_id + 2 s_fused) / 3); with one modality s_fused is that modality's cosine (the original then scores against
   the normalised sum of the text and ID embeddings instead).
@@ -55,13 +57,17 @@ from torch import Tensor, nn
 from mdsrec.data.graphs import kmeans
 from mdsrec.data.protocol import Batch
 from mdsrec.models.base import (
+    DROPOUTS,
     DataInfo,
+    EvalCache,
     SequentialRecommender,
+    check_config,
     check_divisible,
     gather_last,
     init_weights,
     mask_padding_column,
 )
+from mdsrec.models.modal_features import ModalityProjections
 
 
 @dataclass
@@ -92,27 +98,10 @@ class MISSRecConfig:
     gamma: float = 1e-4  # weight of the diversity regulariser
 
     def __post_init__(self) -> None:
-        for name in (
-            "hidden_size",
-            "inner_size",
-            "enc_layers",
-            "dec_layers",
-            "num_heads",
-            "k",
-            "kmeans_iters",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 1")
-        check_divisible(self.hidden_size, self.num_heads)
-        for name in ("dropout", "attn_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} ({getattr(self, name)}) must lie in [0, 1)")
-        if self.temperature <= 0 or self.init_std <= 0:
-            raise ValueError(f"temperature ({self.temperature}) and init_std ({self.init_std}) must be > 0")
+        sizes = ("hidden_size", "inner_size", "enc_layers", "dec_layers", "num_heads", "k", "kmeans_iters")
+        check_config(self, sizes, DROPOUTS, ("init_std", "temperature"))
         if self.gamma < 0:
             raise ValueError(f"gamma ({self.gamma}) must be >= 0")
-        if self.activation not in ("gelu", "relu"):
-            raise ValueError(f"activation ({self.activation!r}) must be 'gelu' or 'relu'")
 
 
 # Attention with an arbitrary boolean mask (layers.MultiHeadSelfAttention only does self-attention with a causal or
@@ -202,25 +191,19 @@ class MISSRec(SequentialRecommender):
     def __init__(self, cfg: MISSRecConfig, info: DataInfo) -> None:
         super().__init__()
         self.cfg = cfg
-        if not info.features:
-            raise ValueError("MISSRec needs at least one modality feature table; the data set has none")
-        if cfg.k > info.num_items:
-            raise ValueError(f"k ({cfg.k}) must not exceed the number of items N ({info.num_items})")
         d = cfg.hidden_size
         n1 = info.num_items + 1
-        self.modalities = list(info.features)
+        # One token per modality: the raw table (buffer) through its adaptor nn.Linear(d_m, D).
+        self.tokens = ModalityProjections(info.features, info.num_items, d, "MISSRec")
+        if cfg.k > info.num_items:
+            raise ValueError(f"k ({cfg.k}) must not exceed the number of items N ({info.num_items})")
         self.max_len = info.max_len
-        self.adaptors = nn.ModuleList()
-        ids = np.zeros((n1, len(self.modalities)), dtype=np.int64)
-        for i, (name, table) in enumerate(info.features.items()):
-            if table.ndim != 2 or table.shape[0] != n1:
-                raise ValueError(f"feature table {name!r} has shape {table.shape}, expected ({n1}, d)")
+        ids = np.zeros((n1, len(self.tokens)), dtype=np.int64)
+        for i, table in enumerate(info.features.values()):
             feats = np.asarray(table, dtype=np.float32)
             labels, centres = kmeans(feats, cfg.k, seed=cfg.kmeans_seed, iters=cfg.kmeans_iters)
             ids[1:, i] = labels[1:] + i * cfg.k  # cluster ids are global across modalities
-            self.register_buffer(f"features_{i}", torch.from_numpy(feats.copy()))  # [N+1, d_m]
             self.register_buffer(f"centres_{i}", torch.from_numpy(centres.copy()))  # [k, d_m] raw centroids
-            self.adaptors.append(nn.Linear(table.shape[1], d))
         self.register_buffer("interest_ids", torch.from_numpy(ids))  # [N+1, M]
         self.item_emb = nn.Embedding(n1, d, padding_idx=0) if cfg.use_id else None
         self.pos_emb = nn.Embedding(info.max_len, d)
@@ -235,33 +218,38 @@ class MISSRec(SequentialRecommender):
         if self.item_emb is not None:
             with torch.no_grad():
                 self.item_emb.weight[0].zero_()
+        self._table_cache: EvalCache[list[Tensor]] = EvalCache()  # item_tables() in evaluation
 
     # --- item side -------------------------------------------------------------------------------------------
 
-    def feature_table(self, i: int) -> Tensor:
-        t = getattr(self, f"features_{i}")
-        assert isinstance(t, Tensor)
-        return t
-
     def interest_table(self) -> Tensor:
         """[K, D]: per modality, the adaptor of the raw centroids = centroid of the cluster's adapted tokens."""
-        rows = [ad(getattr(self, f"centres_{i}")) for i, ad in enumerate(self.adaptors)]  # M x [k, D]
+        rows = [ad(getattr(self, f"centres_{i}")) for i, ad in enumerate(self.tokens.proj)]  # M x [k, D]
         table = torch.cat(rows, dim=0)
         return table.detach() if self.cfg.detach_interests else table
 
+    def item_tables(self) -> list[Tensor]:
+        """The L2-normalised modality tokens of every item, M x [N+1, D], then (``use_id``) the L2-normalised ID
+        embeddings [N+1, D]. Kept between calls in evaluation (eval mode, no grad) until a weight changes."""
+        return self._table_cache.get(self, self.compute_item_tables)
+
+    def compute_item_tables(self) -> list[Tensor]:
+        tables = [F.normalize(self.tokens.project_table(i), dim=-1) for i in range(len(self.tokens))]
+        if self.item_emb is not None:
+            tables.append(F.normalize(self.item_emb.weight, dim=-1))
+        return tables  # (M or M + 1) x [N+1, D]
+
     def scores(self, h: Tensor) -> Tensor:
         """h [P, D] L2-normalised sequence states -> logits [P, N+1] (column 0 not masked)."""
-        cos = torch.stack(
-            [h @ F.normalize(ad(self.feature_table(i)), dim=-1).t() for i, ad in enumerate(self.adaptors)],
-            dim=-1,
-        )  # [P, N+1, M]
+        tables = self.item_tables()
+        m = len(self.tokens)
+        cos = torch.stack([h @ t.t() for t in tables[:m]], dim=-1)  # [P, N+1, M]
         if self.fusion_factor is not None:
             fused = (cos * (cos * self.fusion_factor).softmax(dim=-1)).sum(dim=-1)  # [P, N+1]
         else:
             fused = cos.mean(dim=-1)
         if self.item_emb is not None:
-            m = cos.size(-1)
-            id_cos = h @ F.normalize(self.item_emb.weight, dim=-1).t()  # [P, N+1]
+            id_cos = h @ tables[m].t()  # [P, N+1]
             fused = (id_cos + m * fused) / (m + 1)
         return fused / self.cfg.temperature
 
@@ -274,7 +262,7 @@ class MISSRec(SequentialRecommender):
         if n > self.max_len:
             raise ValueError(f"sequence length {n} exceeds max_len {self.max_len}")
         dev = items.device
-        m = len(self.modalities)
+        m = len(self.tokens)
         pos = torch.arange(n, device=dev)  # [L]
         real = pos[None] < lengths[:, None]  # [B, L]
 
@@ -296,8 +284,8 @@ class MISSRec(SequentialRecommender):
         cross = (tok_pos[None, :] <= pos[:, None])[None] & keep[:, None, :]  # [B, L, T]
         cross = cross | ~cross.any(dim=-1, keepdim=True)  # only a zero-length row could be empty: avoid NaN
         x = self.pos_emb(pos)[None]  # [1, L, D]
-        for i, ad in enumerate(self.adaptors):  # the modality tokens are summed ("add" fusion)
-            x = x + ad(self.feature_table(i)[items])  # [B, L, D]
+        for token in self.tokens(items):  # the modality tokens are summed ("add" fusion)
+            x = x + token  # [B, L, D]
         if self.item_emb is not None:
             x = x + self.item_emb(items)
         x = self.drop(self.ln(x))  # [B, L, D]

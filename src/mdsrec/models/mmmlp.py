@@ -22,6 +22,10 @@ Deviations:
 - Modality features enter through a learned linear projection of the fixed feature table (the original feeds
   precomputed image/text vectors of the hidden size); any number of modalities, not exactly text + image.
 - Cross-entropy over all items (one of the original's two loss options; the other is BPR).
+- Initialisation: the token mixer's W1 [eL, L], b1, W2 [L, eL], b2 are drawn as the authors' token-mixing Conv1d
+  is left at PyTorch's default init, uniform(+-1/sqrt(fan_in)) with fan_in = L for W1, b1 and eL for W2, b2 (the
+  fan-in of the unmasked layer; the causal mask zeroes part of it). Everything else is N(0, init_std) for linear
+  weights and embeddings, zero biases, unit LayerNorms (init_weights).
 
 Shape legend: B batch, L sequence length (window n <= max_len), D hidden, N items, M modalities, e expansion.
 """
@@ -30,12 +34,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mdsrec.models.base import DataInfo, NextItemModel, init_weights
+from mdsrec.models.base import DataInfo, NextItemModel, check_config, init_weights
+from mdsrec.models.modal_features import ModalityProjections
 
 
 @dataclass
@@ -49,31 +53,37 @@ class MMMLPConfig:
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_layers", "token_expansion", "channel_expansion"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout ({self.dropout}) must lie in [0, 1)")
-        if self.init_std <= 0:
-            raise ValueError(f"init_std ({self.init_std}) must be > 0")
+        check_config(
+            self,
+            ("hidden_size", "num_layers", "token_expansion", "channel_expansion"),
+            ("dropout",),
+            ("init_std",),
+        )
+
+
+def _default_uniform(*shape: int, fan_in: int) -> nn.Parameter:
+    """uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default init of a Conv1d/Linear weight and bias."""
+    bound = fan_in**-0.5
+    return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
 
 
 class MMMLPCausalTokenMixer(nn.Module):
     """Pre-LN residual token-mixing MLP over positions, masked so that output j reads positions <= j only:
-    x + W2 drop(GELU(W1 LN(x) + b1)) + b2 along the sequence axis, W1 [eL, L], W2 [L, eL] (MADE-style masks)."""
+    x + W2 drop(GELU(W1 LN(x) + b1)) + b2 along the sequence axis, W1 [eL, L], W2 [L, eL] (MADE-style masks).
+    Weights and biases start at PyTorch's default (unmasked) Conv1d/Linear init, as the authors' token mixer."""
 
     mask1: Tensor
     mask2: Tensor
 
-    def __init__(self, hidden: int, max_len: int, expansion: int, dropout: float, std: float) -> None:
+    def __init__(self, hidden: int, max_len: int, expansion: int, dropout: float) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(hidden)
         self.expansion = expansion
         inner = expansion * max_len
-        self.w1 = nn.Parameter(torch.randn(inner, max_len) * std)
-        self.b1 = nn.Parameter(torch.zeros(inner))
-        self.w2 = nn.Parameter(torch.randn(max_len, inner) * std)
-        self.b2 = nn.Parameter(torch.zeros(max_len))
+        self.w1 = _default_uniform(inner, max_len, fan_in=max_len)  # [eL, L]
+        self.b1 = _default_uniform(inner, fan_in=max_len)  # [eL]
+        self.w2 = _default_uniform(max_len, inner, fan_in=inner)  # [L, eL]
+        self.b2 = _default_uniform(max_len, fan_in=inner)  # [L]
         pos = torch.arange(max_len)
         owner = torch.arange(inner) // expansion  # [eL] position each hidden unit belongs to
         self.register_buffer("mask1", (pos[None, :] <= owner[:, None]).float(), persistent=False)  # [eL, L]
@@ -114,7 +124,7 @@ class MMMLPStream(nn.Module):
         self.norm = nn.LayerNorm(d, eps=1e-12)
         self.blocks = nn.ModuleList(
             nn.Sequential(
-                MMMLPCausalTokenMixer(d, max_len, cfg.token_expansion, cfg.dropout, cfg.init_std),
+                MMMLPCausalTokenMixer(d, max_len, cfg.token_expansion, cfg.dropout),
                 MMMLPChannelMixer(d, cfg.channel_expansion, cfg.dropout),
             )
             for _ in range(cfg.num_layers)
@@ -133,22 +143,10 @@ class MMMLP(NextItemModel):
     def __init__(self, cfg: MMMLPConfig, info: DataInfo) -> None:
         super().__init__()
         self.cfg = cfg
-        if not info.features:
-            raise ValueError("MMMLP needs at least one modality feature table; the data set has none")
         d = cfg.hidden_size
         self.max_len = info.max_len
-        self.modalities = list(info.features)
-        self.proj = nn.ModuleList()
-        for i, (name, table) in enumerate(info.features.items()):
-            if table.ndim != 2 or table.shape[0] != info.num_items + 1:
-                raise ValueError(
-                    f"feature table {name!r} has shape {table.shape}, expected ({info.num_items + 1}, d)"
-                )
-            self.register_buffer(
-                f"features_{i}", torch.from_numpy(np.asarray(table, dtype=np.float32).copy())
-            )
-            self.proj.append(nn.Linear(table.shape[1], d))
-        m = len(self.modalities)
+        self.features = ModalityProjections(info.features, info.num_items, d, "MMMLP")
+        m = len(self.features)
         self.item_emb = nn.Embedding(info.num_items + 1, d, padding_idx=0)
         self.streams = nn.ModuleList(
             MMMLPStream(cfg, info.max_len) for _ in range(1 + m)
@@ -163,9 +161,7 @@ class MMMLP(NextItemModel):
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
         if items.size(1) > self.max_len:
             raise ValueError(f"sequence length {items.size(1)} exceeds max_len {self.max_len}")
-        inputs = [self.item_emb(items)]  # [B, L, D]
-        for i, proj in enumerate(self.proj):
-            inputs.append(proj(getattr(self, f"features_{i}")[items]))  # [B, L, d_m] -> [B, L, D]
+        inputs = [self.item_emb(items), *self.features(items)]  # (1 + M) x [B, L, D]
         outs = [stream(x) for stream, x in zip(self.streams, inputs, strict=True)]  # (1 + M) x [B, L, D]
         fused = self.fuse(self.fuse_norm(torch.cat(outs, dim=-1)))  # [B, L, (1 + M) D] -> [B, L, D]
         return self.out_norm(fused)

@@ -1,8 +1,10 @@
-"""Fixed modality feature tables as model inputs, shared by the feature-fused baselines (GRU4RecF, SASRecF, FDSA).
+"""Fixed modality feature tables as model inputs, shared by the feature models (GRU4RecF, SASRecF, FDSA, MMMLP,
+MISSRec; UniSRec and the featsim reference pick one table with ``select_feature``).
 
 Each modality's raw table [N+1, d_m] is a buffer (so a weights-only checkpoint carries it and round-trips), and
 enters the model through its own learned projection of the FULL vector, nn.Linear(d_m, D). Tables are looked up
-first and projected second, so the cost is O(B L d_m D), not O(N d_m D), per call.
+first and projected second, so the cost is O(B L d_m D), not O(N d_m D), per call; ``project_table`` projects the
+whole catalogue (for models that score against projected features).
 
 Shape legend: B batch, L sequence length, D output size, M modalities, N items.
 """
@@ -12,6 +14,34 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from mdsrec.models.base import DataInfo
+
+
+def check_feature_table(name: str, table: np.ndarray, num_items: int) -> None:
+    """A feature table must be [N+1, d] with d >= 1 (row 0 is the padding item)."""
+    if table.ndim != 2 or table.shape[0] != num_items + 1 or table.shape[1] < 1:
+        raise ValueError(
+            f"feature table {name!r} has shape {table.shape}, expected ({num_items + 1}, d) with d >= 1"
+        )
+
+
+def select_feature(
+    info: DataInfo, name: str | None, who: str, field: str = "feature"
+) -> tuple[str, np.ndarray]:
+    """The one feature table a model reads: ``name`` (its config field ``field``), or the first one when None
+    -> (name, float32 table [N+1, d])."""
+    if not info.features:
+        raise ValueError(
+            f"{who} needs a modality feature table; the data set has none "
+            "(prepare it with modalities, or use an ID-only model)"
+        )
+    key = name if name is not None else next(iter(info.features))
+    if key not in info.features:
+        raise ValueError(f"{field} ({key!r}) is not a feature table of the data set: {list(info.features)}")
+    table = np.asarray(info.features[key], dtype=np.float32)
+    check_feature_table(key, table, info.num_items)
+    return key, table
 
 
 class ModalityProjections(nn.Module):
@@ -27,10 +57,7 @@ class ModalityProjections(nn.Module):
         self.names = list(features)
         self.proj = nn.ModuleList()
         for i, (name, table) in enumerate(features.items()):
-            if table.ndim != 2 or table.shape[0] != num_items + 1 or table.shape[1] < 1:
-                raise ValueError(
-                    f"feature table {name!r} has shape {table.shape}, expected ({num_items + 1}, d) with d >= 1"
-                )
+            check_feature_table(name, table, num_items)
             self.register_buffer(
                 f"features_{i}", torch.from_numpy(np.asarray(table, dtype=np.float32).copy())
             )
@@ -44,6 +71,10 @@ class ModalityProjections(nn.Module):
         t = getattr(self, f"features_{i}")
         assert isinstance(t, Tensor)
         return t
+
+    def project_table(self, i: int) -> Tensor:
+        """Modality i's projection of the whole catalogue [N+1, D] (row 0: the projection's bias)."""
+        return self.proj[i](self.table(i))  # [N+1, d_m] -> [N+1, D]
 
     def forward(self, items: Tensor) -> list[Tensor]:
         """items [B, L] -> M tensors [B, L, D]: each modality's projected features of every item."""

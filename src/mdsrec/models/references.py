@@ -42,6 +42,7 @@ from torch import Tensor
 from mdsrec.data.graphs import cooccurrence
 from mdsrec.data.protocol import Batch
 from mdsrec.models.base import DataInfo, SequentialRecommender, mask_padding_column
+from mdsrec.models.modal_features import select_feature
 
 
 class ReferenceModel(SequentialRecommender):
@@ -236,18 +237,7 @@ class FeatSim(ReferenceModel):
     def __init__(self, cfg: FeatSimConfig, info: DataInfo) -> None:
         super().__init__()
         self.cfg = cfg
-        if not info.features:
-            raise ValueError("featsim needs a modality feature table; the data set has none")
-        feature = cfg.feature if cfg.feature is not None else next(iter(info.features))
-        if feature not in info.features:
-            raise ValueError(
-                f"feature ({feature!r}) is not a feature table of the data set: {list(info.features)}"
-            )
-        table = np.asarray(info.features[feature], dtype=np.float32)
-        if table.ndim != 2 or table.shape[0] != info.num_items + 1:
-            raise ValueError(
-                f"feature table {feature!r} has shape {table.shape}, expected ({info.num_items + 1}, d)"
-            )
+        _, table = select_feature(info, cfg.feature, "featsim")
         x = torch.from_numpy(table.copy())  # [N+1, d]
         x[0] = 0.0
         self.register_buffer(

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mdsrec.models.base import DataInfo, NextItemModel, init_weights
+from mdsrec.models.base import (
+    DROPOUTS,
+    TRANSFORMER_SIZES,
+    DataInfo,
+    NextItemModel,
+    check_config,
+    init_weights,
+)
 from mdsrec.models.layers import TransformerLayer
 
 
@@ -35,6 +42,9 @@ class SASRecConfig:
     attn_dropout: float = 0.5
     activation: str = "gelu"
     init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        check_config(self, TRANSFORMER_SIZES, DROPOUTS, ("init_std",))
 
 
 class SASRec(NextItemModel):

@@ -12,7 +12,7 @@ Pre-train on one data set, fine-tune on another: ``init_from`` names a checkpoin
 another data set; its transferable parameters (MoE adaptor, position embeddings, input LayerNorm, Transformer; not
 the item-ID embeddings, whose catalogue differs, nor the feature table) are loaded when the model is built.
 ``freeze_encoder`` then fixes the position embeddings and the Transformer, as the paper's fine-tuning does (only the
-adaptor, the LayerNorm and the ID embeddings train).
+adaptor, the LayerNorm and the ID embeddings train); it requires ``init_from``.
 
 Deviations:
 - Pre-training is single-domain and uses only the sequence-item contrastive objective, in its full form: the
@@ -39,8 +39,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mdsrec.models.base import DataInfo, NextItemModel, check_divisible, init_weights
+from mdsrec.models.base import (
+    DROPOUTS,
+    TRANSFORMER_SIZES,
+    DataInfo,
+    EvalCache,
+    NextItemModel,
+    check_config,
+    init_weights,
+)
 from mdsrec.models.layers import TransformerLayer
+from mdsrec.models.modal_features import select_feature
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +78,14 @@ class UniSRecConfig:
     freeze_encoder: bool = False  # fix position embeddings and Transformer (fine-tuning after init_from)
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "inner_size", "num_layers", "num_heads", "n_exps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 1")
-        check_divisible(self.hidden_size, self.num_heads)
-        for name in ("dropout", "attn_dropout", "adaptor_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} ({getattr(self, name)}) must lie in [0, 1)")
-        if self.temperature <= 0 or self.init_std <= 0:
-            raise ValueError(f"temperature ({self.temperature}) and init_std ({self.init_std}) must be > 0")
-        if self.activation not in ("gelu", "relu"):
-            raise ValueError(f"activation ({self.activation!r}) must be 'gelu' or 'relu'")
+        check_config(
+            self, (*TRANSFORMER_SIZES, "n_exps"), (*DROPOUTS, "adaptor_dropout"), ("init_std", "temperature")
+        )
+        if self.freeze_encoder and self.init_from is None:
+            raise ValueError(
+                "freeze_encoder (True) needs init_from (a pre-trained UniSRec checkpoint): a frozen encoder that "
+                "was never trained stays at its random init"
+            )
 
 
 class UniSRecWhitening(nn.Module):
@@ -127,21 +133,11 @@ class UniSRec(NextItemModel):
     def __init__(self, cfg: UniSRecConfig, info: DataInfo) -> None:
         super().__init__()
         self.cfg = cfg
-        if not info.features:
-            raise ValueError("UniSRec needs a text feature table; the data set has no modality features")
-        key = cfg.text_feature if cfg.text_feature is not None else next(iter(info.features))
-        if key not in info.features:
-            raise ValueError(
-                f"text_feature ({key!r}) is not a feature table of the data set: {list(info.features)}"
-            )
-        table = info.features[key]
-        if table.ndim != 2 or table.shape[0] != info.num_items + 1:
-            raise ValueError(
-                f"feature table {key!r} has shape {table.shape}, expected ({info.num_items + 1}, d)"
-            )
+        self._table_cache: EvalCache[Tensor] = EvalCache()  # item_table() in evaluation
+        key, table = select_feature(info, cfg.text_feature, "UniSRec", field="text_feature")
         self.feature_name = key
         d = cfg.hidden_size
-        self.register_buffer("features", torch.from_numpy(table.astype("float32", copy=True)))  # [N+1, d]
+        self.register_buffer("features", torch.from_numpy(table.copy()))  # [N+1, d]
         self.adaptor = UniSRecMoEAdaptor(table.shape[1], d, cfg.n_exps, cfg.adaptor_dropout, cfg.gate_noise)
         self.item_emb = nn.Embedding(info.num_items + 1, d, padding_idx=0) if cfg.use_id else None
         self.pos_emb = nn.Embedding(info.max_len, d)
@@ -203,6 +199,11 @@ class UniSRec(NextItemModel):
         return F.normalize(x, dim=-1)
 
     def item_table(self) -> Tensor:
-        """L2-normalised item representations divided by the temperature [N+1, D]: h @ table^T = cos / tau."""
+        """L2-normalised item representations divided by the temperature [N+1, D]: h @ table^T = cos / tau. Kept
+        between calls in evaluation (eval mode, no grad) until a weight changes: the MoE adaptor over the whole
+        catalogue is the costly part of scoring."""
+        return self._table_cache.get(self, self.compute_item_table)
+
+    def compute_item_table(self) -> Tensor:
         ids = torch.arange(self.features.size(0), device=self.features.device)  # [N+1]
-        return F.normalize(self.item_rows(ids), dim=-1) / self.cfg.temperature
+        return F.normalize(self.item_rows(ids), dim=-1) / self.cfg.temperature  # [N+1, D]
