@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import pytest
+import yaml
 
 import mdsrec.training.trainer as trainer_mod
 from mdsrec.cli import main
-from mdsrec.errors import ConfigError
+from mdsrec.data.processed import load_processed
+from mdsrec.data.synthetic import write_synthetic
+from mdsrec.errors import ConfigError, MdsrecError
 from mdsrec.sweep import sweep, sweep_configs
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY, TINY_MODEL
 
 SETS = [f"model.{k}={v}" for k, v in TINY_MODEL["mdsrec"].items()] + [
     "train.epochs=1",
@@ -76,6 +80,49 @@ def test_sweep_cli_runs_writes_skips_and_resumes(tiny_dir, tiny_data, tmp_path, 
     # another base config must not reuse the finished runs
     assert main([*argv[: -len(SETS)], *SETS, "train.lr=0.01"]) == 2
     assert "another config" in capsys.readouterr().err
+
+
+def test_finished_run_on_other_data_is_not_reused(tiny_data, tmp_path, train_calls) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "s"
+    args = ("cooc", "model.window", ["2", "3"], out)
+    sets = ["train.progress=false"]
+    sweep(tiny_data, *args, sets=sets)
+    other = load_processed(write_synthetic(tmp_path / "other", replace(TINY, seed=TINY.seed + 1)))
+    assert other.fingerprint != tiny_data.fingerprint and other.name == tiny_data.name
+    train_calls.clear()
+    with pytest.raises(
+        MdsrecError, match=r"runs/model.window=2 finished on another data set.*use another --out"
+    ):
+        sweep(other, *args, sets=sets)
+    assert train_calls == []
+    sweep(tiny_data, *args, sets=sets)  # the same data: reused
+    assert train_calls == []
+
+
+def test_finished_run_saved_with_only_the_given_keys_is_reused(tiny_data, tmp_path, train_calls) -> None:  # type: ignore[no-untyped-def]
+    """A run finished before configs were saved in full (model section: the given keys only) equals the same
+    config saved in full; a real difference is named, key by key."""
+    out = tmp_path / "s"
+    args = ("cooc", "model.window", ["2"], out)
+    sweep(tiny_data, *args, sets=["train.progress=false"])
+    run = out / "runs" / "model.window=2"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["config"]["model"] == {
+        "name": "cooc",
+        "distance_weighted": True,
+        "window": 2,
+        "directed": False,
+    }
+    metrics["config"]["model"] = {"name": "cooc", "window": 2}  # as an older version saved it
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    train_calls.clear()
+    sweep(tiny_data, *args, sets=["train.progress=false"])
+    assert train_calls == []
+    with pytest.raises(
+        MdsrecError, match=r"model.directed \(False in the run, True given\).*use another --out"
+    ):
+        sweep(tiny_data, *args, sets=["train.progress=false", "model.directed=true"])
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["directed"] is False
 
 
 def test_values_take_the_config_type(tiny_data) -> None:  # type: ignore[no-untyped-def]

@@ -1,13 +1,16 @@
+import dataclasses
 import json
 
 import pytest
 import torch
+import yaml
 
 import mdsrec.training.trainer as trainer_mod
 from mdsrec.cli import main
 from mdsrec.config import resolve_config
 from mdsrec.errors import MdsrecError
-from mdsrec.training.checkpoint import load_checkpoint
+from mdsrec.models import REGISTRY, full_config
+from mdsrec.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import TINY_MODEL
 
 SETS = ["train.progress=false", "data.batch_size=64", "train.lr=0.01", "train.patience=50"]
@@ -109,6 +112,65 @@ def test_resume_refuses_a_changed_config_and_uses_the_saved_one(tiny_data, tmp_p
         trainer_mod.train(changed, tiny_data, run, resume=True)
     again = trainer_mod.train(None, tiny_data, run, resume=True)  # finished run: recomputes the same metrics
     assert again["test"] == json.loads((run / "metrics.json").read_text())["test"]
+
+
+@pytest.mark.parametrize("model", ["sasrec", "mdsrec"])
+def test_a_run_saves_every_model_field(tiny_data, tmp_path, model: str) -> None:  # type: ignore[no-untyped-def]
+    """config.yaml, both checkpoints and metrics.json hold the whole model section, defaults included, so a later
+    change of a default (e.g. MDSRec's ica_center_norm) cannot make an old run look like a new one."""
+    cfg = tiny_cfg(1, model)
+    run = tmp_path / "run"
+    trainer_mod.train(cfg, tiny_data, run)
+    fields = {f.name for f in dataclasses.fields(REGISTRY[model][1])}
+    assert set(cfg.model) < fields  # only the given keys were given
+    saved = [
+        yaml.safe_load((run / "config.yaml").read_text()),
+        load_checkpoint(run / "last.pt")["config"],
+        load_checkpoint(run / "best.pt")["config"],
+        json.loads((run / "metrics.json").read_text())["config"],
+    ]
+    for section in saved:
+        assert set(section["model"]) == fields
+        assert section == full_config(cfg).to_dict()
+    assert {k: saved[0]["model"][k] for k in cfg.model} == cfg.model
+
+
+def test_resume_of_a_run_saved_with_only_the_given_keys(tiny_data, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Runs saved before full model sections hold only the given keys: they resume with the given config (compared
+    in full form), with the full form of it, or with none, and keep their saved config as it was."""
+    run = tmp_path / "run"
+    real_save = trainer_mod.save_checkpoint
+
+    def crash_after_one_epoch(path, state):  # type: ignore[no-untyped-def]
+        real_save(path, state)
+        if str(path).endswith("last.pt"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", crash_after_one_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        trainer_mod.train(tiny_cfg(3), tiny_data, run)
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", real_save)
+    old = tiny_cfg(3).to_dict()  # what an older version saved: the given model keys only
+    assert set(old["model"]) < set(load_checkpoint(run / "last.pt")["config"]["model"])
+    (run / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    assert not (run / "best.pt").exists()  # written after last.pt: rebuilt from it on resume
+    save_checkpoint(run / "last.pt", {**load_checkpoint(run / "last.pt"), "config": old})
+
+    changed = tiny_cfg(3)
+    changed.model["num_layers"] = 1
+    with pytest.raises(MdsrecError, match=r"model.num_layers \(2 in the run, 1 given\)"):
+        trainer_mod.train(changed, tiny_data, run, resume=True)
+    full = full_config(tiny_cfg(3))
+    with pytest.raises(MdsrecError, match=r"train.lr \(0.01 in the run, 0.5 given\)"):
+        trainer_mod.train(
+            dataclasses.replace(full, train=dataclasses.replace(full.train, lr=0.5)), tiny_data, run, True
+        )
+    metrics = trainer_mod.train(tiny_cfg(3), tiny_data, run, resume=True)
+    assert metrics["epochs"] == 3 and metrics["config"] == old
+    assert load_checkpoint(run / "last.pt")["config"] == load_checkpoint(run / "best.pt")["config"] == old
+    assert yaml.safe_load((run / "config.yaml").read_text()) == old
+    assert trainer_mod.train(full, tiny_data, run, resume=True)["test"] == metrics["test"]
+    assert trainer_mod.train(None, tiny_data, run, resume=True)["test"] == metrics["test"]
 
 
 def test_crash_between_last_and_best_is_repaired(tiny_data, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -4,8 +4,7 @@ For every model and seed index s in 0..S-1 (parameter-free models: s = 0 only) t
 ``OUT/runs/<model>/seed<s>`` with the frozen config ``CONFIGS/<dataset>/<model>.yaml`` when there is one (else the
 defaults), the ``--set`` overrides on top, and ``train.seed`` = the config's seed + s. A finished run (metrics.json)
 is skipped, an interrupted one (last.pt, no metrics.json) resumed; both must have been made with the same config
-(and a finished one on the same data set, by fingerprint; the trainer checks an interrupted one's checkpoint).
-Then::
+and on the same data set (``mdsrec.runs``). Then::
 
     OUT/results.csv   one row per run: test metrics, seconds per epoch, epochs, best epoch, wall seconds
     OUT/results.md    mean ± std over seeds per model, beside the MDSRec paper's Table 2 for its data sets
@@ -20,21 +19,19 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import statistics
-import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mdsrec.atomic import write_bytes, write_json, write_text
+from mdsrec.atomic import write_bytes, write_text
 from mdsrec.config import ExperimentConfig, resolve_config
 from mdsrec.data.processed import ProcessedDataset
-from mdsrec.errors import ConfigError, MdsrecError
+from mdsrec.errors import ConfigError
 from mdsrec.models import REGISTRY, model_config
-from mdsrec.training import trainer
+from mdsrec.runs import ACTIONS, run_state, train_or_reuse
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +56,6 @@ PAPER_NAMES = {
 # (dataset, metric, model) -> (as printed, as read): a misprint in the published table.
 TABLE2_MISPRINTS = {("Scientific", "R@20", "GRU4Rec"): (0.9590, 0.0959)}
 DEFAULT_CONFIGS = Path("configs/experiments")
-RUN_RECORD = (
-    "benchmark.json"  # the benchmark's own note in a run directory: wall seconds of the finishing call
-)
 
 
 @dataclass
@@ -134,54 +128,15 @@ def benchmark(
     results = []
     for i, (m, s, cfg) in enumerate(plan, 1):
         run = out / "runs" / m / f"seed{s}"
-        done = run / "metrics.json"
-        wall: float | None = None
-        if done.is_file():
-            metrics = json.loads(done.read_text())
-            if metrics.get("config") != cfg.to_dict():
-                raise MdsrecError(
-                    f"{run} finished with another config than this benchmark's (changed --set or config file?): "
-                    "use another --out"
-                )
-            trained_on = _run_fingerprint(run, metrics)
-            if trained_on != data.fingerprint:
-                raise MdsrecError(
-                    f"{run} finished on another data set (fingerprint {str(trained_on)[:12]}) than this "
-                    f"benchmark's {data.path or data.name} (fingerprint {data.fingerprint[:12]}): use another --out"
-                )
-            record = run / RUN_RECORD
-            wall = json.loads(record.read_text()).get("wall_seconds") if record.is_file() else None
-            log.info("[%d/%d] %s seed %d: finished already, skipped", i, len(plan), m, cfg.train.seed)
-        else:
-            resume = (run / "last.pt").is_file()
-            log.info(
-                "[%d/%d] %s seed %d: %s %s",
-                i,
-                len(plan),
-                m,
-                cfg.train.seed,
-                "resuming" if resume else "training",
-                run,
-            )
-            t0 = time.perf_counter()
-            metrics = trainer.train(cfg, data, run, resume=resume)
-            wall = round(time.perf_counter() - t0, 3)
-            write_json(run / RUN_RECORD, {"wall_seconds": wall, "resumed": resume})
-        results.append(RunResult(m, cfg.train.seed, metrics, wall))
+        log.info("[%d/%d] %s seed %d: %s %s", i, len(plan), m, cfg.train.seed, ACTIONS[run_state(run)], run)
+        outcome = train_or_reuse(cfg, data, run, owner="benchmark")
+        results.append(RunResult(m, cfg.train.seed, outcome.metrics, outcome.wall_seconds))
 
     table2 = load_table2()
     write_text(out / "results.csv", results_csv(results))
     write_text(out / "results.md", results_markdown(results, dataset, data, table2))
     write_bytes(out / "results.png", results_png(results, dataset, table2))
     return results
-
-
-def _run_fingerprint(run: Path, metrics: dict[str, Any]) -> str | None:
-    """The data fingerprint a finished run was trained on: metrics.json's, else run.json's, else None."""
-    fp = metrics.get("data", {}).get("fingerprint")
-    if fp is None and (run / "run.json").is_file():
-        fp = json.loads((run / "run.json").read_text()).get("data_fingerprint")
-    return None if fp is None else str(fp)
 
 
 # ---------------------------------------------------------------------------------------------------------------

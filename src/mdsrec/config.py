@@ -97,6 +97,19 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
+def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every key (dotted, sorted) where two config dicts differ, with both values:
+    ``['train.lr (0.001 in the run, 0.01 given)']``; a key missing on one side reads as None there."""
+    out: list[str] = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += config_differences(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k} ({va!r} in the run, {vb!r} given)")
+    return out
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} ({value!r}) must be one of {', '.join(choices)}")

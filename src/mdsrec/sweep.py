@@ -4,7 +4,8 @@ For every value v of ``--param section.key`` the run is trained into ``OUT/runs/
 (``--config`` file or the defaults, ``--set`` overrides, ``--seed``) and ``param = v`` on top. Values are read as
 YAML and checked against the field's own type (``model.h=5.0`` is refused: h is an integer). As in
 ``mdsrec benchmark`` a finished run (metrics.json) is skipped and an interrupted one (last.pt only) resumed, so the
-same command continues an interrupted sweep; both must have been made with the same config. Then::
+same command continues an interrupted sweep; both must have been made with the same config and on the same data set
+(``mdsrec.runs``). Then::
 
     OUT/sweep.csv   one row per value: the value, every test and validation metric, seconds per epoch, epochs,
                     best epoch
@@ -18,16 +19,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
-import time
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from mdsrec.atomic import write_bytes, write_json, write_text
-from mdsrec.benchmark import RUN_RECORD
+from mdsrec.atomic import write_bytes, write_text
 from mdsrec.config import (
     DataConfig,
     EvalConfig,
@@ -37,9 +35,9 @@ from mdsrec.config import (
     resolve_config,
 )
 from mdsrec.data.processed import ProcessedDataset
-from mdsrec.errors import ConfigError, MdsrecError
+from mdsrec.errors import ConfigError
 from mdsrec.models import REGISTRY, model_config
-from mdsrec.training import trainer
+from mdsrec.runs import ACTIONS, run_state, train_or_reuse
 
 log = logging.getLogger(__name__)
 
@@ -130,24 +128,6 @@ def sweep_configs(
     return out
 
 
-def run_point(cfg: ExperimentConfig, data: ProcessedDataset, run: Path) -> tuple[dict[str, Any], bool]:
-    """Train, resume (last.pt) or skip (metrics.json) one run; returns (metrics, skipped)."""
-    done = run / "metrics.json"
-    if done.is_file():
-        metrics = json.loads(done.read_text())
-        if metrics.get("config") != cfg.to_dict():
-            raise MdsrecError(
-                f"{run} finished with another config than this sweep's (changed --set, --seed or config file?): "
-                "use another --out"
-            )
-        return metrics, True
-    resume = (run / "last.pt").is_file()
-    t0 = time.perf_counter()
-    metrics = trainer.train(cfg, data, run, resume=resume)
-    write_json(run / RUN_RECORD, {"wall_seconds": round(time.perf_counter() - t0, 3), "resumed": resume})
-    return metrics, False
-
-
 def sweep(
     data: ProcessedDataset,
     model: str | None,
@@ -164,14 +144,11 @@ def sweep(
     points = []
     for i, (value, cfg) in enumerate(plan, 1):
         run = out / "runs" / f"{param}={value_label(value)}"
-        state = (
-            "finished already, skipped"
-            if (run / "metrics.json").is_file()
-            else ("resuming" if (run / "last.pt").is_file() else "training")
+        log.info(
+            "[%d/%d] %s=%s: %s %s", i, len(plan), param, value_label(value), ACTIONS[run_state(run)], run
         )
-        log.info("[%d/%d] %s=%s: %s %s", i, len(plan), param, value_label(value), state, run)
-        metrics, skipped = run_point(cfg, data, run)
-        points.append(SweepPoint(value, run, metrics, skipped))
+        outcome = train_or_reuse(cfg, data, run, owner="sweep")
+        points.append(SweepPoint(value, run, outcome.metrics, outcome.state == "finished"))
     write_text(out / "sweep.csv", sweep_csv(points))
     write_text(out / "sweep.md", sweep_markdown(points, param, data))
     write_bytes(out / "sweep.png", sweep_png(points, param, data.name))

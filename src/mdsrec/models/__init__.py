@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from typing import Any
 
-from mdsrec.config import dataclass_from_dict
+from mdsrec.config import ExperimentConfig, dataclass_from_dict
 from mdsrec.errors import ConfigError
 from mdsrec.models.base import DataInfo, SequentialRecommender
 from mdsrec.models.bert4rec import BERT4Rec, BERT4RecConfig
@@ -48,6 +50,17 @@ def model_config(params: dict[str, Any]) -> Any:
         raise ConfigError(f"model {name}: {e}") from e
 
 
+def full_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """A copy of ``cfg`` whose model section lists every field of the model's config dataclass, defaults included.
+
+    New runs save this form, so a later change of a model default cannot make an old run's saved config look like
+    a new one's; two configs are the same experiment when their full forms are equal (a run saved with only the
+    given keys equals one saved with every key)."""
+    out = copy.deepcopy(cfg)
+    out.model = dataclasses.asdict(model_config(cfg.model))
+    return out
+
+
 def build_model(params: dict[str, Any], info: DataInfo) -> SequentialRecommender:
     cfg = model_config(params)
     cls, _ = REGISTRY[cfg.name]
@@ -57,4 +70,4 @@ def build_model(params: dict[str, Any], info: DataInfo) -> SequentialRecommender
         raise ConfigError(f"model {cfg.name}: {e}") from e
 
 
-__all__ = ["REGISTRY", "DataInfo", "SequentialRecommender", "build_model", "model_config"]
+__all__ = ["REGISTRY", "DataInfo", "SequentialRecommender", "build_model", "full_config", "model_config"]

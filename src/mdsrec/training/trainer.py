@@ -10,6 +10,11 @@ Run directory::
 Resume is exact: the epoch's batch order depends only on (seed, epoch), and last.pt holds the model, the optimizer,
 the early-stopping state and the torch RNG state (dropout).
 
+A new run saves its config with every field of the model's config dataclass (``mdsrec.models.full_config``) in
+config.yaml, the checkpoints and metrics.json, so that a later change of a model default cannot make it look like a
+run made under the new default. Runs saved before held only the given model keys; they resume as they are, and the
+config given to a resume is compared with the saved one in full form (defaults filled in on both sides).
+
 A parameter-free model (``trainable = False``: popularity, item-to-item references) gets no optimizer and no epochs:
 its validation and test metrics are computed once and the run directory holds the same files (epoch-0 checkpoints,
 an empty log, metrics.json with epochs 0), so ``mdsrec evaluate --run`` treats it like any run.
@@ -31,12 +36,12 @@ from tqdm.auto import tqdm
 
 from mdsrec import __version__
 from mdsrec.atomic import write_json, write_text
-from mdsrec.config import ExperimentConfig, build_config
+from mdsrec.config import ExperimentConfig, build_config, config_differences
 from mdsrec.data.processed import ProcessedDataset
 from mdsrec.data.protocol import Split, build_train_rows, eval_batches, train_batches
 from mdsrec.errors import ConfigError, MdsrecError
 from mdsrec.evaluation.evaluator import evaluate
-from mdsrec.models import DataInfo, SequentialRecommender, build_model
+from mdsrec.models import DataInfo, SequentialRecommender, build_model, full_config
 from mdsrec.training.checkpoint import (
     check_fingerprint,
     load_checkpoint,
@@ -99,19 +104,22 @@ def train(
         if not last_path.is_file() or not (run_dir / "config.yaml").is_file():
             raise MdsrecError(f"--resume: {last_path} or its config.yaml not found (nothing to resume)")
         saved_cfg = build_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
-        if cfg is not None and saved_cfg.to_dict() != cfg.to_dict():
-            diff = _config_diff(saved_cfg.to_dict(), cfg.to_dict())
-            raise MdsrecError(
-                f"--resume: the given config differs from the run's {run_dir / 'config.yaml'} in {diff}; "
-                "resume with the same --config/--set (a changed run is a new run)"
-            )
-        cfg = saved_cfg
+        if cfg is not None:
+            diff = config_differences(full_config(saved_cfg).to_dict(), full_config(cfg).to_dict())
+            if diff:
+                raise MdsrecError(
+                    f"--resume: the given config differs from the run's {run_dir / 'config.yaml'} in "
+                    f"{', '.join(diff)}; resume with the same --config/--set (a changed run is a new run)"
+                )
+        cfg = saved_cfg  # as saved: a run from before full model sections keeps its own
     elif cfg is None:
         raise MdsrecError("a new run needs a config")
     elif last_path.exists() or (run_dir / "metrics.json").exists():
         raise MdsrecError(
             f"{run_dir} already holds a run: pass --resume to continue it or choose another --out"
         )
+    else:
+        cfg = full_config(cfg)  # every model field saved, defaults included
 
     metric = cfg.train.valid_metric
     if metric not in _metric_names(cfg):
@@ -264,18 +272,6 @@ def _repair_best(run_dir: Path, last: dict[str, Any]) -> None:
     keys = ("config", "data_fingerprint", "data_name", "epoch", "model_state")
     save_checkpoint(best_path, {k: last[k] for k in keys})
     log.info("rebuilt %s from last.pt (epoch %d)", best_path, last["epoch"])
-
-
-def _config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
-    keys = sorted(set(a) | set(b))
-    for k in keys:
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            if va != vb:
-                return _config_diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            return f"{prefix}{k} ({va!r} in the run, {vb!r} given)"
-    return "nothing"
 
 
 def _metric_names(cfg: ExperimentConfig) -> list[str]:
