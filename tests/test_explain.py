@@ -15,6 +15,7 @@ from mdsrec.cli import main
 from mdsrec.config import resolve_config
 from mdsrec.data.protocol import Split, eval_batches
 from mdsrec.errors import MdsrecError
+from mdsrec.evaluation.evaluator import rank_targets
 from mdsrec.evaluation.metrics import target_ranks
 from mdsrec.explain import explain, render_text, resolve_user
 from mdsrec.models.mdsrec import MDSRec
@@ -83,7 +84,8 @@ def test_top_n_per_channel_and_fused_equals_score_all(exp, tiny_data) -> None:  
                 assert fused["items"][0]["score"] == pytest.approx(float(s.max()), rel=1e-5, abs=1e-5)
                 assert fused["target_rank"] == int(target_ranks(s, batch.target[row : row + 1]))
                 assert report["target"]["id"] == int(batch.target[row])
-        assert [h["id"] for h in report["history"]] == [int(i) for i in tiny_data.sequences[u][:-1]][-50:]
+        window = [int(i) for i in tiny_data.sequences[u][:-1]][-exp.cfg.data.max_len :]
+        assert [h["id"] for h in report["history"]] == window
 
 
 def test_neighbours_are_graph_neighbours_in_history_and_centres_are_the_buffers(exp, tiny_data) -> None:  # type: ignore[no-untyped-def]
@@ -118,7 +120,9 @@ def test_neighbours_are_graph_neighbours_in_history_and_centres_are_the_buffers(
 
 def test_gamma_is_the_noise_free_softmax(exp, tiny_data) -> None:  # type: ignore[no-untyped-def]
     model = exp.model
+    model.train()  # explain itself must switch off dropout and Gumbel noise
     report = explain(exp, "u4", top=3)
+    assert not model.training
     hist = torch.tensor([[h["id"] for h in report["history"]]])
     with torch.no_grad():
         a = model.represent(hist, torch.tensor([hist.size(1)]), torch.tensor([[hist.size(1) - 1]]))
@@ -142,18 +146,72 @@ def test_user_lookup(exp, tiny_data) -> None:  # type: ignore[no-untyped-def]
     assert resolve_user(numeric, "5") == (4, "token")
     with pytest.raises(MdsrecError, match="'0' not found"):  # a number not among numeric tokens: ambiguous
         resolve_user(numeric, "0")
+    with pytest.raises(
+        MdsrecError, match="'²' not found"
+    ):  # a digit to str.isdigit, but not a number to int()
+        resolve_user(tiny_data, "²")
+    assert resolve_user(tiny_data, " 12 ") == (12, "index")
 
 
 def test_stages(exp, tiny_data) -> None:  # type: ignore[no-untyped-def]
     seq = [int(i) for i in tiny_data.sequences[3]]
+    max_len = exp.cfg.data.max_len
     nxt = explain(exp, "u3", stage="next", top=2)
     assert nxt["target"] is None and all(c["target_rank"] is None for c in nxt["channels"])
-    assert [h["id"] for h in nxt["history"]] == seq[-50:]
+    assert [h["id"] for h in nxt["history"]] == seq[-max_len:]
     valid = explain(exp, "u3", stage="valid", top=2)
-    assert valid["target"]["id"] == seq[-2] and [h["id"] for h in valid["history"]] == seq[:-2][-50:]
+    assert valid["target"]["id"] == seq[-2] and [h["id"] for h in valid["history"]] == seq[:-2][-max_len:]
     assert "whole sequence" in render_text(nxt)
     with pytest.raises(MdsrecError, match="stage"):
         explain(exp, "u3", stage="train")
+
+
+def test_short_window_with_history_excluded_ranks_as_the_evaluator(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    """data.max_len 4 (most histories are longer than the window) and eval.exclude_history: the fused target_rank
+    of every user equals the evaluator's rank in both stages, which excludes the WHOLE history, not the window;
+    in_history flags that whole history."""
+    exp = make_experiment(tiny_cfg(extra=["data.max_len=4", "eval.exclude_history=true"]), tiny_data)
+    split = Split(tiny_data.sequences)
+    longer = 0
+    for stage in ("valid", "test"):
+        users, ranks = rank_targets(exp.model, split, stage, exp.cfg.data, exp.cfg.eval)
+        assert sorted(users.tolist()) == list(range(split.num_users))
+        for u, rank in zip(users.tolist(), ranks.tolist(), strict=True):
+            report = explain(exp, str(u), by_index=True, stage=stage, top=TOP)
+            assert report["channels"][0]["name"] == "fused"
+            assert report["channels"][0]["target_rank"] == rank, (stage, u)
+            history, target = split.eval_input(u, stage)
+            assert [h["id"] for h in report["history"]] == [int(i) for i in history[-4:]]
+            excluded = {int(i) for i in history} - {target}
+            assert report["rankable"] == tiny_data.num_items - len(excluded)
+            longer += len(history) > 4 and bool(excluded - {int(i) for i in history[-4:]})
+            for ch in report["channels"]:
+                for item in ch["items"]:
+                    assert item["in_history"] == (item["id"] in history)
+                    assert not item["in_history"] or item["id"] == target  # excluded unless the held-out item
+    assert longer > 0  # the whole history really was larger than the window
+
+    # Without exclusion history items are ranked; in_history still means the whole history, not the window.
+    shown = make_experiment(tiny_cfg(extra=["data.max_len=4"]), tiny_data)
+    outside = 0
+    for u in range(0, split.num_users, 8):
+        history = {int(i) for i in split.eval_input(u, "test")[0]}
+        report = explain(shown, str(u), by_index=True, top=tiny_data.num_items)
+        window = {h["id"] for h in report["history"]}
+        for item in report["channels"][0]["items"]:
+            assert item["in_history"] == (item["id"] in history)
+            outside += item["in_history"] and item["id"] not in window
+    assert outside > 0
+
+
+@pytest.mark.parametrize("model", ["mdsrec", "sasrec"])
+def test_nan_scores_are_refused(tiny_data, model: str) -> None:  # type: ignore[no-untyped-def]
+    extra = [] if model == "mdsrec" else [f"model.{k}={v}" for k, v in TINY_MODEL[model].items()]
+    broken = make_experiment(tiny_cfg(model, extra), tiny_data)
+    with torch.no_grad():
+        broken.model.item_emb.weight[3] = float("nan")
+    with pytest.raises(MdsrecError, match="NaN scores"):
+        explain(broken, "u5", top=3)
 
 
 @pytest.mark.parametrize(

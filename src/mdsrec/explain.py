@@ -16,8 +16,12 @@ says so. Other models get the top-N of ``score_all`` only.
 
 The stage picks the history: ``test`` (default) the history before the held-out test item, whose rank in every
 channel is shown; ``valid`` the same for the validation item; ``next`` the whole sequence, as serving would use it
-(no held-out item). As the evaluator, the model sees the last ``data.max_len`` items, and history items are removed
-from the ranking only when the run's ``eval.exclude_history`` is true (the held-out item always stays rankable).
+(no held-out item). As the evaluator, the model sees the last ``data.max_len`` items (the report's ``history``), and
+history items are removed from the ranking only when the run's ``eval.exclude_history`` is true: the items of the
+user's whole history before the held-out item, not only of the window (the held-out item always stays rankable).
+An item's ``in_history`` flag means that whole history too, so with ``exclude_history`` no ranked item has it but a
+repeated held-out item; the relation-graph neighbours and the items per interest centre are those of the window, what the model sees. NaN scores
+are refused, as the evaluator refuses them.
 
 The result is a plain JSON-ready dict (``explain``); ``render_text`` prints it.
 """
@@ -75,8 +79,9 @@ def resolve_user(data: ProcessedDataset, user: str, by_index: bool = False) -> t
         raise MdsrecError(
             f"user {user!r} occurs {len(matches)} times in {users_file}: pass --index with its row"
         )
-    numeric_tokens = any(t.strip().lstrip("-").isdigit() for t in data.user_tokens)
-    if user.strip().isdigit() and int(user) < count and not numeric_tokens:
+    # isdecimal, not isdigit: int() reads exactly the decimal digits ('²' is a digit, not a number).
+    numeric_tokens = any(t.strip().lstrip("-").isdecimal() for t in data.user_tokens)
+    if user.strip().isdecimal() and int(user) < count and not numeric_tokens:
         log.info("user %r is not a token of %s: taken as the internal index", user, users_file)
         return int(user), "index"
     hint = f" (tokens look like {data.user_tokens[0]!r}; --index takes a 0-based row)" if count else ""
@@ -159,7 +164,11 @@ def explain(
     first: what the model sees), history_total, target (item ref or None), top, rankable, channels (list of
     {name, label, rho, items [{rank, score, in_history, ...item ref, and per modality: history_neighbours,
     centre, centre_gamma, centre_rank}], target_rank}), modalities (MDSRec: per modality relation_graph, h,
-    interest_centres, k, top_centres, target_neighbours), target_shared_neighbours, notes."""
+    interest_centres, k, top_centres, target_neighbours), target_shared_neighbours, notes.
+
+    ``in_history`` (items and target_neighbours): in the user's whole history before the held-out item, the items
+    that ``eval.exclude_history`` removes; ``history`` and ``history_neighbours`` are the window the model sees.
+    The model is put in evaluation mode (and left in it)."""
     if stage not in STAGES:
         raise MdsrecError(f"stage ({stage!r}) must be one of {', '.join(STAGES)}")
     if top < 1:
@@ -170,7 +179,7 @@ def explain(
     window = full_history[-cfg.data.max_len :]
     items = torch.from_numpy(window.astype(np.int64))[None].to(exp.device)  # [1, L]
     lengths = torch.tensor([len(window)], device=exp.device)  # [1]
-    model.eval()
+    model.eval()  # no dropout, no Gumbel noise
 
     mask = torch.zeros(data.num_items + 1, dtype=torch.bool)  # [N+1] True: not rankable
     mask[0] = True
@@ -180,9 +189,17 @@ def explain(
             mask[target] = False  # a repeated held-out item stays rankable, as in the evaluator
 
     def prepared(y: Tensor) -> Tensor:
-        return y.detach().reshape(-1).float().cpu().masked_fill(mask, float("-inf"))  # [N+1]
+        scores = y.detach().reshape(-1).float().cpu().masked_fill(mask, float("-inf"))  # [N+1]
+        if torch.isnan(
+            scores
+        ).any():  # as the evaluator (target_ranks): NaN compares false, ranks would be wrong
+            raise MdsrecError(
+                f"model {model.name} produced NaN scores for user {data.user_tokens[index]!r} (index {index}, "
+                f"stage {stage}): the run's weights or inputs are broken"
+            )
+        return scores
 
-    history_set = {int(i) for i in window}
+    history_set = {int(i) for i in full_history}  # what exclude_history removes, not only the window
     result: dict[str, Any] = {
         "run": None if run is None else str(run),
         "model": model.name,
