@@ -29,8 +29,9 @@ Deviations (defaults where the literal text differs or is silent, see DESIGN-NOT
   means of E-hat are ~100 times smaller. Measured on Scientific without it (lr 1e-3, 10 epochs): the 16 centres of
   every user were identical to 2e-4 relative spread and gamma was uniform (1/16 +- 0.003): ICA added one shared
   vector, not per-interest centres.
-- ICA's U, W1, W2 start at N(0, 1/D) (``ica_init_std``), not the N(0, 0.02) of the other weights: at 0.02 their
-  product is ~1e-3 of an isometry, the centres start near zero and ICA barely changes the scores.
+- ICA's U, W1, W2 start at N(0, 1/D) (``ica_init_std``), not the N(0, 0.02) of the other weights, so their product
+  keeps the input's norm on average (not an isometry: its singular values spread from ~0 to ~3). At 0.02 it scales
+  the norm by (0.02 sqrt(D))^3 (0.04 at D = 300), the centres start near zero and ICA barely changes the scores.
 - Transformer depth 2 and 2 heads (not given); the modality encoders are separate (``share_encoders=False``).
 - The fused channel's loss uses y_s of Eq. 20 (``fused_loss="s"``, the reading of Eq. 23); "final" uses Eq. 22's y.
 - Cross-entropy at every trained position of a row (all prefixes in one pass), averaged over trained positions.
@@ -101,8 +102,9 @@ class MDSRecConfig:
     kmeans_iters: int = 50
     ica_activation: str = "gelu"  # gelu | sigmoid
     ica_scale: str = "head"  # head: sqrt(D / heads) as the shared attention; hidden: sqrt(D) as Eq. 12
-    # Initial std of ICA's U, W1, W2; None: 1/sqrt(D), so the folded map W2 W1 U keeps the scale of its input. With
-    # init_std (0.02) the product is ~1e-3 of an isometry and the centres start, and learn, near zero.
+    # Initial std of ICA's U, W1, W2; None: 1/sqrt(D), so the folded map W2 W1 U keeps the input's norm on average
+    # (singular values ~0 to ~3, not an isometry). With init_std (0.02) it scales the norm by (0.02 sqrt(D))^3, 0.04
+    # at D = 300, and the centres start, and learn, near zero.
     ica_init_std: float | None = None
     # Layer-0 centres C_m E-hat_m pass through the encoder's input LayerNorm (no position), as the sequence states
     # their queries are compared with do. False: the raw cluster means (Eq. 11 literally) -- with E_id at init scale
@@ -437,14 +439,17 @@ class MDSRec(SequentialRecommender):
     def represent(self, items: Tensor, lengths: Tensor, ends: Tensor) -> MDSRecOutput:
         """items [B, L], lengths [B], ends [B, P] positions (< lengths) whose prefixes items[b, : ends + 1] are
         represented. Each prefix sees only its own positions, so the result does not depend on later items."""
-        # The full E-bar_id only when Eq. 6 reads it; the ID channel needs just the batch's rows of it.
-        tables = self.modal_tables(self.bar_id() if self.cfg.graph_on_bar_id else self.item_emb.weight)
+        # The full E-bar_id only when Eq. 6 reads it (then the ID channel reads its rows too); otherwise the ID
+        # channel computes just the batch's rows of it.
+        bar = self.bar_id() if self.cfg.graph_on_bar_id else None  # [N+1, D] or None
+        tables = self.modal_tables(bar if bar is not None else self.item_emb.weight)
         n = items.size(1)
         pos = torch.arange(n, device=items.device)  # [L]
         visible = (pos <= ends[:, :, None]) & (pos < lengths[:, None, None])  # [B, P, L]
         idx = ends[:, :, None].expand(-1, -1, self.cfg.hidden_size)  # [B, P, D]
 
-        e_id = self.encoder(0)(self.bar_id_of(items))[-1].gather(1, idx)  # [B, P, D] (Eq. 7-8)
+        bar_items = bar[items] if bar is not None else self.bar_id_of(items)  # [B, L, D] E-bar_id[S]
+        e_id = self.encoder(0)(bar_items)[-1].gather(1, idx)  # [B, P, D] (Eq. 7-8)
         e_s = e_id
         e_ms, e_tildes, gammas, centres_out = [], [], [], []
         for i, table in enumerate(tables):
