@@ -96,7 +96,8 @@ def train(
 ) -> dict[str, Any]:
     """Train (or resume) a run and write RUN_DIR/metrics.json; returns the metrics dict.
 
-    With ``resume`` and ``cfg`` None the run's saved config is used; a given ``cfg`` must equal it.
+    With ``resume`` and ``cfg`` None the run's saved config is used; a given ``cfg`` must equal it (full forms
+    compared, ``full_config``). A new run saves ``cfg`` in full form.
     """
     run_dir = Path(run_dir)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
