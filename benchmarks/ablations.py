@@ -3,8 +3,8 @@
     python benchmarks/ablations.py --data DATA_DIR --dataset scientific --lr 1e-3 --runs runs/ablations \
         --out runs/ablations/scientific.md [--full-run runs/anchor/scientific/mdsrec/lr1e-3]
 
-Every run is `mdsrec train --config configs/experiments/DATASET/mdsrec.yaml --set train.lr=LR <switch>` (resumed or
-skipped when it exists), one at a time. ``--full-run`` reuses a finished run of the full model trained with the
+Every run is `mdsrec train --config configs/experiments/DATASET/mdsrec.yaml --set train.lr=LR <switch>` (resumed
+when interrupted, reused when finished with the same config on the same data), one at a time. ``--full-run`` reuses a finished run of the full model trained with the
 same config and lr instead of training it again (its config is checked). Writes a markdown table of test metrics
 with each variant's change in Recall@20 and NDCG@20 relative to the full model.
 """
@@ -12,11 +12,10 @@ with each variant's change in Recall@20 and NDCG@20 relative to the full model.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from runlib import ensure_run
+from runlib import ensure_run, finished_run
 
 VARIANTS = {
     "MDSRec": [],
@@ -40,18 +39,12 @@ def main() -> int:
     cfg = Path(__file__).resolve().parent.parent / "configs" / "experiments" / args.dataset / "mdsrec.yaml"
     results = {}
     for name, switch in VARIANTS.items():
-        if name == "MDSRec" and args.full_run:
-            full = Path(args.full_run)
-            m = json.loads((full / "metrics.json").read_text())
-            if float(m["config"]["train"]["lr"]) != float(args.lr):
-                raise SystemExit(
-                    f"--full-run {full} was trained with lr {m['config']['train']['lr']}, not {args.lr}"
-                )
-            results[name] = m
+        if name == "MDSRec" and args.full_run:  # reused only when made with this config and lr on this data
+            results[name] = finished_run(Path(args.full_run), args.data, cfg, None, [f"train.lr={args.lr}"])
             continue
         slug = name.replace("w/o ", "wo_").replace(" ", "_").lower()
         run = Path(args.runs) / args.dataset / slug
-        results[name] = ensure_run(run, args.data, ["--config", str(cfg)], [f"train.lr={args.lr}", *switch])
+        results[name] = ensure_run(run, args.data, cfg, None, [f"train.lr={args.lr}", *switch])
     base = results["MDSRec"]["test"]
     lines = [
         "| variant | "

@@ -1,7 +1,7 @@
 """Quality anchor: train models with a learning-rate search in the paper's setting and compare with Table 2.
 
 For every (model, lr) it runs `mdsrec train --config configs/experiments/DATASET/MODEL.yaml --set train.lr=LR`
-(resuming an interrupted run, skipping a finished one), picks the lr with the best validation NDCG@20 per model,
+(resuming an interrupted run, reusing one finished with the same config on the same data), picks the lr with the best validation NDCG@20 per model,
 and writes a markdown table of the chosen runs' test metrics beside the paper's Table 2 values.
 
     python benchmarks/quality_anchor.py --data DATA_DIR --dataset scientific --models sasrec,gru4rec \
@@ -62,7 +62,7 @@ def main() -> int:
         results = []
         for lr in args.lrs.split(","):
             run = Path(args.runs) / args.dataset / model / f"lr{lr}"
-            m = ensure_run(run, args.data, ["--config", str(cfg)], [f"train.lr={lr}", *args.set])
+            m = ensure_run(run, args.data, cfg, None, [f"train.lr={lr}", *args.set])
             results.append((m["valid"]["ndcg@20"], lr, m))
             print(f"{model} lr={lr}: valid ndcg@20 {m['valid']['ndcg@20']:.4f} test {m['test']}", flush=True)
         _, lr, m = max(results, key=lambda r: r[0])

@@ -1,32 +1,49 @@
-"""Shared by the benchmark scripts: run `mdsrec train` once per run directory, resuming or skipping it."""
+"""Shared by the benchmark scripts: train a run directory once, resuming or reusing it the way `mdsrec benchmark`
+does (``mdsrec.runs.train_or_reuse``: a finished run is reused only when its config and data set match)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
+from mdsrec.config import resolve_config
+from mdsrec.data.processed import ProcessedDataset, load_processed
+from mdsrec.errors import MdsrecError
+from mdsrec.runs import ACTIONS, check_finished, run_state, train_or_reuse
 
-def ensure_run(run: Path, data: str, model_args: list[str], sets: list[str]) -> dict[str, Any]:
-    """Train into ``run`` unless it finished already (resume an interrupted one); return its metrics.json."""
-    if not (run / "metrics.json").is_file():
-        cmd = [
-            sys.executable,
-            "-m",
-            "mdsrec",
-            "train",
-            "--data",
-            data,
-            *model_args,
-            "--out",
-            str(run),
-            "--set",
-            *sets,
-        ]
-        if (run / "last.pt").is_file():
-            cmd.append("--resume")
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
-    return dict(json.loads((run / "metrics.json").read_text()))
+_DATA: dict[str, ProcessedDataset] = {}
+
+
+def _setup(
+    data: str, config: Path | None, model: str | None, sets: list[str]
+) -> tuple[Any, ProcessedDataset]:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if data not in _DATA:
+        _DATA[data] = load_processed(data)
+    return resolve_config(config, ["train.progress=false", *sets], model=model), _DATA[data]
+
+
+def finished_run(
+    run: Path, data: str, config: Path | None, model: str | None, sets: list[str]
+) -> dict[str, Any]:
+    """metrics.json of a run that finished with this config on this data; MdsrecError otherwise."""
+    cfg, dataset = _setup(data, config, model, sets)
+    if run_state(run) != "finished":
+        raise MdsrecError(f"{run} is not a finished run (no metrics.json)")
+    metrics: dict[str, Any] = json.loads((run / "metrics.json").read_text())
+    check_finished(run, metrics, cfg, dataset, Path(__file__).name)
+    return metrics
+
+
+def ensure_run(
+    run: Path, data: str, config: Path | None, model: str | None, sets: list[str]
+) -> dict[str, Any]:
+    """Train into ``run`` with ``config`` (a YAML file, or None for the defaults), ``model`` and ``--set`` style
+    ``sets``; resume it when interrupted; reuse it when finished with the same config on the same data (else an
+    MdsrecError says what differs). Returns its metrics.json."""
+    cfg, dataset = _setup(data, config, model, sets)
+    print(f"{ACTIONS[run_state(run)]}: {run}", flush=True)
+    return train_or_reuse(cfg, dataset, run, owner=Path(__file__).name).metrics

@@ -150,6 +150,18 @@ def test_finished_run_on_other_data_is_not_reused(tiny_data, tmp_path) -> None: 
     benchmark(tiny_data, ["pop"], 1, out, None, sets)  # the same data: reused
 
 
+def test_operational_keys_do_not_block_reuse(tiny_data, tmp_path, train_calls) -> None:  # type: ignore[no-untyped-def]
+    """A progress bar, a thread count or an eval batch size does not change what a run learned: the run is reused."""
+    out = tmp_path / "b"
+    benchmark(tiny_data, ["pop"], 1, out, None, ["train.progress=false"])
+    train_calls.clear()
+    sets = ["train.progress=true", "train.num_threads=1", "data.eval_batch_size=7"]
+    benchmark(tiny_data, ["pop"], 1, out, None, sets)
+    assert train_calls == []
+    with pytest.raises(MdsrecError, match=r"train\.seed \(42 in the run, 43 given\)"):
+        benchmark(tiny_data, ["pop"], 1, out, None, [*sets, "train.seed=43"])
+
+
 def test_reference_models_run_once_and_frozen_configs_apply(tiny_data, tmp_path, train_calls) -> None:  # type: ignore[no-untyped-def]
     configs = tmp_path / "configs"
     (configs / "synthetic").mkdir(parents=True)

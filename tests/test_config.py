@@ -1,6 +1,6 @@
 import pytest
 
-from mdsrec.config import resolve_config
+from mdsrec.config import config_differences, resolve_config
 from mdsrec.errors import ConfigError
 from mdsrec.models import model_config
 
@@ -36,3 +36,10 @@ def test_config_file_and_model_flag(tmp_path) -> None:  # type: ignore[no-untype
     assert cfg.model == {"name": "gru4rec", "hidden_size": 32, "dropout": 0.1} and cfg.train.lr == 0.01
     with pytest.raises(ConfigError, match="conflicts"):
         resolve_config(f, [], model="sasrec")
+
+
+def test_config_differences_skip_operational_keys() -> None:
+    a = {"train": {"lr": 0.1, "progress": True, "num_threads": 0}, "data": {"eval_batch_size": 8}}
+    b = {"train": {"lr": 0.2, "progress": False, "num_threads": 2}, "data": {"eval_batch_size": 9}}
+    assert config_differences(a, b) == ["train.lr (0.1 in the run, 0.2 given)"]
+    assert len(config_differences(a, b, ignore=frozenset())) == 4

@@ -112,6 +112,10 @@ def test_resume_refuses_a_changed_config_and_uses_the_saved_one(tiny_data, tmp_p
         trainer_mod.train(changed, tiny_data, run, resume=True)
     again = trainer_mod.train(None, tiny_data, run, resume=True)  # finished run: recomputes the same metrics
     assert again["test"] == json.loads((run / "metrics.json").read_text())["test"]
+    shown = tiny_cfg(1)  # operational keys may differ: accepted, and the given ones are used
+    shown.train.progress, shown.data.eval_batch_size = not shown.train.progress, 3
+    again = trainer_mod.train(shown, tiny_data, run, resume=True)
+    assert again["test"] == json.loads((run / "metrics.json").read_text())["test"]
 
 
 @pytest.mark.parametrize("model", ["sasrec", "mdsrec"])

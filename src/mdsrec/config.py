@@ -97,14 +97,24 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+# Keys that change how a run is shown or how fast it goes, never what it learns or its metrics: a run resumed or
+# reused with other values for them is the same run.
+OPERATIONAL_KEYS = frozenset({"train.progress", "train.num_threads", "data.eval_batch_size"})
+
+
+def config_differences(
+    a: dict[str, Any], b: dict[str, Any], prefix: str = "", ignore: frozenset[str] = OPERATIONAL_KEYS
+) -> list[str]:
     """Every key (dotted, sorted) where two config dicts differ, with both values:
-    ``['train.lr (0.001 in the run, 0.01 given)']``; a key missing on one side reads as None there."""
+    ``['train.lr (0.001 in the run, 0.01 given)']``; a key missing on one side reads as None there. Keys in
+    ``ignore`` (default: ``OPERATIONAL_KEYS``) are not compared."""
     out: list[str] = []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k), b.get(k)
+        if f"{prefix}{k}" in ignore:
+            continue
         if isinstance(va, dict) and isinstance(vb, dict):
-            out += config_differences(va, vb, f"{prefix}{k}.")
+            out += config_differences(va, vb, f"{prefix}{k}.", ignore)
         elif va != vb:
             out.append(f"{prefix}{k} ({va!r} in the run, {vb!r} given)")
     return out

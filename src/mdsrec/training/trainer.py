@@ -112,6 +112,9 @@ def train(
                     f"--resume: the given config differs from the run's {run_dir / 'config.yaml'} in "
                     f"{', '.join(diff)}; resume with the same --config/--set (a changed run is a new run)"
                 )
+        if cfg is not None:  # how it is shown and how fast it runs follow the given config
+            saved_cfg.train.progress, saved_cfg.train.num_threads = cfg.train.progress, cfg.train.num_threads
+            saved_cfg.data.eval_batch_size = cfg.data.eval_batch_size
         cfg = saved_cfg  # as saved: a run from before full model sections keeps its own
     elif cfg is None:
         raise MdsrecError("a new run needs a config")
