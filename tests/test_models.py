@@ -25,6 +25,18 @@ def make(name: str, data, max_len: int = 20):  # type: ignore[no-untyped-def]
     return build_model({"name": name, **TINY_MODEL[name]}, info), split
 
 
+@pytest.mark.parametrize(
+    "name", ["bert4rec", "fdsa", "mdsrec", "missrec", "mmmlp", "sasrec", "sasrecf", "unisrec"]
+)
+def test_a_sequence_longer_than_the_position_table_is_refused(name: str, tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model, split = make(name, tiny_data, max_len=4)
+    b = eval_batches(split, "test", DataConfig(max_len=20, eval_batch_size=64))[0]
+    assert b.items.size(1) > 5  # wider than max_len + 1 (BERT4Rec's [MASK] slot)
+    model.eval()
+    with pytest.raises(ValueError, match=r"sequence length \d+ exceeds max_len"):
+        model.score_all(b)
+
+
 def test_every_model_has_a_tiny_config() -> None:
     assert set(TINY_MODEL) == set(REGISTRY)
 

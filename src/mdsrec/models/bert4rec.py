@@ -54,7 +54,7 @@ from mdsrec.models.base import (
     gather_last,
     init_weights,
 )
-from mdsrec.models.layers import TransformerLayer
+from mdsrec.models.layers import TransformerLayer, position_rows
 
 
 @dataclass
@@ -125,13 +125,10 @@ class BERT4Rec(SequentialRecommender):
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
         """items [B, L] (may hold [MASK]) -> hidden states [B, L, D]; every real position sees every real position,
         padding is never attended."""
-        if items.size(1) > self.pos_emb.num_embeddings:
-            raise ValueError(
-                f"sequence length {items.size(1)} exceeds max_len + 1 ({self.pos_emb.num_embeddings})"
-            )
         pos = torch.arange(items.size(1), device=items.device)  # [L]
         padding = pos[None] >= lengths[:, None]  # [B, L]
-        x = self.drop(self.ln(self.item_emb(items) + self.pos_emb(pos)[None]))  # [B, L, D]
+        x = self.item_emb(items) + position_rows(self.pos_emb, items.size(1), items.device)  # [B, L, D]
+        x = self.drop(self.ln(x))
         for layer in self.layers:
             x = layer(x, causal=False, key_padding=padding)
         return x

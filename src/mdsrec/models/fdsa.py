@@ -37,7 +37,7 @@ from mdsrec.models.base import (
     check_config,
     init_weights,
 )
-from mdsrec.models.layers import TransformerLayer
+from mdsrec.models.layers import TransformerLayer, position_rows
 from mdsrec.models.modal_features import ModalityProjections
 
 
@@ -105,9 +105,7 @@ class FDSA(NextItemModel):
         return self.feature_attn(torch.stack(self.features(items), dim=-2))[1]
 
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
-        if items.size(1) > self.pos_emb.num_embeddings:
-            raise ValueError(f"sequence length {items.size(1)} exceeds max_len {self.pos_emb.num_embeddings}")
-        pos = self.pos_emb(torch.arange(items.size(1), device=items.device))[None]  # [1, L, D]
+        pos = position_rows(self.pos_emb, items.size(1), items.device)  # [1, L, D]
         x = self.drop(self.item_ln(self.item_emb(items) + pos))  # [B, L, D] item-level stream
         f, _ = self.feature_attn(torch.stack(self.features(items), dim=-2))  # [B, L, M, D] -> [B, L, D]
         y = self.drop(self.feature_ln(f + pos))  # [B, L, D] feature-level stream

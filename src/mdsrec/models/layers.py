@@ -13,6 +13,16 @@ from torch import Tensor, nn
 from mdsrec.models.base import check_divisible
 
 
+def position_rows(pos_emb: nn.Embedding, length: int, device: torch.device) -> Tensor:
+    """[1, L, D] rows of positions 0..L-1 of a learned position table; ValueError when the sequence is longer than
+    the table (data.max_len, or max_len + 1 for a model that appends a token)."""
+    if length > pos_emb.num_embeddings:
+        raise ValueError(
+            f"sequence length {length} exceeds max_len: the position table has {pos_emb.num_embeddings} rows"
+        )
+    return pos_emb(torch.arange(length, device=device))[None]
+
+
 class MultiHeadSelfAttention(nn.Module):
     def __init__(self, hidden: int, heads: int, attn_dropout: float) -> None:
         super().__init__()

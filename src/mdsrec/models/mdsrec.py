@@ -68,7 +68,7 @@ from mdsrec.models.base import (
     init_weights,
     mask_padding_column,
 )
-from mdsrec.models.layers import MultiHeadSelfAttention, TransformerLayer
+from mdsrec.models.layers import MultiHeadSelfAttention, TransformerLayer, position_rows
 
 
 @dataclass
@@ -225,10 +225,7 @@ class MDSRecEncoder(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         """x [B, L, D] item rows -> num_layers + 1 states [B, L, D]: states[l] is layer l's input, states[-1] the
         output. Position j depends only on x[:, : j + 1] (right padding never reaches a real position)."""
-        if x.size(1) > self.pos_emb.num_embeddings:
-            raise ValueError(f"sequence length {x.size(1)} exceeds max_len {self.pos_emb.num_embeddings}")
-        pos = torch.arange(x.size(1), device=x.device)  # [L]
-        s = self.drop(self.ln(x + self.pos_emb(pos)[None]))  # [B, L, D]
+        s = self.drop(self.ln(x + position_rows(self.pos_emb, x.size(1), x.device)))  # [B, L, D]
         states = [s]
         for layer in self.layers:
             s = layer(s, causal=True)

@@ -28,7 +28,7 @@ from mdsrec.models.base import (
     check_config,
     init_weights,
 )
-from mdsrec.models.layers import TransformerLayer
+from mdsrec.models.layers import TransformerLayer, position_rows
 
 
 @dataclass
@@ -67,10 +67,8 @@ class SASRec(NextItemModel):
             self.item_emb.weight[0].zero_()
 
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
-        if items.size(1) > self.pos_emb.num_embeddings:
-            raise ValueError(f"sequence length {items.size(1)} exceeds max_len {self.pos_emb.num_embeddings}")
-        pos = torch.arange(items.size(1), device=items.device)  # [L]
-        x = self.drop(self.ln(self.item_emb(items) + self.pos_emb(pos)[None]))  # [B, L, D]
+        pos = position_rows(self.pos_emb, items.size(1), items.device)  # [1, L, D]
+        x = self.drop(self.ln(self.item_emb(items) + pos))  # [B, L, D]
         for layer in self.layers:
             x = layer(x, causal=True)  # right padding + causal mask: real positions never see padding
         return x

@@ -32,7 +32,7 @@ from mdsrec.models.base import (
     check_config,
     init_weights,
 )
-from mdsrec.models.layers import TransformerLayer
+from mdsrec.models.layers import TransformerLayer, position_rows
 from mdsrec.models.modal_features import ModalityProjections
 
 
@@ -74,13 +74,11 @@ class SASRecF(NextItemModel):
             self.item_emb.weight[0].zero_()
 
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
-        if items.size(1) > self.pos_emb.num_embeddings:
-            raise ValueError(f"sequence length {items.size(1)} exceeds max_len {self.pos_emb.num_embeddings}")
-        pos = torch.arange(items.size(1), device=items.device)  # [L]
+        pos = position_rows(self.pos_emb, items.size(1), items.device)  # [1, L, D]
         x = self.fuse(
             torch.cat([self.item_emb(items), *self.features(items)], dim=-1)
         )  # [B, L, (1+M) D] -> D
-        x = self.drop(self.ln(x + self.pos_emb(pos)[None]))  # [B, L, D]
+        x = self.drop(self.ln(x + pos))  # [B, L, D]
         for layer in self.layers:
             x = layer(x, causal=True)  # right padding + causal mask: real positions never see padding
         return x

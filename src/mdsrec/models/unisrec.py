@@ -48,7 +48,7 @@ from mdsrec.models.base import (
     check_config,
     init_weights,
 )
-from mdsrec.models.layers import TransformerLayer
+from mdsrec.models.layers import TransformerLayer, position_rows
 from mdsrec.models.modal_features import select_feature
 
 log = logging.getLogger(__name__)
@@ -190,10 +190,8 @@ class UniSRec(NextItemModel):
 
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
         """items [B, L] -> L2-normalised states [B, L, D] (causal)."""
-        if items.size(1) > self.pos_emb.num_embeddings:
-            raise ValueError(f"sequence length {items.size(1)} exceeds max_len {self.pos_emb.num_embeddings}")
-        pos = torch.arange(items.size(1), device=items.device)  # [L]
-        x = self.drop(self.ln(self.item_rows(items) + self.pos_emb(pos)[None]))  # [B, L, D]
+        pos = position_rows(self.pos_emb, items.size(1), items.device)  # [1, L, D]
+        x = self.drop(self.ln(self.item_rows(items) + pos))  # [B, L, D]
         for layer in self.layers:
             x = layer(x, causal=True)  # right padding + causal mask: real positions never see padding
         return F.normalize(x, dim=-1)
