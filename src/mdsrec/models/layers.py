@@ -40,21 +40,29 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, causal: bool = True, key_padding: Tensor | None = None) -> Tensor:
         """x [B, L, D]; key_padding [B, L] True where the key is padding (only needed when not causal)."""
-        b, n, d = x.shape
-        q, k, v = self.split_heads(self.q(x)), self.split_heads(self.k(x)), self.split_heads(self.v(x))
+        n = x.size(1)
         mask = None
         if key_padding is not None:
-            mask = ~key_padding[:, None, None, :]  # [B, 1, 1, L] True = attend
+            mask = ~key_padding[:, None, :].expand(-1, n, -1)  # [B, L, L] True = attend
             if causal:
                 mask = mask & torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+        return self._attend(x, x, mask, is_causal=causal and mask is None)
+
+    def attend(self, x: Tensor, memory: Tensor, mask: Tensor) -> Tensor:
+        """Attention with any mask, also across sequences: x [B, Lq, D] queries, memory [B, Lk, D] keys and values,
+        mask [B or 1, Lq, Lk] True = may attend (every row needs at least one True) -> [B, Lq, D]."""
+        return self._attend(x, memory, mask, is_causal=False)
+
+    def _attend(self, x: Tensor, memory: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
+        b, n, d = x.shape
         out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
+            self.split_heads(self.q(x)),
+            self.split_heads(self.k(memory)),
+            self.split_heads(self.v(memory)),
+            attn_mask=None if mask is None else mask[:, None],
             dropout_p=self.attn_dropout if self.training else 0.0,
-            is_causal=causal and mask is None,
-        )  # [B, h, L, D/h]
+            is_causal=is_causal,
+        )  # [B, h, Lq, D/h]
         return self.out(out.transpose(1, 2).reshape(b, n, d))
 
 

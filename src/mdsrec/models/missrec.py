@@ -62,11 +62,11 @@ from mdsrec.models.base import (
     EvalCache,
     SequentialRecommender,
     check_config,
-    check_divisible,
     gather_last,
     init_weights,
     mask_padding_column,
 )
+from mdsrec.models.layers import MultiHeadSelfAttention
 from mdsrec.models.modal_features import ModalityProjections
 
 
@@ -104,37 +104,6 @@ class MISSRecConfig:
             raise ValueError(f"gamma ({self.gamma}) must be >= 0")
 
 
-# Attention with an arbitrary boolean mask (layers.MultiHeadSelfAttention only does self-attention with a causal or
-# key-padding mask; this variant also does cross-attention).
-class MISSRecAttention(nn.Module):
-    def __init__(self, hidden: int, heads: int, attn_dropout: float) -> None:
-        super().__init__()
-        check_divisible(hidden, heads)
-        self.heads = heads
-        self.q = nn.Linear(hidden, hidden)
-        self.k = nn.Linear(hidden, hidden)
-        self.v = nn.Linear(hidden, hidden)
-        self.out = nn.Linear(hidden, hidden)
-        self.attn_dropout = attn_dropout
-
-    def split(self, x: Tensor) -> Tensor:
-        b, n, d = x.shape
-        return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)  # [B, h, n, D/h]
-
-    def forward(self, x: Tensor, memory: Tensor, mask: Tensor) -> Tensor:
-        """x [B, Lq, D] queries, memory [B, Lk, D] keys/values, mask [B or 1, Lq, Lk] True = may attend (every row
-        needs at least one True)."""
-        b, n, d = x.shape
-        out = F.scaled_dot_product_attention(
-            self.split(self.q(x)),
-            self.split(self.k(memory)),
-            self.split(self.v(memory)),
-            attn_mask=mask[:, None],
-            dropout_p=self.attn_dropout if self.training else 0.0,
-        )  # [B, h, Lq, D/h]
-        return self.out(out.transpose(1, 2).reshape(b, n, d))
-
-
 class MISSRecFeedForward(nn.Module):
     def __init__(self, cfg: MISSRecConfig) -> None:
         super().__init__()
@@ -153,14 +122,14 @@ class MISSRecEncoderLayer(nn.Module):
     def __init__(self, cfg: MISSRecConfig) -> None:
         super().__init__()
         d = cfg.hidden_size
-        self.attn = MISSRecAttention(d, cfg.num_heads, cfg.attn_dropout)
+        self.attn = MultiHeadSelfAttention(d, cfg.num_heads, cfg.attn_dropout)
         self.ff = MISSRecFeedForward(cfg)
         self.ln1 = nn.LayerNorm(d, eps=1e-12)
         self.ln2 = nn.LayerNorm(d, eps=1e-12)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        x = self.ln1(x + self.drop(self.attn(x, x, mask)))
+        x = self.ln1(x + self.drop(self.attn.attend(x, x, mask)))
         return self.ln2(x + self.drop(self.ff(x)))
 
 
@@ -170,8 +139,8 @@ class MISSRecDecoderLayer(nn.Module):
     def __init__(self, cfg: MISSRecConfig) -> None:
         super().__init__()
         d = cfg.hidden_size
-        self.self_attn = MISSRecAttention(d, cfg.num_heads, cfg.attn_dropout)
-        self.cross_attn = MISSRecAttention(d, cfg.num_heads, cfg.attn_dropout)
+        self.self_attn = MultiHeadSelfAttention(d, cfg.num_heads, cfg.attn_dropout)
+        self.cross_attn = MultiHeadSelfAttention(d, cfg.num_heads, cfg.attn_dropout)
         self.ff = MISSRecFeedForward(cfg)
         self.ln1 = nn.LayerNorm(d, eps=1e-12)
         self.ln2 = nn.LayerNorm(d, eps=1e-12)
@@ -179,8 +148,8 @@ class MISSRecDecoderLayer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, causal: Tensor, memory: Tensor, cross: Tensor) -> Tensor:
-        x = self.ln1(x + self.drop(self.self_attn(x, x, causal)))
-        x = self.ln2(x + self.drop(self.cross_attn(x, memory, cross)))
+        x = self.ln1(x + self.drop(self.self_attn.attend(x, x, causal)))
+        x = self.ln2(x + self.drop(self.cross_attn.attend(x, memory, cross)))
         return self.ln3(x + self.drop(self.ff(x)))
 
 
