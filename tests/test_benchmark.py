@@ -92,7 +92,9 @@ def test_benchmark_cli_writes_results_skips_and_resumes(
         "epochs",
         "best_epoch",
         "wall_seconds",
+        "searched",
     ]
+    assert all(r["searched"] == "" for r in rows)  # no --search
     for r in rows:
         m = json.loads(
             (out / "runs" / r["model"] / f"seed{int(r['seed']) - 42}" / "metrics.json").read_text()
@@ -204,3 +206,90 @@ def test_override_scoping_and_errors(tiny_data, tmp_path) -> None:  # type: igno
     with pytest.raises(ConfigError, match="unknown key"):  # a bad override fails before anything trains
         benchmark(tiny_data, ["pop"], 1, tmp_path / "b", None, ["model.hidden_size=16"])
     assert not (tmp_path / "b").exists()
+
+
+def test_search_chooses_on_validation_and_trains_the_other_seeds_with_it(
+    tiny_data, tmp_path, train_calls
+) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "b"
+    sets = [s for s in TINY_SETS if not s.startswith(("gru4rec:", "train.lr=", "model."))]
+    sets += ["sasrec:model.hidden_size=16", "sasrec:model.dropout=0.1"]
+    argv = [
+        "benchmark",
+        "--data",
+        str(tiny_data.path),
+        "--models",
+        "sasrec,pop",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+    ]
+    argv += ["--configs", str(tmp_path / "none"), "--search", "train.lr=0.01,0.0001", "--set", *sets]
+    tmp_path.joinpath("none").mkdir()
+    assert main(argv) == 0
+
+    valid = {
+        lr: json.loads((out / f"runs/sasrec/train.lr={lr}/seed0/metrics.json").read_text())["valid"][
+            "ndcg@20"
+        ]
+        for lr in ("0.01", "0.0001")
+    }
+    assert valid["0.01"] != valid["0.0001"]
+    chosen = max(valid, key=lambda lr: valid[lr])
+    other = "0.0001" if chosen == "0.01" else "0.01"
+    assert (out / f"runs/sasrec/train.lr={chosen}/seed1/metrics.json").is_file()  # seed 1 with the chosen lr
+    assert not (out / f"runs/sasrec/train.lr={other}/seed1").exists()
+    seed1 = json.loads((out / f"runs/sasrec/train.lr={chosen}/seed1/metrics.json").read_text())["config"][
+        "train"
+    ]
+    assert seed1["lr"] == float(chosen) and seed1["seed"] == 43
+    assert (out / "runs/pop/seed0/metrics.json").is_file()  # parameter-free: not searched
+    assert sorted(train_calls) == sorted(
+        [
+            ("train.lr=0.01/seed0", False),
+            ("train.lr=0.0001/seed0", False),
+            (f"train.lr={chosen}/seed1", False),
+            ("pop/seed0", False),
+        ]
+    )
+
+    rows = list(csv.DictReader((out / "search.csv").open()))
+    assert [(r["model"], r["setting"], r["chosen"]) for r in rows] == [
+        ("sasrec", "train.lr=0.01", str(chosen == "0.01")),
+        ("sasrec", "train.lr=0.0001", str(chosen == "0.0001")),
+    ]
+    assert {r["setting"]: float(r["valid_ndcg@20"]) for r in rows} == pytest.approx(
+        {f"train.lr={k}": v for k, v in valid.items()}, abs=1e-6
+    )
+    results = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["model"], r["seed"], r["searched"]) for r in results] == [
+        ("sasrec", "42", f"train.lr={chosen}"),
+        ("sasrec", "43", f"train.lr={chosen}"),
+        ("pop", "42", ""),
+    ]
+    md = (out / "results.md").read_text()
+    assert "train.lr (chosen)" in md and f"| SASRec | 2 | {chosen} |" in md and "| pop | 1 | - |" in md
+
+    train_calls.clear()  # rerun: everything reused, the same choice
+    assert main(argv) == 0
+    assert train_calls == []
+    assert list(csv.DictReader((out / "results.csv").open())) == results
+
+
+@pytest.mark.parametrize(
+    ("search", "extra", "match"),
+    [
+        ("train.lr=0.01", [], "at least two values"),
+        ("train.lr", [], "at least two values"),
+        ("train.seed=1,2", [], "seeds are --seeds"),
+        ("train.lr=0.01,abc", [], "not a valid train.lr"),
+        ("model.nope=1,2", [], "has no field 'nope'"),
+        ("train.lr=0.01,0.1", ["sasrec:train.lr=0.5"], "both searched"),
+    ],
+)
+def test_search_errors_come_before_any_training(tiny_data, tmp_path, search, extra, match) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "b"
+    with pytest.raises(ConfigError, match=match):
+        benchmark(tiny_data, ["sasrec"], 1, out, None, ["train.progress=false", *extra], search=search)
+    assert not out.exists()

@@ -10,6 +10,12 @@ and on the same data set (``mdsrec.runs``). Then::
     OUT/results.md    mean ± std over seeds per model, beside the MDSRec paper's Table 2 for its data sets
     OUT/results.png   NDCG@20 and Recall@20 means with std error bars (paper values as markers)
 
+``--search section.key=v1,v2,...`` (e.g. ``train.lr=1e-4,1e-3,1e-2``, the paper's learning-rate search) first trains
+seed index 0 of every trainable model once per value into ``OUT/runs/<model>/<key>=<v>/seed0``, keeps the value with
+the best validation ``train.valid_metric`` (the first listed on a tie), and trains the other seeds with it into
+``OUT/runs/<model>/<key>=<v>/seed<s>``; the results files then report the chosen value per model, and
+``OUT/search.csv`` holds every value's validation and test metrics. Test metrics never take part in the choice.
+
 Every run is written atomically by the trainer and every results file by ``mdsrec.atomic``, so an interrupted
 benchmark is continued by running the same command again. ``--set MODEL:section.key=value`` applies an override to
 one model only (e.g. ``sasrec:model.num_heads=4``); a plain ``section.key=value`` applies to every model.
@@ -17,6 +23,7 @@ one model only (e.g. ``sasrec:model.num_heads=4``); a plain ``section.key=value`
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import logging
@@ -36,7 +43,16 @@ from mdsrec.runs import ACTIONS, run_state, train_or_reuse
 log = logging.getLogger(__name__)
 
 METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@20")
-CSV_COLUMNS = ("model", "seed", *METRICS, "seconds_per_epoch", "epochs", "best_epoch", "wall_seconds")
+CSV_COLUMNS = (
+    "model",
+    "seed",
+    *METRICS,
+    "seconds_per_epoch",
+    "epochs",
+    "best_epoch",
+    "wall_seconds",
+    "searched",  # the chosen value of --search, as key=value; empty without a search
+)
 PLOT_METRICS = ("ndcg@20", "recall@20")
 # Our metric keys -> Table 2's row labels (Table 2 has no MRR).
 PAPER_METRICS = {"recall@10": "R@10", "ndcg@10": "N@10", "recall@20": "R@20", "ndcg@20": "N@20"}
@@ -64,6 +80,27 @@ class RunResult:
     seed: int  # the training seed (train.seed)
     metrics: dict[str, Any]  # the run's metrics.json
     wall_seconds: float | None  # of the call that finished the run; None when unknown (finished elsewhere)
+    searched: str = ""  # key=value chosen by --search for this model; "" without a search
+
+
+@dataclass
+class SearchPoint:
+    model: str
+    setting: str  # key=value
+    metrics: dict[str, Any]  # the seed-0 run's metrics.json
+    valid_metric: str  # what the choice compares (train.valid_metric)
+    chosen: bool = False
+
+
+def parse_search(text: str) -> tuple[str, list[str]]:
+    """``section.key=v1,v2,...`` -> (``section.key``, raw values); ConfigError when malformed."""
+    key, sep, rest = text.partition("=")
+    values = [v.strip() for v in rest.split(",") if v.strip()]
+    if not sep or not key.strip() or len(values) < 2:
+        raise ConfigError(f"--search {text!r} must be section.key=v1,v2[,...] with at least two values")
+    if key.strip() == "train.seed":
+        raise ConfigError("--search train.seed: seeds are --seeds, not a search")
+    return key.strip(), values
 
 
 def split_overrides(sets: list[str], models: list[str]) -> dict[str, list[str]]:
@@ -104,8 +141,12 @@ def benchmark(
     configs_dir: str | Path | None = DEFAULT_CONFIGS,
     sets: list[str] | None = None,
     dataset: str | None = None,
+    search: str | None = None,
 ) -> list[RunResult]:
-    """Train (or skip, or resume) every (model, seed) run, then write OUT/results.{csv,md,png}."""
+    """Train (or skip, or resume) every (model, seed) run, then write OUT/results.{csv,md,png} (and
+    OUT/search.csv with ``search``, ``section.key=v1,v2,...``)."""
+    from mdsrec.sweep import sweep_configs, value_label
+
     out = Path(out)
     if seeds < 1:
         raise ConfigError(f"seeds ({seeds}) must be >= 1")
@@ -114,29 +155,93 @@ def benchmark(
     unknown = [m for m in models if m not in REGISTRY]
     if unknown:
         raise ConfigError(f"unknown model(s) {unknown} (known: {', '.join(sorted(REGISTRY))})")
+    param, raw_values = parse_search(search) if search is not None else ("", [])
     dataset = dataset or data.name
     cdir = Path(configs_dir) if configs_dir is not None else None
     per_model = split_overrides(sets or [], models)
-    # Every config is resolved before anything trains: a bad override fails at once, not after hours.
-    plan: list[tuple[str, int, ExperimentConfig]] = []
+    # Every config is resolved before anything trains: a bad override or value fails at once, not after hours.
+    # A model's plan: (setting label, its config) per searched value, or one ("", config) without a search.
+    plans: dict[str, list[tuple[str, ExperimentConfig]]] = {}
     for m in models:
-        for s in range(seeds if REGISTRY[m][0].trainable else 1):
-            cfg = run_config(m, dataset, cdir, per_model[m])
-            cfg.train.seed += s  # base seed (config or --set) + s
-            plan.append((m, s, cfg))
+        base = run_config(m, dataset, cdir, per_model[m])
+        if not param or not REGISTRY[m][0].trainable:
+            plans[m] = [("", base)]
+            continue
+        if any(o.split("=", 1)[0].strip() == param for o in per_model[m]):
+            raise ConfigError(f"{param} is both searched (--search) and set (--set) for {m}")
+        frozen = cdir / dataset / f"{m}.yaml" if cdir is not None else None
+        pairs = sweep_configs(
+            m, param, raw_values, frozen if frozen and frozen.is_file() else None, per_model[m]
+        )
+        plans[m] = [(f"{param}={value_label(v)}", c) for v, c in pairs]
+    total = sum(len(p) + (seeds - 1 if REGISTRY[m][0].trainable else 0) for m, p in plans.items())
 
-    results = []
-    for i, (m, s, cfg) in enumerate(plan, 1):
-        run = out / "runs" / m / f"seed{s}"
-        log.info("[%d/%d] %s seed %d: %s %s", i, len(plan), m, cfg.train.seed, ACTIONS[run_state(run)], run)
+    done = 0
+
+    def run_one(m: str, s: int, setting: str, cfg: ExperimentConfig) -> RunResult:
+        nonlocal done
+        done += 1
+        run = out / "runs" / m / setting / f"seed{s}" if setting else out / "runs" / m / f"seed{s}"
+        log.info("[%d/%d] %s seed %d: %s %s", done, total, m, cfg.train.seed, ACTIONS[run_state(run)], run)
         outcome = train_or_reuse(cfg, data, run, owner="benchmark")
-        results.append(RunResult(m, cfg.train.seed, outcome.metrics, outcome.wall_seconds))
+        return RunResult(m, cfg.train.seed, outcome.metrics, outcome.wall_seconds, setting)
+
+    results: list[RunResult] = []
+    points: list[SearchPoint] = []
+    for m in models:
+        candidates = [(run_one(m, 0, setting, cfg), cfg) for setting, cfg in plans[m]]
+        if len(candidates) > 1:  # searched: the best validation value, the first listed on a tie
+            found = [SearchPoint(m, r.searched, r.metrics, c.train.valid_metric) for r, c in candidates]
+            best = max(
+                range(len(found)), key=lambda i: (found[i].metrics["valid"][found[i].valid_metric], -i)
+            )
+            found[best].chosen = True
+            points += found
+            first, cfg = candidates[best]
+            log.info("%s: %s chosen on validation %s", m, first.searched, found[best].valid_metric)
+        else:
+            first, cfg = candidates[0]
+        results.append(first)
+        for s in range(1, seeds if REGISTRY[m][0].trainable else 1):
+            c = copy.deepcopy(cfg)
+            c.train.seed += s  # base seed (config or --set) + s
+            results.append(run_one(m, s, first.searched, c))
 
     table2 = load_table2()
     write_text(out / "results.csv", results_csv(results))
-    write_text(out / "results.md", results_markdown(results, dataset, data, table2))
+    write_text(out / "results.md", results_markdown(results, dataset, data, table2, param, raw_values))
     write_bytes(out / "results.png", results_png(results, dataset, table2))
+    if points:
+        write_text(out / "search.csv", search_csv(points))
     return results
+
+
+def search_csv(points: list[SearchPoint]) -> str:
+    """One row per (model, searched value): the value, whether it was chosen, validation and test metrics."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(
+        [
+            "model",
+            "setting",
+            "chosen",
+            "valid_metric",
+            *(f"valid_{k}" for k in METRICS),
+            *(f"test_{k}" for k in METRICS),
+            "seconds_per_epoch",
+            "epochs",
+            "best_epoch",
+        ]
+    )
+    for p in points:
+        m = p.metrics
+        w.writerow(
+            [p.model, p.setting, p.chosen, p.valid_metric]
+            + [f"{m['valid'][k]:.6f}" for k in METRICS]
+            + [f"{m['test'][k]:.6f}" for k in METRICS]
+            + [m["seconds_per_epoch"], m["epochs"], m["best_epoch"]]
+        )
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -200,21 +305,31 @@ def results_csv(results: list[RunResult]) -> str:
                 m["epochs"],
                 m["best_epoch"],
                 "" if r.wall_seconds is None else r.wall_seconds,
+                r.searched,
             ]
         )
     return buf.getvalue()
 
 
 def results_markdown(
-    results: list[RunResult], dataset: str, data: ProcessedDataset, table2: dict[tuple[str, str, str], float]
+    results: list[RunResult],
+    dataset: str,
+    data: ProcessedDataset,
+    table2: dict[tuple[str, str, str], float],
+    param: str = "",
+    values: list[str] | None = None,
 ) -> str:
     in_paper = any(k[0] == dataset.lower() for k in table2)
     head = ["model", "seeds", "R@10", "N@10", "R@20", "N@20", "MRR@20", "s/epoch", "epochs (best)"]
+    if param:
+        head.insert(2, f"{param} (chosen)")
     if in_paper:
         head += ["paper R@10", "N@10", "R@20", "N@20"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model, runs in _grouped(results).items():
         cells = [paper_name(model), str(len(runs))]
+        if param:
+            cells.append(runs[0].searched.split("=", 1)[1] if runs[0].searched else "-")
         for k in METRICS:
             mean, sd = _mean_std([r.metrics["test"][k] for r in runs])
             cells.append(f"{mean:.4f}" if sd is None else f"{mean:.4f} ± {sd:.4f}")
@@ -238,6 +353,11 @@ def results_markdown(
         + "; mean ± sample standard deviation over training seeds (one value: one seed; parameter-free models run "
         "once). s/epoch is the mean training time per epoch (0 for parameter-free models).",
     ]
+    if param:
+        notes.append(
+            f"{param} searched over {', '.join(values or [])}: for each model the value with the best validation "
+            "metric of its first seed (search.csv has every value); parameter-free models are not searched."
+        )
     if in_paper:
         notes.append(
             '"paper" is Table 2 of the MDSRec paper (arXiv 2412.08103) for this data set'

@@ -6,6 +6,7 @@ mdsrec synthetic --out DIR
 mdsrec train --data DATA_DIR --model NAME --out RUN_DIR [--config FILE] [--set key=value ...] [--resume]
 mdsrec evaluate --run RUN_DIR [--data DATA_DIR]
 mdsrec benchmark --data DATA_DIR --models M1,M2 --seeds N --out DIR [--configs DIR] [--set key=value ...]
+                 [--search train.lr=1e-4,1e-3,1e-2]
 mdsrec explain --run RUN_DIR --user USER [--index] [--stage test|valid|next] [--top N] [--json OUT]
 mdsrec sweep --data DATA_DIR --model NAME --param model.h --values 0,5,10,20 --out DIR [--config FILE]
              [--set key=value ...] [--seed S]
@@ -159,7 +160,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.configs and not configs.is_dir():
         raise MdsrecError(f"--configs {configs}: not a directory")
     t0 = time.perf_counter()
-    benchmark(data, models, args.seeds, args.out, configs, args.set or [], args.dataset)
+    benchmark(data, models, args.seeds, args.out, configs, args.set or [], args.dataset, args.search)
     out = Path(args.out)
     print((out / "results.md").read_text(encoding="utf-8"))
     written = ", ".join(str(out / f"results.{ext}") for ext in ("csv", "md", "png"))
@@ -280,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="overrides for every model, or MODEL:KEY=VALUE for one",
     )
     b.add_argument("--dataset", help="data set name for configs and Table 2 (default: the manifest's name)")
+    b.add_argument(
+        "--search",
+        metavar="KEY=V1,V2,...",
+        help="search one parameter per model on validation (first seed), e.g. train.lr=1e-4,1e-3,1e-2",
+    )
     b.set_defaults(func=cmd_benchmark)
 
     x = sub.add_parser("explain", help="why a run recommends what it does to one user (MDSRec: per channel)")
