@@ -227,6 +227,8 @@ def test_search_chooses_on_validation_and_trains_the_other_seeds_with_it(
     ]
     argv += ["--configs", str(tmp_path / "none"), "--search", "train.lr=0.01,0.0001", "--set", *sets]
     tmp_path.joinpath("none").mkdir()
+    assert main([*argv, "--dry-run"]) == 0  # says what it would do, trains and writes nothing
+    assert train_calls == [] and not out.exists()
     assert main(argv) == 0
 
     valid = {
@@ -275,6 +277,24 @@ def test_search_chooses_on_validation_and_trains_the_other_seeds_with_it(
     assert main(argv) == 0
     assert train_calls == []
     assert list(csv.DictReader((out / "results.csv").open())) == results
+
+    # A dry run over the finished benchmark finds every run, checks it, trains nothing and writes nothing.
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    args = ([s for s in sets if ":" not in s], dict(search="train.lr=0.01,0.0001", dry_run=True))
+    found = benchmark(tiny_data, ["sasrec"], 2, out, None, args[0] + [s for s in sets if ":" in s], **args[1])
+    assert [(r.searched, r.seed) for r in found] == [(f"train.lr={chosen}", 42), (f"train.lr={chosen}", 43)]
+    assert train_calls == [] and {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    with pytest.raises(MdsrecError, match="another config"):  # a finished run that would not be reused
+        benchmark(
+            tiny_data,
+            ["sasrec"],
+            2,
+            out,
+            None,
+            [*sets, "train.patience=7"],
+            search="train.lr=0.01,0.0001",
+            dry_run=True,
+        )
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import json
 import logging
 import statistics
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from mdsrec.config import ExperimentConfig, resolve_config
 from mdsrec.data.processed import ProcessedDataset
 from mdsrec.errors import ConfigError
 from mdsrec.models import REGISTRY, model_config
-from mdsrec.runs import ACTIONS, run_state, train_or_reuse
+from mdsrec.runs import ACTIONS, check_finished, run_state, train_or_reuse
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,12 @@ PAPER_NAMES = {
 # (dataset, metric, model) -> (as printed, as read): a misprint in the published table.
 TABLE2_MISPRINTS = {("Scientific", "R@20", "GRU4Rec"): (0.9590, 0.0959)}
 DEFAULT_CONFIGS = Path("configs/experiments")
+# What a dry run says about a run in each state.
+DRY_ACTIONS: dict[str, str] = {
+    "finished": "finished, would be reused",
+    "interrupted": "would resume",
+    "new": "would train",
+}
 
 
 @dataclass
@@ -142,9 +149,13 @@ def benchmark(
     sets: list[str] | None = None,
     dataset: str | None = None,
     search: str | None = None,
+    dry_run: bool = False,
 ) -> list[RunResult]:
     """Train (or skip, or resume) every (model, seed) run, then write OUT/results.{csv,md,png} (and
-    OUT/search.csv with ``search``, ``section.key=v1,v2,...``)."""
+    OUT/search.csv with ``search``, ``section.key=v1,v2,...``).
+
+    ``dry_run``: train nothing and write nothing; log what each run would do (finished runs are checked against
+    their config and data as for reuse) and return the finished runs' results."""
     from mdsrec.sweep import sweep_configs, value_label
 
     out = Path(out)
@@ -178,11 +189,20 @@ def benchmark(
 
     done = 0
 
-    def run_one(m: str, s: int, setting: str, cfg: ExperimentConfig) -> RunResult:
+    def run_one(m: str, s: int, setting: str, cfg: ExperimentConfig) -> RunResult | None:
+        """Train, resume or reuse one run; in a dry run None unless it is finished (and reusable)."""
         nonlocal done
         done += 1
         run = out / "runs" / m / setting / f"seed{s}" if setting else out / "runs" / m / f"seed{s}"
-        log.info("[%d/%d] %s seed %d: %s %s", done, total, m, cfg.train.seed, ACTIONS[run_state(run)], run)
+        state = run_state(run)
+        verb = DRY_ACTIONS[state] if dry_run else ACTIONS[state]
+        log.info("[%d/%d] %s seed %d: %s %s", done, total, m, cfg.train.seed, verb, run)
+        if dry_run:
+            if state != "finished":
+                return None
+            metrics = json.loads((run / "metrics.json").read_text())
+            check_finished(run, metrics, cfg, data, "benchmark")
+            return RunResult(m, cfg.train.seed, metrics, None, setting)
         outcome = train_or_reuse(cfg, data, run, owner="benchmark")
         return RunResult(m, cfg.train.seed, outcome.metrics, outcome.wall_seconds, setting)
 
@@ -190,23 +210,35 @@ def benchmark(
     points: list[SearchPoint] = []
     for m in models:
         candidates = [(run_one(m, 0, setting, cfg), cfg) for setting, cfg in plans[m]]
-        if len(candidates) > 1:  # searched: the best validation value, the first listed on a tie
-            found = [SearchPoint(m, r.searched, r.metrics, c.train.valid_metric) for r, c in candidates]
+        later = range(1, seeds if REGISTRY[m][0].trainable else 1)
+        if any(r is None for r, _ in candidates):  # dry run, search not finished: the value is not known yet
+            done += len(later)
+            if later:
+                log.info("%s: seeds %d-%d with the value the search chooses", m, later[0], later[-1])
+            results += [r for r, _ in candidates if r is not None]
+            continue
+        finished = [(r, c) for r, c in candidates if r is not None]
+        if len(finished) > 1:  # searched: the best validation value, the first listed on a tie
+            found = [SearchPoint(m, r.searched, r.metrics, c.train.valid_metric) for r, c in finished]
             best = max(
                 range(len(found)), key=lambda i: (found[i].metrics["valid"][found[i].valid_metric], -i)
             )
             found[best].chosen = True
             points += found
-            first, cfg = candidates[best]
+            first, cfg = finished[best]
             log.info("%s: %s chosen on validation %s", m, first.searched, found[best].valid_metric)
         else:
-            first, cfg = candidates[0]
+            first, cfg = finished[0]
         results.append(first)
-        for s in range(1, seeds if REGISTRY[m][0].trainable else 1):
+        for s in later:
             c = copy.deepcopy(cfg)
             c.train.seed += s  # base seed (config or --set) + s
-            results.append(run_one(m, s, first.searched, c))
+            r = run_one(m, s, first.searched, c)
+            if r is not None:
+                results.append(r)
 
+    if dry_run:
+        return results
     table2 = load_table2()
     write_text(out / "results.csv", results_csv(results))
     write_text(out / "results.md", results_markdown(results, dataset, data, table2, param, raw_values))

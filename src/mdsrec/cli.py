@@ -6,7 +6,7 @@ mdsrec synthetic --out DIR
 mdsrec train --data DATA_DIR --model NAME --out RUN_DIR [--config FILE] [--set key=value ...] [--resume]
 mdsrec evaluate --run RUN_DIR [--data DATA_DIR]
 mdsrec benchmark --data DATA_DIR --models M1,M2 --seeds N --out DIR [--configs DIR] [--set key=value ...]
-                 [--search train.lr=1e-4,1e-3,1e-2]
+                 [--search train.lr=1e-4,1e-3,1e-2] [--dry-run]
 mdsrec explain --run RUN_DIR --user USER [--index] [--stage test|valid|next] [--top N] [--json OUT]
 mdsrec sweep --data DATA_DIR --model NAME --param model.h --values 0,5,10,20 --out DIR [--config FILE]
              [--set key=value ...] [--seed S]
@@ -160,6 +160,20 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.configs and not configs.is_dir():
         raise MdsrecError(f"--configs {configs}: not a directory")
     t0 = time.perf_counter()
+    if args.dry_run:
+        finished = benchmark(
+            data,
+            models,
+            args.seeds,
+            args.out,
+            configs,
+            args.set or [],
+            args.dataset,
+            args.search,
+            dry_run=True,
+        )
+        print(f"dry run: {len(finished)} finished run(s) would be reused; nothing was trained or written")
+        return 0
     benchmark(data, models, args.seeds, args.out, configs, args.set or [], args.dataset, args.search)
     out = Path(args.out)
     print((out / "results.md").read_text(encoding="utf-8"))
@@ -285,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--search",
         metavar="KEY=V1,V2,...",
         help="search one parameter per model on validation (first seed), e.g. train.lr=1e-4,1e-3,1e-2",
+    )
+    b.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what each run would do (and check finished ones); train nothing",
     )
     b.set_defaults(func=cmd_benchmark)
 
