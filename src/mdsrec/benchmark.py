@@ -188,6 +188,7 @@ def benchmark(
     total = sum(len(p) + (seeds - 1 if REGISTRY[m][0].trainable else 0) for m, p in plans.items())
 
     done = 0
+    counts = {"finished": 0, "interrupted": 0, "new": 0}
 
     def run_one(m: str, s: int, setting: str, cfg: ExperimentConfig) -> RunResult | None:
         """Train, resume or reuse one run; in a dry run None unless it is finished (and reusable)."""
@@ -195,6 +196,7 @@ def benchmark(
         done += 1
         run = out / "runs" / m / setting / f"seed{s}" if setting else out / "runs" / m / f"seed{s}"
         state = run_state(run)
+        counts[state] += 1
         verb = DRY_ACTIONS[state] if dry_run else ACTIONS[state]
         log.info("[%d/%d] %s seed %d: %s %s", done, total, m, cfg.train.seed, verb, run)
         if dry_run:
@@ -238,6 +240,15 @@ def benchmark(
                 results.append(r)
 
     if dry_run:
+        log.info(
+            "dry run: %d of %d runs finished (would be reused), %d would resume, %d would train, %d wait for a "
+            "search; nothing trained or written",
+            counts["finished"],
+            total,
+            counts["interrupted"],
+            counts["new"],
+            total - sum(counts.values()),
+        )
         return results
     table2 = load_table2()
     write_text(out / "results.csv", results_csv(results))

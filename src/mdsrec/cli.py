@@ -160,19 +160,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.configs and not configs.is_dir():
         raise MdsrecError(f"--configs {configs}: not a directory")
     t0 = time.perf_counter()
-    if args.dry_run:
-        finished = benchmark(
-            data,
-            models,
-            args.seeds,
-            args.out,
-            configs,
-            args.set or [],
-            args.dataset,
-            args.search,
-            dry_run=True,
+    if args.dry_run:  # benchmark logs the plan and its summary
+        benchmark(
+            data, models, args.seeds, args.out, configs, args.set or [], args.dataset, args.search, True
         )
-        print(f"dry run: {len(finished)} finished run(s) would be reused; nothing was trained or written")
         return 0
     benchmark(data, models, args.seeds, args.out, configs, args.set or [], args.dataset, args.search)
     out = Path(args.out)
