@@ -313,3 +313,41 @@ def test_search_errors_come_before_any_training(tiny_data, tmp_path, search, ext
     with pytest.raises(ConfigError, match=match):
         benchmark(tiny_data, ["sasrec"], 1, out, None, ["train.progress=false", *extra], search=search)
     assert not out.exists()
+
+
+def test_a_searched_value_that_diverges_at_once_is_left_out(
+    tiny_data, tmp_path, monkeypatch, train_calls
+) -> None:  # type: ignore[no-untyped-def]
+    """lr 0.5 'diverges' in epoch 1 (the trainer raises before any evaluation): the search marks it, chooses among
+    the others, and a rerun does not train it again; if every value diverges the search is an error."""
+    real = trainer_mod.train
+
+    def diverging(cfg, data, run_dir, resume=False):  # type: ignore[no-untyped-def]
+        if cfg.train.lr >= 0.5:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            raise FloatingPointError("epoch 1: training loss became nan before any epoch was evaluated")
+        return real(cfg, data, run_dir, resume=resume)
+
+    monkeypatch.setattr(trainer_mod, "train", diverging)
+    out = tmp_path / "b"
+    sets = ["train.progress=false", "train.epochs=1", "model.hidden_size=16", "data.batch_size=64"]
+    results = benchmark(tiny_data, ["sasrec"], 2, out, None, sets, search="train.lr=0.5,0.01")
+    assert [(r.searched, r.seed) for r in results] == [("train.lr=0.01", 42), ("train.lr=0.01", 43)]
+    marker = json.loads((out / "runs/sasrec/train.lr=0.5/seed0/diverged.json").read_text())
+    assert "nan" in marker["error"] and marker["config"]["train"]["lr"] == 0.5
+    rows = {r["setting"]: r for r in csv.DictReader((out / "search.csv").open())}
+    assert rows["train.lr=0.5"]["chosen"] == "False" and "nan" in rows["train.lr=0.5"]["diverged"]
+    assert rows["train.lr=0.5"]["valid_ndcg@20"] == "" and rows["train.lr=0.01"]["chosen"] == "True"
+
+    train_calls.clear()
+    monkeypatch.setattr(trainer_mod, "train", lambda *a, **k: train_calls.append(("called", False)))
+    benchmark(tiny_data, ["sasrec"], 2, out, None, sets, search="train.lr=0.5,0.01")
+    assert train_calls == []  # the diverged value is not retried, the others are reused
+    with pytest.raises(MdsrecError, match="another config"):  # the marker is checked like a finished run
+        benchmark(
+            tiny_data, ["sasrec"], 2, out, None, [*sets, "train.patience=3"], search="train.lr=0.5,0.01"
+        )
+
+    monkeypatch.setattr(trainer_mod, "train", diverging)
+    with pytest.raises(MdsrecError, match="every value of train.lr diverged"):
+        benchmark(tiny_data, ["sasrec"], 1, tmp_path / "c", None, sets, search="train.lr=0.5,0.7")

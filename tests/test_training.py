@@ -225,3 +225,40 @@ def test_repeated_set_flags_all_apply() -> None:
     )
     cfg = resolve_config(None, args.set, model=args.model)
     assert (cfg.train.epochs, cfg.train.lr) == (2, 0.01)
+
+
+def _poison_after(monkeypatch: pytest.MonkeyPatch, evaluations: int) -> None:
+    """SASRec's training loss becomes NaN once the trainer has run ``evaluations`` validation passes."""
+    seen = {"n": 0}
+    real_eval, real_loss = trainer_mod.evaluate, REGISTRY["sasrec"][0].compute_loss
+
+    def counting_eval(*a, **k):  # type: ignore[no-untyped-def]
+        seen["n"] += 1
+        return real_eval(*a, **k)
+
+    def loss(self, batch):  # type: ignore[no-untyped-def]
+        out = real_loss(self, batch)
+        return out * float("nan") if seen["n"] >= evaluations else out
+
+    monkeypatch.setattr(trainer_mod, "evaluate", counting_eval)
+    monkeypatch.setattr(REGISTRY["sasrec"][0], "compute_loss", loss)
+
+
+def test_a_non_finite_loss_stops_training_at_the_best_epoch_so_far(tiny_data, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _poison_after(monkeypatch, 2)  # epochs 1 and 2 train; the loss is NaN in epoch 3
+    run = tmp_path / "run"
+    m = trainer_mod.train(tiny_cfg(6), tiny_data, run)
+    assert m["diverged_at_epoch"] == 3 and m["epochs"] == 2 and 1 <= m["best_epoch"] <= 2
+    assert [json.loads(x)["epoch"] for x in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
+    best = load_checkpoint(run / "best.pt")
+    assert best["epoch"] == m["best_epoch"]
+    assert all(torch.isfinite(v).all() for v in best["model_state"].values() if v.is_floating_point())
+
+
+def test_a_non_finite_loss_before_any_evaluation_is_an_error(tiny_data, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _poison_after(monkeypatch, 0)
+    with pytest.raises(
+        FloatingPointError, match="epoch 1: training loss became nan before any epoch was evaluated"
+    ):
+        trainer_mod.train(tiny_cfg(3), tiny_data, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.json").exists()

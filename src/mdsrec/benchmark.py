@@ -34,11 +34,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mdsrec.atomic import write_bytes, write_text
+from mdsrec.atomic import write_bytes, write_json, write_text
 from mdsrec.config import ExperimentConfig, resolve_config
 from mdsrec.data.processed import ProcessedDataset
-from mdsrec.errors import ConfigError
-from mdsrec.models import REGISTRY, model_config
+from mdsrec.errors import ConfigError, MdsrecError
+from mdsrec.models import REGISTRY, full_config, model_config
 from mdsrec.runs import ACTIONS, check_finished, run_state, train_or_reuse
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,9 @@ PAPER_NAMES = {
 # (dataset, metric, model) -> (as printed, as read): a misprint in the published table.
 TABLE2_MISPRINTS = {("Scientific", "R@20", "GRU4Rec"): (0.9590, 0.0959)}
 DEFAULT_CONFIGS = Path("configs/experiments")
+# In a searched run directory: the training loss became non-finite before the first evaluation (config and data
+# kept for the reuse check, so a rerun does not train it again).
+DIVERGED = "diverged.json"
 # What a dry run says about a run in each state.
 DRY_ACTIONS: dict[str, str] = {
     "finished": "finished, would be reused",
@@ -88,6 +91,7 @@ class RunResult:
     metrics: dict[str, Any]  # the run's metrics.json
     wall_seconds: float | None  # of the call that finished the run; None when unknown (finished elsewhere)
     searched: str = ""  # key=value chosen by --search for this model; "" without a search
+    diverged: str = ""  # a searched value whose training loss became non-finite at once: why ("": it trained)
 
 
 @dataclass
@@ -96,6 +100,7 @@ class SearchPoint:
     setting: str  # key=value
     metrics: dict[str, Any]  # the seed-0 run's metrics.json
     valid_metric: str  # what the choice compares (train.valid_metric)
+    diverged: str = ""  # why it has no metrics ("": it trained)
     chosen: bool = False
 
 
@@ -190,12 +195,21 @@ def benchmark(
     done = 0
     counts = {"finished": 0, "interrupted": 0, "new": 0}
 
-    def run_one(m: str, s: int, setting: str, cfg: ExperimentConfig) -> RunResult | None:
-        """Train, resume or reuse one run; in a dry run None unless it is finished (and reusable)."""
+    def run_one(m: str, s: int, setting: str, cfg: ExperimentConfig, searching: bool) -> RunResult | None:
+        """Train, resume or reuse one run; in a dry run None unless it is finished (and reusable). In a search a
+        run whose loss became non-finite before its first evaluation is marked (DIVERGED) and left out."""
         nonlocal done
         done += 1
         run = out / "runs" / m / setting / f"seed{s}" if setting else out / "runs" / m / f"seed{s}"
         state = run_state(run)
+        if searching and state != "finished" and (run / DIVERGED).is_file():
+            marker = json.loads((run / DIVERGED).read_text())
+            check_finished(run, marker, cfg, data, "benchmark")  # the same config and data, else an error
+            counts["finished"] += 1
+            log.info(
+                "[%d/%d] %s seed %d: diverged before, not retried %s", done, total, m, cfg.train.seed, run
+            )
+            return RunResult(m, cfg.train.seed, {}, None, setting, str(marker["error"]))
         counts[state] += 1
         verb = DRY_ACTIONS[state] if dry_run else ACTIONS[state]
         log.info("[%d/%d] %s seed %d: %s %s", done, total, m, cfg.train.seed, verb, run)
@@ -205,26 +219,42 @@ def benchmark(
             metrics = json.loads((run / "metrics.json").read_text())
             check_finished(run, metrics, cfg, data, "benchmark")
             return RunResult(m, cfg.train.seed, metrics, None, setting)
-        outcome = train_or_reuse(cfg, data, run, owner="benchmark")
+        try:
+            outcome = train_or_reuse(cfg, data, run, owner="benchmark")
+        except FloatingPointError as e:
+            if not searching:
+                raise
+            log.warning("%s %s diverged (%s): left out of the search", m, setting, e)
+            marker = {
+                "error": str(e),
+                "config": full_config(cfg).to_dict(),
+                "data": {"fingerprint": data.fingerprint},
+            }
+            write_json(run / DIVERGED, marker)
+            return RunResult(m, cfg.train.seed, {}, None, setting, str(e))
         return RunResult(m, cfg.train.seed, outcome.metrics, outcome.wall_seconds, setting)
 
     results: list[RunResult] = []
     points: list[SearchPoint] = []
     for m in models:
-        candidates = [(run_one(m, 0, setting, cfg), cfg) for setting, cfg in plans[m]]
+        searching = len(plans[m]) > 1
+        candidates = [(run_one(m, 0, setting, cfg, searching), cfg) for setting, cfg in plans[m]]
         later = range(1, seeds if REGISTRY[m][0].trainable else 1)
         if any(r is None for r, _ in candidates):  # dry run, search not finished: the value is not known yet
             done += len(later)
             if later:
                 log.info("%s: seeds %d-%d with the value the search chooses", m, later[0], later[-1])
-            results += [r for r, _ in candidates if r is not None]
+            results += [r for r, _ in candidates if r is not None and not r.diverged]
             continue
         finished = [(r, c) for r, c in candidates if r is not None]
-        if len(finished) > 1:  # searched: the best validation value, the first listed on a tie
-            found = [SearchPoint(m, r.searched, r.metrics, c.train.valid_metric) for r, c in finished]
-            best = max(
-                range(len(found)), key=lambda i: (found[i].metrics["valid"][found[i].valid_metric], -i)
-            )
+        if searching:  # the best validation value among those that trained, the first listed on a tie
+            found = [
+                SearchPoint(m, r.searched, r.metrics, c.train.valid_metric, r.diverged) for r, c in finished
+            ]
+            ok = [i for i, p in enumerate(found) if not p.diverged]
+            if not ok:
+                raise MdsrecError(f"{m}: every value of {param} diverged ({found[0].diverged})")
+            best = max(ok, key=lambda i: (found[i].metrics["valid"][found[i].valid_metric], -i))
             found[best].chosen = True
             points += found
             first, cfg = finished[best]
@@ -235,7 +265,7 @@ def benchmark(
         for s in later:
             c = copy.deepcopy(cfg)
             c.train.seed += s  # base seed (config or --set) + s
-            r = run_one(m, s, first.searched, c)
+            r = run_one(m, s, first.searched, c, False)
             if r is not None:
                 results.append(r)
 
@@ -274,15 +304,22 @@ def search_csv(points: list[SearchPoint]) -> str:
             "seconds_per_epoch",
             "epochs",
             "best_epoch",
+            "diverged_at_epoch",  # training stopped there (loss non-finite); the best epoch before it counts
+            "diverged",  # no metrics: the loss became non-finite before the first evaluation (why)
         ]
     )
     for p in points:
         m = p.metrics
+        if p.diverged:
+            w.writerow(
+                [p.model, p.setting, False, p.valid_metric] + [""] * (2 * len(METRICS) + 4) + [p.diverged]
+            )
+            continue
         w.writerow(
             [p.model, p.setting, p.chosen, p.valid_metric]
             + [f"{m['valid'][k]:.6f}" for k in METRICS]
             + [f"{m['test'][k]:.6f}" for k in METRICS]
-            + [m["seconds_per_epoch"], m["epochs"], m["best_epoch"]]
+            + [m["seconds_per_epoch"], m["epochs"], m["best_epoch"], m.get("diverged_at_epoch") or "", ""]
         )
     return buf.getvalue()
 
@@ -354,6 +391,12 @@ def results_csv(results: list[RunResult]) -> str:
     return buf.getvalue()
 
 
+def _epochs_cell(m: dict[str, Any]) -> str:
+    """'epochs (best)', with the epoch where training stopped on a non-finite loss."""
+    d = m.get("diverged_at_epoch")
+    return f"{m['epochs']} ({m['best_epoch']}" + (f"; loss non-finite in epoch {d}" if d else "") + ")"
+
+
 def results_markdown(
     results: list[RunResult],
     dataset: str,
@@ -378,7 +421,7 @@ def results_markdown(
             cells.append(f"{mean:.4f}" if sd is None else f"{mean:.4f} ± {sd:.4f}")
         spe, _ = _mean_std([float(r.metrics["seconds_per_epoch"]) for r in runs])
         cells.append(f"{spe:.2f}")
-        cells.append(", ".join(f"{r.metrics['epochs']} ({r.metrics['best_epoch']})" for r in runs))
+        cells.append(", ".join(_epochs_cell(r.metrics) for r in runs))
         if in_paper:
             for k in PAPER_METRICS:
                 v = table2.get((dataset.lower(), k, paper_name(model)))

@@ -153,6 +153,7 @@ def train(
     valid_batches = eval_batches(exp.split, "valid", cfg.data)
 
     finished = state["bad_epochs"] >= cfg.train.patience or state["epoch"] >= cfg.train.epochs
+    diverged: int | None = None  # the epoch whose training loss became non-finite
     while not finished:
         epoch = state["epoch"] + 1
         model.train()
@@ -164,9 +165,20 @@ def train(
             batch = batch.to(device)
             loss = model.compute_loss(batch)
             if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"epoch {epoch}: training loss became {loss.item()} (try a lower lr)"
+                if state["best_epoch"] == 0:  # nothing to report
+                    raise FloatingPointError(
+                        f"epoch {epoch}: training loss became {loss.item()} before any epoch was evaluated "
+                        "(try a lower lr)"
+                    )
+                # The parameters are still those of the last finite step; the best epoch so far is the result.
+                log.warning(
+                    "epoch %d: training loss became %s: training stops, the result is the best epoch so far (%d)",
+                    epoch,
+                    loss.item(),
+                    state["best_epoch"],
                 )
+                diverged = epoch
+                break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.grad_clip > 0:
@@ -175,6 +187,8 @@ def train(
             total += loss.item()
             count += 1
             bar.set_postfix(loss=f"{total / count:.4f}")
+        if diverged:
+            break
         train_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         valid = evaluate(model, exp.split, "valid", cfg.data, cfg.eval, device, batches=valid_batches)
@@ -219,7 +233,7 @@ def train(
         )
         finished = state["bad_epochs"] >= cfg.train.patience or epoch >= cfg.train.epochs
 
-    return finalize(run_dir, cfg, data, exp, state)
+    return finalize(run_dir, cfg, data, exp, state, diverged)
 
 
 def _start_run(run_dir: Path, cfg: ExperimentConfig, data: ProcessedDataset) -> None:
@@ -295,8 +309,15 @@ def _model_state(
 
 
 def finalize(
-    run_dir: Path, cfg: ExperimentConfig, data: ProcessedDataset, exp: Experiment, state: dict[str, Any]
+    run_dir: Path,
+    cfg: ExperimentConfig,
+    data: ProcessedDataset,
+    exp: Experiment,
+    state: dict[str, Any],
+    diverged: int | None = None,
 ) -> dict[str, Any]:
+    """Evaluate best.pt on valid and test and write metrics.json (``diverged``: the epoch where the training loss
+    became non-finite and training stopped, else None)."""
     best = load_checkpoint(run_dir / "best.pt")
     load_model_state(exp.model, best["model_state"], run_dir / "best.pt")
     valid = evaluate(exp.model, exp.split, "valid", cfg.data, cfg.eval, exp.device)
@@ -307,6 +328,7 @@ def finalize(
         "test": test,
         "best_epoch": state["best_epoch"],
         "epochs": state["epoch"],
+        "diverged_at_epoch": diverged,
         "seconds_per_epoch": round(sum(r["train_seconds"] for r in hist) / max(len(hist), 1), 3),
         "eval_seconds": round(sum(r["eval_seconds"] for r in hist) / max(len(hist), 1), 3),
         "exclude_history": cfg.eval.exclude_history,
