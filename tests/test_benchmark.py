@@ -351,3 +351,36 @@ def test_a_searched_value_that_diverges_at_once_is_left_out(
     monkeypatch.setattr(trainer_mod, "train", diverging)
     with pytest.raises(MdsrecError, match="every value of train.lr diverged"):
         benchmark(tiny_data, ["sasrec"], 1, tmp_path / "c", None, sets, search="train.lr=0.5,0.7")
+
+
+def test_comparisons_say_whether_the_papers_claims_hold() -> None:
+    from mdsrec.benchmark import RunResult, comparisons_markdown
+
+    def runs(model: str, ndcg: list[float], recall: list[float]) -> list[RunResult]:
+        return [
+            RunResult(model, 42 + i, {"test": {"ndcg@20": n, "recall@20": r}}, None)
+            for i, (n, r) in enumerate(zip(ndcg, recall, strict=True))
+        ]
+
+    results = (
+        runs("sasrec", [0.050, 0.052], [0.10, 0.11])
+        + runs("sasrecf", [0.060, 0.062], [0.12, 0.13])  # above on both, clearly
+        + runs("gru4rec", [0.050, 0.052], [0.10, 0.11])
+        + runs("gru4recf", [0.049, 0.051], [0.12, 0.13])  # N@20 below (within spread), R@20 above
+        + runs("unisrec", [0.040], [0.08])  # below SASRec and GRU4Rec on both; one seed: no spread
+    )
+    md = comparisons_markdown(results, "scientific", load_table2())
+    rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if " > " in line}
+    assert set(rows) == {"SASRecF > SASRec", "GRU4RecF > GRU4Rec", "UniSRec > SASRec", "UniSRec > GRU4Rec"}
+    assert (
+        rows["SASRecF > SASRec"].endswith("| yes |")
+        and "0.0610 vs 0.0510 (+19.6%)" in rows["SASRecF > SASRec"]
+    )
+    assert "| +26.0% |" in rows["SASRecF > SASRec"]  # the paper: 0.0683 vs 0.0542 on Scientific
+    assert rows["GRU4RecF > GRU4Rec"].endswith("| mixed |")
+    assert rows["UniSRec > SASRec"].endswith("| no |")
+    same = runs("sasrec", [0.050, 0.060], [0.10, 0.12]) + runs("sasrecf", [0.051, 0.061], [0.101, 0.121])
+    assert (
+        comparisons_markdown(same, "sports", load_table2()).rstrip().endswith("| yes (within seed spread) |")
+    )
+    assert comparisons_markdown(runs("pop", [0.1], [0.2]), "scientific", load_table2()) == ""

@@ -453,7 +453,65 @@ def results_markdown(
                 else "."
             )
         )
-    return "\n".join(notes) + "\n\n" + "\n".join(lines) + "\n"
+    text = "\n".join(notes) + "\n\n" + "\n".join(lines) + "\n"
+    claims = comparisons_markdown(results, dataset, table2)
+    return text + ("\n" + claims if claims else "")
+
+
+# The paper's reading of its Table 2 (modality-based models above ID-based ones; MDSRec above all): (model, against).
+COMPARISONS = (
+    ("sasrecf", "sasrec"),
+    ("gru4recf", "gru4rec"),
+    ("unisrec", "sasrec"),
+    ("unisrec", "gru4rec"),
+    ("missrec", "sasrec"),
+    ("missrec", "gru4rec"),
+    ("mdsrec", "sasrec"),
+    ("mdsrec", "unisrec"),
+    ("mdsrec", "missrec"),
+)
+COMPARISON_METRICS = ("ndcg@20", "recall@20")
+
+
+def comparisons_markdown(
+    results: list[RunResult], dataset: str, table2: dict[tuple[str, str, str], float]
+) -> str:
+    """For each of the paper's pairwise claims whose two models are in ``results``: both means, the relative
+    difference, the paper's own difference on this data set, and whether the claim holds here ("yes" / "no" on
+    both metrics, else "mixed"; "within seed spread" when every difference is at most the sum of the two standard
+    deviations). Empty when no pair is present."""
+    groups = _grouped(results)
+    rows = []
+    for a, b in COMPARISONS:
+        if a not in groups or b not in groups:
+            continue
+        cells = [f"{paper_name(a)} > {paper_name(b)}"]
+        signs, spread = [], []
+        for k in COMPARISON_METRICS:
+            (ma, sa), (mb, sb) = (_mean_std([r.metrics["test"][k] for r in groups[x]]) for x in (a, b))
+            cells.append(f"{ma:.4f} vs {mb:.4f} ({100 * (ma / mb - 1):+.1f}%)" if mb else f"{ma:.4f} vs 0")
+            signs.append(ma > mb)
+            if sa is not None and sb is not None:
+                spread.append(abs(ma - mb) <= sa + sb)
+        pa, pb = (table2.get((dataset.lower(), COMPARISON_METRICS[0], paper_name(x))) for x in (a, b))
+        cells.append(f"{100 * (pa / pb - 1):+.1f}%" if pa is not None and pb else "-")
+        verdict = "yes" if all(signs) else "no" if not any(signs) else "mixed"
+        if spread and all(spread):
+            verdict += " (within seed spread)"
+        cells.append(verdict)
+        rows.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        return ""
+    head = "| claim | N@20 ours | R@20 ours | paper N@20 | holds here |\n|---|---|---|---|---|"
+    return (
+        "### The paper's comparisons\n\nModality-based models above ID-based ones and MDSRec above all, as the paper "
+        "reads its Table 2: test means here, relative difference, and the paper's difference in NDCG@20 on this data "
+        'set. "within seed spread": every difference is at most the sum of the two models\' standard deviations.\n\n'
+        + head
+        + "\n"
+        + "\n".join(rows)
+        + "\n"
+    )
 
 
 def results_png(results: list[RunResult], dataset: str, table2: dict[tuple[str, str, str], float]) -> bytes:
