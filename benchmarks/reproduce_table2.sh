@@ -16,9 +16,12 @@
 #                        the same folder as sports-main, whose runs it reuses
 # Add --dry-run after the steps to see what each would train without training anything.
 set -euo pipefail
-data=${1:?DATA_ROOT}
-out=${2:?OUT_ROOT}
+data=$(cd "${1:?DATA_ROOT}" && pwd)
+mkdir -p "${2:?OUT_ROOT}"
+out=$(cd "$2" && pwd)
 shift 2
+cd "$(dirname "$0")/.."  # the frozen configs are configs/experiments of this checkout
+configs=(--configs "$PWD/configs/experiments")
 dry=()
 steps=()
 for a in "$@"; do
@@ -32,13 +35,13 @@ for step in "${steps[@]}"; do
     case $step in
         sports-main)
             mdsrec benchmark --data "$data/sports" --models "$refs,sasrec,mdsrec" --seeds 1 \
-                --out "$out/sports" --set train.progress=false "${dry[@]}" ;;
+                --out "$out/sports" --set train.progress=false ${dry[@]+"${dry[@]}"} "${configs[@]}" ;;
         scientific-table2)
             mdsrec benchmark --data "$data/scientific" --models "$refs,$table2" --seeds 3 \
-                --search train.lr=1e-4,1e-3,1e-2 --out "$out/scientific_table2" --set train.progress=false "${dry[@]}" ;;
+                --search train.lr=1e-4,1e-3,1e-2 --out "$out/scientific_table2" --set train.progress=false ${dry[@]+"${dry[@]}"} "${configs[@]}" ;;
         sports-table2)
             mdsrec benchmark --data "$data/sports" --models "$refs,$table2" --seeds 1 \
-                --out "$out/sports" --set train.progress=false "${dry[@]}" ;;
+                --out "$out/sports" --set train.progress=false ${dry[@]+"${dry[@]}"} "${configs[@]}" ;;
         *) echo "unknown step $step (known: sports-main scientific-table2 sports-table2)" >&2; exit 2 ;;
     esac
 done

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,4 +47,4 @@ def ensure_run(
     MdsrecError says what differs). Returns its metrics.json."""
     cfg, dataset = _setup(data, config, model, sets)
     print(f"{ACTIONS[run_state(run)]}: {run}", flush=True)
-    return train_or_reuse(cfg, dataset, run, owner=Path(__file__).name).metrics
+    return train_or_reuse(cfg, dataset, run, owner=Path(sys.argv[0]).name).metrics

@@ -14,7 +14,7 @@ from mdsrec.benchmark import benchmark, load_table2, split_overrides
 from mdsrec.cli import main
 from mdsrec.data.processed import load_processed
 from mdsrec.data.synthetic import write_synthetic
-from mdsrec.errors import ConfigError, MdsrecError
+from mdsrec.errors import ConfigError, MdsrecError, TrainingDiverged
 from tests.conftest import TINY
 
 TINY_SETS = [
@@ -318,14 +318,15 @@ def test_search_errors_come_before_any_training(tiny_data, tmp_path, search, ext
 def test_a_searched_value_that_diverges_at_once_is_left_out(
     tiny_data, tmp_path, monkeypatch, train_calls
 ) -> None:  # type: ignore[no-untyped-def]
-    """lr 0.5 'diverges' in epoch 1 (the trainer raises before any evaluation): the search marks it, chooses among
-    the others, and a rerun does not train it again; if every value diverges the search is an error."""
+    """lr >= 0.5 'diverges' in epoch 1 (the trainer's TrainingDiverged): the search marks it, chooses among the
+    others, and a rerun does not train it again; a model whose every value diverges is left out, the queue goes on;
+    a later seed that diverges is an error naming the run; any other FloatingPointError is not a divergence."""
     real = trainer_mod.train
 
     def diverging(cfg, data, run_dir, resume=False):  # type: ignore[no-untyped-def]
-        if cfg.train.lr >= 0.5:
+        if cfg.train.lr >= 0.5 or cfg.train.seed == 99:
             run_dir.mkdir(parents=True, exist_ok=True)
-            raise FloatingPointError("epoch 1: training loss became nan before any epoch was evaluated")
+            raise TrainingDiverged("epoch 1: training loss became nan before any epoch was evaluated")
         return real(cfg, data, run_dir, resume=resume)
 
     monkeypatch.setattr(trainer_mod, "train", diverging)
@@ -343,14 +344,86 @@ def test_a_searched_value_that_diverges_at_once_is_left_out(
     monkeypatch.setattr(trainer_mod, "train", lambda *a, **k: train_calls.append(("called", False)))
     benchmark(tiny_data, ["sasrec"], 2, out, None, sets, search="train.lr=0.5,0.01")
     assert train_calls == []  # the diverged value is not retried, the others are reused
-    with pytest.raises(MdsrecError, match="another config"):  # the marker is checked like a finished run
+    with pytest.raises(
+        MdsrecError, match=r"diverged.json marks a run that diverged with another config.*delete"
+    ):
         benchmark(
             tiny_data, ["sasrec"], 2, out, None, [*sets, "train.patience=3"], search="train.lr=0.5,0.01"
         )
 
     monkeypatch.setattr(trainer_mod, "train", diverging)
-    with pytest.raises(MdsrecError, match="every value of train.lr diverged"):
-        benchmark(tiny_data, ["sasrec"], 1, tmp_path / "c", None, sets, search="train.lr=0.5,0.7")
+    c = tmp_path / "c"  # every value of sasrec diverges: sasrec is left out, pop still runs and is reported
+    results = benchmark(
+        tiny_data, ["sasrec", "pop"], 1, c, None, ["train.progress=false"], search="train.lr=0.5,0.7"
+    )
+    assert [r.model for r in results] == ["pop"]
+    md = (c / "results.md").read_text()
+    assert "Left out (no result): SASRec: every value of train.lr diverged" in md and "| pop | 1 |" in md
+    assert [r["diverged"] != "" for r in csv.DictReader((c / "search.csv").open())] == [True, True]
+    with pytest.raises(MdsrecError, match="no model has a result"):
+        benchmark(tiny_data, ["sasrec"], 1, tmp_path / "d", None, sets, search="train.lr=0.5,0.7")
+
+    with pytest.raises(MdsrecError, match=r"runs/sasrec/train.lr=0.01/seed1: epoch 1.*cannot be trained"):
+        benchmark(
+            tiny_data,
+            ["sasrec"],
+            2,
+            tmp_path / "e",
+            None,
+            [*sets, "train.seed=98"],
+            search="train.lr=0.5,0.01",
+        )
+
+    def nan_scores(cfg, data, run_dir, resume=False):  # type: ignore[no-untyped-def]
+        raise FloatingPointError("model produced NaN scores")  # not a divergence of training: not marked
+
+    monkeypatch.setattr(trainer_mod, "train", nan_scores)
+    with pytest.raises(FloatingPointError, match="NaN scores"):
+        benchmark(tiny_data, ["sasrec"], 1, tmp_path / "f", None, sets, search="train.lr=0.5,0.01")
+    assert not list((tmp_path / "f").rglob("diverged.json"))
+
+
+def test_the_search_compares_validation_never_test_and_keeps_the_first_on_a_tie(
+    tiny_data, tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Stubbed runs: lr 0.1 and 0.3 tie on validation, lr 0.2 is best on test only -> 0.1 is chosen."""
+    from mdsrec.models import full_config
+
+    scores = {0.1: (0.3, 0.1), 0.2: (0.2, 0.9), 0.3: (0.3, 0.5)}  # lr -> (valid ndcg@20, test ndcg@20)
+
+    def fake(cfg, data, run_dir, resume=False):  # type: ignore[no-untyped-def]
+        v, t = scores[cfg.train.lr]
+        stage = {k: 0.0 for k in ("recall@10", "ndcg@10", "recall@20", "mrr@20")}
+        m = {
+            "valid": {**stage, "ndcg@20": v},
+            "test": {**stage, "ndcg@20": t},
+            "epochs": 1,
+            "best_epoch": 1,
+            "seconds_per_epoch": 0.1,
+            "config": full_config(cfg).to_dict(),
+            "data": {"fingerprint": data.fingerprint},
+        }
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps(m))
+        return m
+
+    monkeypatch.setattr(trainer_mod, "train", fake)
+    out = tmp_path / "b"
+    benchmark(tiny_data, ["sasrec"], 2, out, None, ["train.progress=false"], search="train.lr=0.1,0.2,0.3")
+    chosen = [r["setting"] for r in csv.DictReader((out / "search.csv").open()) if r["chosen"] == "True"]
+    assert chosen == ["train.lr=0.1"]
+    assert (out / "runs/sasrec/train.lr=0.1/seed1/metrics.json").is_file()
+    assert not (out / "runs/sasrec/train.lr=0.2/seed1").exists()
+
+
+def test_dry_run_without_a_search_lists_every_seed(tiny_data, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    caplog.set_level(logging.INFO, logger="mdsrec.benchmark")
+    benchmark(tiny_data, ["sasrec", "pop"], 3, tmp_path / "b", None, ["train.progress=false"], dry_run=True)
+    assert "sasrec seed 44: would train" in caplog.text
+    assert "4 would train, 0 wait for a search" in caplog.text and "0 of 4 runs finished" in caplog.text
+    assert not (tmp_path / "b").exists()
 
 
 def test_comparisons_say_whether_the_papers_claims_hold() -> None:

@@ -8,7 +8,7 @@ import yaml
 import mdsrec.training.trainer as trainer_mod
 from mdsrec.cli import main
 from mdsrec.config import resolve_config
-from mdsrec.errors import MdsrecError
+from mdsrec.errors import MdsrecError, TrainingDiverged
 from mdsrec.models import REGISTRY, full_config
 from mdsrec.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import TINY_MODEL
@@ -116,6 +116,7 @@ def test_resume_refuses_a_changed_config_and_uses_the_saved_one(tiny_data, tmp_p
     shown.train.progress, shown.data.eval_batch_size = not shown.train.progress, 3
     again = trainer_mod.train(shown, tiny_data, run, resume=True)
     assert again["test"] == json.loads((run / "metrics.json").read_text())["test"]
+    assert again["config"]["data"]["eval_batch_size"] == 3 and again["config"]["train"]["lr"] == 0.01
 
 
 @pytest.mark.parametrize("model", ["sasrec", "mdsrec"])
@@ -249,6 +250,7 @@ def test_a_non_finite_loss_stops_training_at_the_best_epoch_so_far(tiny_data, tm
     run = tmp_path / "run"
     m = trainer_mod.train(tiny_cfg(6), tiny_data, run)
     assert m["diverged_at_epoch"] == 3 and m["epochs"] == 2 and 1 <= m["best_epoch"] <= 2
+    assert json.loads((run / "metrics.json").read_text())["diverged_at_epoch"] == 3
     assert [json.loads(x)["epoch"] for x in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
     best = load_checkpoint(run / "best.pt")
     assert best["epoch"] == m["best_epoch"]
@@ -258,7 +260,22 @@ def test_a_non_finite_loss_stops_training_at_the_best_epoch_so_far(tiny_data, tm
 def test_a_non_finite_loss_before_any_evaluation_is_an_error(tiny_data, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     _poison_after(monkeypatch, 0)
     with pytest.raises(
-        FloatingPointError, match="epoch 1: training loss became nan before any epoch was evaluated"
+        TrainingDiverged, match="epoch 1: training loss became nan before any epoch was evaluated"
     ):
         trainer_mod.train(tiny_cfg(3), tiny_data, tmp_path / "run")
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_nan_validation_scores_stop_training_like_a_non_finite_loss(tiny_data, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    real = trainer_mod.evaluate
+    calls = {"n": 0}
+
+    def evaluate(*a, **k):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third validation pass: epoch 3
+            raise FloatingPointError("model produced NaN scores")
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer_mod, "evaluate", evaluate)
+    m = trainer_mod.train(tiny_cfg(6), tiny_data, tmp_path / "run")
+    assert m["diverged_at_epoch"] == 3 and m["epochs"] == 2

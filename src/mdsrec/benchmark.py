@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from mdsrec.atomic import write_bytes, write_json, write_text
-from mdsrec.config import ExperimentConfig, resolve_config
+from mdsrec.config import OPERATIONAL_KEYS, ExperimentConfig, resolve_config
 from mdsrec.data.processed import ProcessedDataset
-from mdsrec.errors import ConfigError, MdsrecError
+from mdsrec.errors import ConfigError, MdsrecError, TrainingDiverged
 from mdsrec.models import REGISTRY, full_config, model_config
 from mdsrec.runs import ACTIONS, check_finished, run_state, train_or_reuse
 
@@ -110,9 +110,15 @@ def parse_search(text: str) -> tuple[str, list[str]]:
     values = [v.strip() for v in rest.split(",") if v.strip()]
     if not sep or not key.strip() or len(values) < 2:
         raise ConfigError(f"--search {text!r} must be section.key=v1,v2[,...] with at least two values")
-    if key.strip() == "train.seed":
+    key = key.strip()
+    if key == "train.seed":
         raise ConfigError("--search train.seed: seeds are --seeds, not a search")
-    return key.strip(), values
+    if key == "train.valid_metric" or key.startswith("eval.") or key in OPERATIONAL_KEYS:
+        raise ConfigError(
+            f"--search {key}: the search compares runs on one validation metric; {key} changes that metric or "
+            "nothing that is learned"
+        )
+    return key, values
 
 
 def split_overrides(sets: list[str], models: list[str]) -> dict[str, list[str]]:
@@ -140,6 +146,8 @@ def run_config(model: str, dataset: str, configs_dir: Path | None, sets: list[st
         log.info("%s: frozen config %s", model, frozen)
         cfg = resolve_config(frozen, sets, model=model)
     else:
+        if frozen is not None:
+            log.info("%s: no frozen config %s, the defaults", model, frozen)
         cfg = resolve_config(None, sets, model=model)
     model_config(cfg.model)  # the model section too, so a bad override fails before anything trains
     return cfg
@@ -193,7 +201,7 @@ def benchmark(
     total = sum(len(p) + (seeds - 1 if REGISTRY[m][0].trainable else 0) for m, p in plans.items())
 
     done = 0
-    counts = {"finished": 0, "interrupted": 0, "new": 0}
+    counts = {"finished": 0, "interrupted": 0, "new": 0, "diverged": 0}
 
     def run_one(m: str, s: int, setting: str, cfg: ExperimentConfig, searching: bool) -> RunResult | None:
         """Train, resume or reuse one run; in a dry run None unless it is finished (and reusable). In a search a
@@ -204,8 +212,14 @@ def benchmark(
         state = run_state(run)
         if searching and state != "finished" and (run / DIVERGED).is_file():
             marker = json.loads((run / DIVERGED).read_text())
-            check_finished(run, marker, cfg, data, "benchmark")  # the same config and data, else an error
-            counts["finished"] += 1
+            try:  # the same config and data, else an error
+                check_finished(run, marker, cfg, data, "benchmark")
+            except MdsrecError as e:
+                raise MdsrecError(
+                    f"{run / DIVERGED} marks a run that diverged with another config or data ({e}); delete {run} "
+                    "to train it with this one"
+                ) from e
+            counts["diverged"] += 1
             log.info(
                 "[%d/%d] %s seed %d: diverged before, not retried %s", done, total, m, cfg.train.seed, run
             )
@@ -221,9 +235,12 @@ def benchmark(
             return RunResult(m, cfg.train.seed, metrics, None, setting)
         try:
             outcome = train_or_reuse(cfg, data, run, owner="benchmark")
-        except FloatingPointError as e:
+        except TrainingDiverged as e:
             if not searching:
-                raise
+                raise MdsrecError(
+                    f"{run}: {e}. This run cannot be trained with this config; change it (e.g. a lower train.lr) "
+                    "or leave the model out"
+                ) from e
             log.warning("%s %s diverged (%s): left out of the search", m, setting, e)
             marker = {
                 "error": str(e),
@@ -236,56 +253,76 @@ def benchmark(
 
     results: list[RunResult] = []
     points: list[SearchPoint] = []
+    left_out: list[str] = []  # models without a result: why
     for m in models:
         searching = len(plans[m]) > 1
         candidates = [(run_one(m, 0, setting, cfg, searching), cfg) for setting, cfg in plans[m]]
         later = range(1, seeds if REGISTRY[m][0].trainable else 1)
-        if any(r is None for r, _ in candidates):  # dry run, search not finished: the value is not known yet
+        if searching and any(r is None for r, _ in candidates):  # dry run before the search has finished
             done += len(later)
             if later:
                 log.info("%s: seeds %d-%d with the value the search chooses", m, later[0], later[-1])
-            results += [r for r, _ in candidates if r is not None and not r.diverged]
             continue
-        finished = [(r, c) for r, c in candidates if r is not None]
+        first: RunResult | None
         if searching:  # the best validation value among those that trained, the first listed on a tie
             found = [
-                SearchPoint(m, r.searched, r.metrics, c.train.valid_metric, r.diverged) for r, c in finished
+                SearchPoint(m, r.searched, r.metrics, c.train.valid_metric, r.diverged)
+                for r, c in candidates
+                if r is not None
             ]
+            points += found
             ok = [i for i, p in enumerate(found) if not p.diverged]
             if not ok:
-                raise MdsrecError(f"{m}: every value of {param} diverged ({found[0].diverged})")
+                why = (
+                    f"every value of {param} diverged before its first evaluation: search lower values (delete "
+                    f"{out / 'runs' / m} to retry these)"
+                )
+                log.error("%s left out: %s", m, why)
+                left_out.append(f"{paper_name(m)}: {why}")
+                done += len(later)
+                continue
             best = max(ok, key=lambda i: (found[i].metrics["valid"][found[i].valid_metric], -i))
             found[best].chosen = True
-            points += found
-            first, cfg = finished[best]
+            first, cfg = candidates[best]
+            assert first is not None
             log.info("%s: %s chosen on validation %s", m, first.searched, found[best].valid_metric)
         else:
-            first, cfg = finished[0]
-        results.append(first)
+            first, cfg = candidates[0]
+        if first is not None:
+            results.append(first)
         for s in later:
             c = copy.deepcopy(cfg)
             c.train.seed += s  # base seed (config or --set) + s
-            r = run_one(m, s, first.searched, c, False)
+            r = run_one(m, s, plans[m][0][0] if first is None else first.searched, c, False)
             if r is not None:
                 results.append(r)
 
     if dry_run:
         log.info(
-            "dry run: %d of %d runs finished (would be reused), %d would resume, %d would train, %d wait for a "
-            "search; nothing trained or written",
+            "dry run: %d of %d runs finished (would be reused), %d diverged in a search (not retried), %d would "
+            "resume, %d would train, %d wait for a search; nothing trained or written",
             counts["finished"],
             total,
+            counts["diverged"],
             counts["interrupted"],
             counts["new"],
             total - sum(counts.values()),
         )
         return results
+    if not results:
+        raise MdsrecError("no model has a result: " + "; ".join(left_out))
     table2 = load_table2()
     write_text(out / "results.csv", results_csv(results))
-    write_text(out / "results.md", results_markdown(results, dataset, data, table2, param, raw_values))
+    write_text(
+        out / "results.md", results_markdown(results, dataset, data, table2, param, raw_values, left_out)
+    )
     write_bytes(out / "results.png", results_png(results, dataset, table2))
     if points:
         write_text(out / "search.csv", search_csv(points))
+    elif (
+        out / "search.csv"
+    ).is_file():  # from an earlier call with --search: it would not describe these results
+        (out / "search.csv").unlink()
     return results
 
 
@@ -404,6 +441,7 @@ def results_markdown(
     table2: dict[tuple[str, str, str], float],
     param: str = "",
     values: list[str] | None = None,
+    left_out: list[str] | None = None,
 ) -> str:
     in_paper = any(k[0] == dataset.lower() for k in table2)
     head = ["model", "seeds", "R@10", "N@10", "R@20", "N@20", "MRR@20", "s/epoch", "epochs (best)"]
@@ -439,6 +477,8 @@ def results_markdown(
         + "; mean ± sample standard deviation over training seeds (one value: one seed; parameter-free models run "
         "once). s/epoch is the mean training time per epoch (0 for parameter-free models).",
     ]
+    if left_out:
+        notes.append("Left out (no result): " + "; ".join(left_out) + ".")
     if param:
         notes.append(
             f"{param} searched over {', '.join(values or [])}: for each model the value with the best validation "

@@ -28,3 +28,8 @@ class ConfigError(MdsrecError):
 
 class ManifestMismatchError(MdsrecError):
     """A checkpoint or run does not belong to the data directory it is used with."""
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss (or the validation scores) became non-finite before any epoch was evaluated, so a run has
+    nothing to report. Later divergence is not an error: training stops and the best epoch so far is the result."""

@@ -8,7 +8,12 @@ Run directory::
     RUN_DIR/log.jsonl     one line per epoch       RUN_DIR/metrics.json  valid/test metrics of the best epoch
 
 Resume is exact: the epoch's batch order depends only on (seed, epoch), and last.pt holds the model, the optimizer,
-the early-stopping state and the torch RNG state (dropout).
+the early-stopping state and the torch RNG state (dropout). The operational keys (``config.OPERATIONAL_KEYS``: progress
+bar, thread count, eval batch size) may differ on resume and take the given values; another thread count can change
+the last bits of floating-point sums.
+
+A non-finite training loss or NaN validation scores stop training: the result is the best epoch so far and
+metrics.json says ``diverged_at_epoch``; before the first evaluated epoch it is an error (``TrainingDiverged``).
 
 A new run saves its config with every field of the model's config dataclass (``mdsrec.models.full_config``) in
 config.yaml, the checkpoints and metrics.json, so that a later change of a model default cannot make it look like a
@@ -39,7 +44,7 @@ from mdsrec.atomic import write_json, write_text
 from mdsrec.config import ExperimentConfig, build_config, config_differences
 from mdsrec.data.processed import ProcessedDataset
 from mdsrec.data.protocol import Split, build_train_rows, eval_batches, train_batches
-from mdsrec.errors import ConfigError, MdsrecError
+from mdsrec.errors import ConfigError, MdsrecError, TrainingDiverged
 from mdsrec.evaluation.evaluator import evaluate
 from mdsrec.models import DataInfo, SequentialRecommender, build_model, full_config
 from mdsrec.training.checkpoint import (
@@ -165,19 +170,7 @@ def train(
             batch = batch.to(device)
             loss = model.compute_loss(batch)
             if not torch.isfinite(loss):
-                if state["best_epoch"] == 0:  # nothing to report
-                    raise FloatingPointError(
-                        f"epoch {epoch}: training loss became {loss.item()} before any epoch was evaluated "
-                        "(try a lower lr)"
-                    )
-                # The parameters are still those of the last finite step; the best epoch so far is the result.
-                log.warning(
-                    "epoch %d: training loss became %s: training stops, the result is the best epoch so far (%d)",
-                    epoch,
-                    loss.item(),
-                    state["best_epoch"],
-                )
-                diverged = epoch
+                diverged = _diverged(epoch, f"training loss became {loss.item()}", state["best_epoch"])
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -191,7 +184,11 @@ def train(
             break
         train_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
-        valid = evaluate(model, exp.split, "valid", cfg.data, cfg.eval, device, batches=valid_batches)
+        try:
+            valid = evaluate(model, exp.split, "valid", cfg.data, cfg.eval, device, batches=valid_batches)
+        except FloatingPointError as e:  # NaN scores: the last steps left non-finite parameters
+            diverged = _diverged(epoch, f"validation failed ({e})", state["best_epoch"])
+            break
         eval_seconds = time.perf_counter() - t1
         score = valid[metric]
         improved = score > state["best_score"]
@@ -234,6 +231,17 @@ def train(
         finished = state["bad_epochs"] >= cfg.train.patience or epoch >= cfg.train.epochs
 
     return finalize(run_dir, cfg, data, exp, state, diverged)
+
+
+def _diverged(epoch: int, what: str, best_epoch: int) -> int:
+    """Training stops at a non-finite loss or validation: with an evaluated epoch behind it, the best one is the
+    result (returns ``epoch``); without one there is nothing to report (TrainingDiverged)."""
+    if best_epoch == 0:
+        raise TrainingDiverged(f"epoch {epoch}: {what} before any epoch was evaluated (try a lower lr)")
+    log.warning(
+        "epoch %d: %s: training stops, the result is the best epoch so far (%d)", epoch, what, best_epoch
+    )
+    return epoch
 
 
 def _start_run(run_dir: Path, cfg: ExperimentConfig, data: ProcessedDataset) -> None:
