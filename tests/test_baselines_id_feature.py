@@ -186,7 +186,7 @@ def test_bert4rec_encoder_sees_mask_at_masked_positions_only(tiny_data, monkeypa
 
 
 def test_bert4rec_mask_rate_padding_and_at_least_one(tiny_data) -> None:  # type: ignore[no-untyped-def]
-    model, _ = make("bert4rec", tiny_data, max_len=50, mask_prob=0.2)
+    model, _ = make("bert4rec", tiny_data, max_len=50, mask_prob=0.2, mask_last_ratio=0.0)
     assert isinstance(model, BERT4Rec)
     torch.manual_seed(0)
     masked = model.cloze_mask(torch.full((4000,), 50), 50)
@@ -196,10 +196,20 @@ def test_bert4rec_mask_rate_padding_and_at_least_one(tiny_data) -> None:  # type
     assert not (masked & (torch.arange(50) >= lengths[:, None])).any()  # padding is never masked
     rate = masked.sum() / lengths.sum()
     assert 0.19 < rate.item() < 0.23  # a little above 0.2: short rows always get one
-    sparse, _ = make("bert4rec", tiny_data, max_len=50, mask_prob=0.01)
+    sparse, _ = make("bert4rec", tiny_data, max_len=50, mask_prob=0.01, mask_last_ratio=0.0)
     assert isinstance(sparse, BERT4Rec)
     short = torch.randint(1, 6, (2000,))
     assert (sparse.cloze_mask(short, 5).sum(dim=1) >= 1).all()
+
+
+def test_bert4rec_default_masks_only_the_last_item_in_half_the_rows(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model, _ = make("bert4rec", tiny_data, max_len=50, mask_prob=0.2)  # default mask_last_ratio 0.5 (RecBole)
+    assert isinstance(model, BERT4Rec)
+    torch.manual_seed(0)
+    lengths = torch.full((4000,), 50)
+    masked = model.cloze_mask(lengths, 50)
+    last_only = (masked.sum(dim=1) == 1) & masked[:, 49]
+    assert 0.47 < last_only.float().mean().item() < 0.53
 
 
 def test_bert4rec_mask_last_ratio_one_masks_only_the_last_item(tiny_data) -> None:  # type: ignore[no-untyped-def]

@@ -29,8 +29,9 @@ Deviations:
   per later position (a sliding window with stride 1; one sequence when T <= max_len + 1). The authors' code
   builds one sequence per user (several windows only for users longer than max_len) and repeats it with fresh
   masks (dupe factor 10).
-- ``mask_last_ratio`` plays the role of the authors' extra "mask the last item" instances (one per sequence) and
-  RecBole's ``ft_ratio``; the default 0 is the paper's pure cloze objective.
+- ``mask_last_ratio`` plays the role of the authors' extra "mask the last item" instances (the paper also produces
+  samples that mask only the last item) and of RecBole's ``ft_ratio``; the default 0.5 is RecBole's value, drawn per
+  row here (RecBole draws it per batch). 0 gives the pure cloze objective.
 - Right padding with a key-padding mask (RecBole's layout): positions count from the oldest item of the window.
 
 Shape legend: B batch, L sequence length, D hidden, N items, P masked positions in a batch.
@@ -69,7 +70,7 @@ class BERT4RecConfig:
     activation: str = "gelu"
     init_std: float = 0.02
     mask_prob: float = 0.2  # probability that an item of a training sequence is masked
-    mask_last_ratio: float = 0.0  # probability that a training row masks only its last item
+    mask_last_ratio: float = 0.5  # probability that a training row masks only its last item (RecBole's ft_ratio)
 
     def __post_init__(self) -> None:
         check_config(self, TRANSFORMER_SIZES, DROPOUTS, ("init_std",))
