@@ -101,6 +101,15 @@ def test_unisrec_text_feature_picks_the_table(tiny_data) -> None:  # type: ignor
     assert np.array_equal(model.features.numpy(), tiny_data.features[names[1]])
     with pytest.raises(ConfigError, match=r"text_feature \('nope'\)"):
         make("unisrec", info_of(tiny_data), text_feature="nope")
+    both = make(
+        "unisrec", info_of(tiny_data), text_feature=[names[1], names[0]]
+    )  # concatenated, in this order
+    assert isinstance(both, UniSRec) and both.feature_name == f"{names[1]}+{names[0]}"
+    expected = np.concatenate([tiny_data.features[names[1]], tiny_data.features[names[0]]], axis=1)
+    assert np.array_equal(both.features.numpy(), expected)
+    assert both.adaptor.experts[0].lin.in_features == expected.shape[1]
+    with pytest.raises(ConfigError, match="non-empty list without repeats"):
+        make("unisrec", info_of(tiny_data), text_feature=[names[0], names[0]])
 
 
 def other_catalogue(data, n_items: int = 37, seed: int = 5) -> DataInfo:  # type: ignore[no-untyped-def]

@@ -70,7 +70,9 @@ class BERT4RecConfig:
     activation: str = "gelu"
     init_std: float = 0.02
     mask_prob: float = 0.2  # probability that an item of a training sequence is masked
-    mask_last_ratio: float = 0.5  # probability that a training row masks only its last item (RecBole's ft_ratio)
+    mask_last_ratio: float = (
+        0.5  # probability that a training row masks only its last item (RecBole's ft_ratio)
+    )
 
     def __post_init__(self) -> None:
         check_config(self, TRANSFORMER_SIZES, DROPOUTS, ("init_std",))

@@ -19,8 +19,10 @@ Deviations:
   cross-entropy over the whole catalogue at every prefix (the original pre-trains on several mixed source domains
   with in-batch negatives, plus a sequence-sequence contrastive loss over augmented sequences, weight lambda; that
   loss and the multi-domain mixing are not implemented).
-- One feature table (``text_feature``, default the first modality); the original reads one text embedding too
-  (BERT CLS of title + categories + brand), here whatever the data set's table encodes.
+- Text input: the original encodes one sentence "title + categories + brand" with BERT (CLS, 768-d). Here
+  ``text_feature`` names one feature table (default the first modality) or a list of them, whose rows are
+  concatenated ([N+1, sum of d]); where a data set stores title and category+brand as separate sentence embeddings
+  (Scientific), the frozen config lists both, the nearest stand-in for the original's one sentence.
 - Trained with all-prefix batching (every prefix of a training sequence in one causal pass) instead of one
   materialised row per prefix: the same objective.
 - ``init_from`` refuses a checkpoint that lacks a transferable parameter or whose shapes differ (the original loads
@@ -35,6 +37,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -72,7 +75,7 @@ class UniSRecConfig:
     adaptor_dropout: float = 0.2  # dropout on the text feature before whitening
     gate_noise: bool = True  # learned Gaussian noise on the gate logits in training
     temperature: float = 0.07
-    text_feature: str | None = None  # feature table to use; None: the first one
+    text_feature: str | list[str] | None = None  # feature table(s) to use, concatenated; None: the first one
     use_id: bool = True  # add item-ID embeddings (fine-tune / "transductive"); False: text only ("inductive")
     init_from: str | None = None  # checkpoint of a UniSRec run whose transferable parameters are loaded
     freeze_encoder: bool = False  # fix position embeddings and Transformer (fine-tuning after init_from)
@@ -81,6 +84,10 @@ class UniSRecConfig:
         check_config(
             self, (*TRANSFORMER_SIZES, "n_exps"), (*DROPOUTS, "adaptor_dropout"), ("init_std", "temperature")
         )
+        if isinstance(self.text_feature, list) and (
+            not self.text_feature or len(set(self.text_feature)) != len(self.text_feature)
+        ):
+            raise ValueError(f"text_feature ({self.text_feature}) must be a non-empty list without repeats")
         if self.freeze_encoder and self.init_from is None:
             raise ValueError(
                 "freeze_encoder (True) needs init_from (a pre-trained UniSRec checkpoint): a frozen encoder that "
@@ -134,8 +141,10 @@ class UniSRec(NextItemModel):
         super().__init__()
         self.cfg = cfg
         self._table_cache: EvalCache[Tensor] = EvalCache()  # item_table() in evaluation
-        key, table = select_feature(info, cfg.text_feature, "UniSRec", field="text_feature")
-        self.feature_name = key
+        names = cfg.text_feature if isinstance(cfg.text_feature, list) else [cfg.text_feature]
+        picked = [select_feature(info, n, "UniSRec", field="text_feature") for n in names]
+        self.feature_name = "+".join(key for key, _ in picked)
+        table = np.concatenate([t for _, t in picked], axis=1)  # [N+1, d]
         d = cfg.hidden_size
         self.register_buffer("features", torch.from_numpy(table.copy()))  # [N+1, d]
         self.adaptor = UniSRecMoEAdaptor(table.shape[1], d, cfg.n_exps, cfg.adaptor_dropout, cfg.gate_noise)
