@@ -256,12 +256,13 @@ def test_missrec_causality_and_one_pass_equals_every_prefix(tiny_data) -> None: 
     assert isinstance(model, MISSRec)
     items = random_items(tiny_data.num_items)
     lengths = torch.full((4,), 9)
-    h, reg = model.represent(items, lengths)  # [B, 9, D], [B, 9]
+    h, reg, n = model.represent(items, lengths)  # [B, 9, D], [B, 9], [B, 9]
     changed = items.clone()
     changed[:, 6:] = random_items(tiny_data.num_items, n=3, seed=7)
-    h2, reg2 = model.represent(changed, lengths)
+    h2, reg2, n2 = model.represent(changed, lengths)
     torch.testing.assert_close(h2[:, :6], h[:, :6])  # later items never leak back
     torch.testing.assert_close(reg2[:, :6], reg[:, :6])
+    torch.testing.assert_close(n2[:, :6], n[:, :6])
     assert not torch.allclose(h2[:, 6:], h[:, 6:])
     for p in range(1, 10):
         alone = model.score_all(Batch(items[:, :p], torch.full((4,), p)))
@@ -289,17 +290,19 @@ def test_missrec_interest_table_is_the_centroid_of_adapted_tokens(tiny_data) -> 
 
 
 def test_missrec_repeated_interests_do_not_add_memory(tiny_data) -> None:  # type: ignore[no-untyped-def]
-    """An item repeated later adds no new interest tokens: the regulariser (mean of the visible interest states)
-    of the prefix is unchanged by appending a repeat, and changes when a new cluster appears."""
+    """An item repeated later adds no new interest tokens: the pooled interest states of the prefix (their count and
+    the norm of their sum) are unchanged by appending a repeat, and change when a new cluster appears."""
     model = make("missrec", info_of(tiny_data)).eval()
     assert isinstance(model, MISSRec)
     ids = model.interest_ids
     a = 1
     new = next(j for j in range(2, tiny_data.num_items + 1) if bool((ids[j] != ids[a]).all()))
     items = torch.tensor([[a, a, new]])
-    _, reg = model.represent(items, torch.tensor([3]))
+    _, reg, n = model.represent(items, torch.tensor([3]))
     torch.testing.assert_close(reg[0, 1], reg[0, 0])
     assert not torch.allclose(reg[0, 2], reg[0, 1])
+    m = len(tiny_data.features)  # one interest token per modality per new item
+    assert n[0].tolist() == [m, m, 2 * m]
 
 
 def test_missrec_scores_bounded_and_loss_has_the_regulariser(tiny_data) -> None:  # type: ignore[no-untyped-def]
@@ -310,10 +313,13 @@ def test_missrec_scores_bounded_and_loss_has_the_regulariser(tiny_data) -> None:
     plain = model.compute_loss(batch)
     heavy = make("missrec", info_of(tiny_data), gamma=1.0).eval()
     assert isinstance(heavy, MISSRec)
-    _, reg = heavy.represent(batch.items, batch.lengths)
+    _, sq, n = heavy.represent(batch.items, batch.lengths)
     assert batch.targets is not None
-    expected = plain + reg[batch.targets > 0].mean()
+    t = batch.targets > 0
+    # the original's scale: sum over the trained prefixes of ||(n_j / N) sum_j||^2 / D, N = max_j n_j
+    expected = plain + sum((n[t][j] / n[t].max()) ** 2 * sq[t][j] for j in range(int(t.sum())))
     torch.testing.assert_close(heavy.compute_loss(batch), expected)
+    assert int(t.sum()) > 1 and float(expected - plain) > float(sq[t].mean()) / 4  # a sum, not a mean
 
 
 def test_missrec_dynamic_fusion_weight_learns(tiny_data) -> None:  # type: ignore[no-untyped-def]

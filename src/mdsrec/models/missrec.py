@@ -31,10 +31,12 @@ Deviations:
   bidirectional encoder; here an interest token is contextualised only by interests that appeared no later than it,
   and the decoder's self-attention is causal (the original's is unmasked over the history, which in its
   one-row-per-prefix training holds no later items).
-- The diversity regulariser uses the mean of the interest states visible to each prefix, averaged over the trained
-  prefixes; the original sums its pooled memory term over the batch. With the same ``gamma`` the regulariser is
-  therefore about batch-size times weaker here (a batch holds ~batch_size trained prefixes: ~512 times in the
-  paper's setting); multiply gamma by the batch size to match the original's weight.
+- The diversity regulariser keeps the original's scale: per sequence the original pools its interest states as
+  (n/N) times their sum over the N padded interest slots of the batch (n of them real) and adds ||pooled||^2 / D,
+  summed over the batch. Here each trained prefix pools (n/N) times the sum of its n visible interest states (N: the
+  most any trained prefix of the batch sees), and ||pooled||^2 / D is summed over the batch's trained prefixes (a
+  batch of 512 prefixes stands for the original's 512 materialised sequences). Padding slots, whose encoder outputs
+  the original also sums, are left out.
 - Any number of modalities, ID weight generalised as (s_id + M s_fused) / (M + 1) (the original's text + image case
   is (s_id + 2 s_fused) / 3); with one modality s_fused is that modality's cosine (the original then scores against
   the normalised sum of the text and ID embeddings instead).
@@ -224,9 +226,9 @@ class MISSRec(SequentialRecommender):
 
     # --- sequence side ---------------------------------------------------------------------------------------
 
-    def represent(self, items: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """items [B, L] -> (L2-normalised states [B, L, D], diversity regulariser [B, L]); position j depends only
-        on items[:, : j + 1]."""
+    def represent(self, items: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """items [B, L] -> (L2-normalised states [B, L, D], ||sum of the interest states visible to the prefix||^2 / D
+        [B, L], how many there are [B, L]); position j depends only on items[:, : j + 1]."""
         b, n = items.shape
         if n > self.max_len:
             raise ValueError(f"sequence length {n} exceeds max_len {self.max_len}")
@@ -263,21 +265,28 @@ class MISSRec(SequentialRecommender):
             x = dec(x, causal, memory, cross)
         h = F.normalize(self.dec_norm(x), dim=-1)  # [B, L, D]
 
-        w = cross.float()
-        pooled = (w / w.sum(dim=-1, keepdim=True)) @ memory  # [B, L, D] mean of the visible interest states
-        reg = pooled.pow(2).sum(dim=-1) / pooled.size(-1)  # [B, L]
-        return h, reg
+        w = cross.float()  # [B, L, T]
+        total = w @ memory  # [B, L, D] sum of the interest states visible to each prefix
+        return h, total.pow(2).sum(dim=-1) / total.size(-1), w.sum(dim=-1)
 
     # --- the contract ----------------------------------------------------------------------------------------
 
     def compute_loss(self, batch: Batch) -> Tensor:
         assert batch.targets is not None, "training batch needs targets"
-        h, reg = self.represent(batch.items, batch.lengths)  # [B, L, D], [B, L]
+        h, sq, n = self.represent(batch.items, batch.lengths)  # [B, L, D], [B, L], [B, L]
         mask = batch.targets > 0  # [B, L]
         logits = self.scores(h[mask])  # [P, N+1]
         logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits, batch.targets[mask]) + self.cfg.gamma * reg[mask].mean()
+        return F.cross_entropy(logits, batch.targets[mask]) + self.cfg.gamma * self.diversity(
+            sq[mask], n[mask]
+        )
+
+    @staticmethod
+    def diversity(sq: Tensor, n: Tensor) -> Tensor:
+        """The regulariser over P trained prefixes: sum_j (n_j / N)^2 sq_j with sq_j = ||sum of its interest
+        states||^2 / D and N = max_j n_j, i.e. ||(n_j / N) sum||^2 / D summed (the original's scale)."""
+        return ((n / n.max()).pow(2) * sq).sum()
 
     def score_all(self, batch: Batch) -> Tensor:
-        h, _ = self.represent(batch.items, batch.lengths)  # [B, L, D]
+        h, _, _ = self.represent(batch.items, batch.lengths)  # [B, L, D]
         return mask_padding_column(self.scores(gather_last(h, batch.lengths)))  # [B, N+1]
