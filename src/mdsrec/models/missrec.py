@@ -37,6 +37,9 @@ Deviations:
   most any trained prefix of the batch sees), and ||pooled||^2 / D is summed over the batch's trained prefixes (a
   batch of 512 prefixes stands for the original's 512 materialised sequences). Padding slots, whose encoder outputs
   the original also sums, are left out.
+- Modalities: every feature table of the data set (Scientific: title and category+brand sentence embeddings;
+  Sports: keyword text and multi-hot attributes); the original reads 512-d text and 512-d image features. The
+  adaptors start from the same normal(0, init_std) init as every other layer (the original's keep PyTorch's default).
 - Any number of modalities, ID weight generalised as (s_id + M s_fused) / (M + 1) (the original's text + image case
   is (s_id + 2 s_fused) / 3); with one modality s_fused is that modality's cosine (the original then scores against
   the normalised sum of the text and ID embeddings instead).

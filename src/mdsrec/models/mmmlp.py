@@ -1,5 +1,6 @@
 """MMMLP: "MMMLP: Multi-modal Multilayer Perceptron for Sequential Recommendations", Liang, Zhao, Li, Zhang, Wang,
-Liu & Liu, WWW 2023, arXiv 2303.00418.
+Liu & Liu, WWW 2023, doi 10.1145/3543507.3583378 (no arXiv version found; details checked against the authors' code,
+Applied-Machine-Learning-Lab/MMMLP).
 
 A purely MLP-based model. Feature Mixer Layer: every stream (the item-ID embeddings, and each modality's projected
 features) is its own sequence of tokens, mixed by a stack of MLP-Mixer layers: a token-mixing MLP across the
