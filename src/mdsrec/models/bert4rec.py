@@ -21,7 +21,9 @@ Deviations:
   each item is masked independently (RecBole) instead of exactly round(mask_prob * length) items (authors' code).
 - No dupe factor: the masks are redrawn every time a row is seen (every epoch).
 - Which cloze sequences are trained depends on ``data.train_mode``, and neither choice is the authors'. The frozen
-  experiment configs use ``materialized`` (RecBole's training data, every prefix an example): every prefix t[:p+1]
+  experiment configs use ``materialized`` (RecBole's training data, every prefix an example, with one difference:
+  RecBole masks the history t[:p] of each (history, next item) example, here the cloze sequence also holds the next
+  item, t[:p+1]): every prefix t[:p+1]
   (p = 1..T-1, its last max_len + 1 items) of a training part of length T is its own cloze sequence, so a user
   gives T - 1 sequences per epoch, an early item is masked and predicted up to min(T, max_len + 1) times as often
   as the last one, and a user's share of the masked positions grows roughly with T^2 / 2 (at most T (max_len + 1))
