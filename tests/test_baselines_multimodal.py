@@ -319,7 +319,7 @@ def test_missrec_scores_bounded_and_loss_has_the_regulariser(tiny_data) -> None:
     # the original's scale: sum over the trained prefixes of ||(n_j / N) sum_j||^2 / D, N = max_j n_j
     expected = plain + sum((n[t][j] / n[t].max()) ** 2 * sq[t][j] for j in range(int(t.sum())))
     torch.testing.assert_close(heavy.compute_loss(batch), expected)
-    assert int(t.sum()) > 1 and float(expected - plain) > float(sq[t].mean()) / 4  # a sum, not a mean
+    assert int(t.sum()) > 1 and (expected - plain).item() > sq[t].mean().item() / 4  # a sum, not a mean
 
 
 def test_missrec_dynamic_fusion_weight_learns(tiny_data) -> None:  # type: ignore[no-untyped-def]
