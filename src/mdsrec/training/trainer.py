@@ -158,7 +158,7 @@ def train(
     valid_batches = eval_batches(exp.split, "valid", cfg.data)
 
     finished = state["bad_epochs"] >= cfg.train.patience or state["epoch"] >= cfg.train.epochs
-    diverged: int | None = None  # the epoch whose training loss became non-finite
+    diverged: int | None = None  # the epoch whose training loss or validation scores became non-finite
     while not finished:
         epoch = state["epoch"] + 1
         model.train()
