@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mdsrec.config import resolve_config
+from mdsrec.config import ExperimentConfig, resolve_config
 from mdsrec.data.processed import ProcessedDataset, load_processed
 from mdsrec.errors import MdsrecError
 from mdsrec.runs import ACTIONS, check_finished, run_state, train_or_reuse
@@ -19,7 +19,7 @@ _DATA: dict[str, ProcessedDataset] = {}
 
 def _setup(
     data: str, config: Path | None, model: str | None, sets: list[str]
-) -> tuple[Any, ProcessedDataset]:
+) -> tuple[ExperimentConfig, ProcessedDataset]:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if data not in _DATA:
@@ -35,7 +35,7 @@ def finished_run(
     if run_state(run) != "finished":
         raise MdsrecError(f"{run} is not a finished run (no metrics.json)")
     metrics: dict[str, Any] = json.loads((run / "metrics.json").read_text())
-    check_finished(run, metrics, cfg, dataset, Path(__file__).name)
+    check_finished(run, metrics, cfg, dataset, Path(sys.argv[0]).name)
     return metrics
 
 
