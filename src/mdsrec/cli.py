@@ -8,6 +8,9 @@ mdsrec evaluate --run RUN_DIR [--data DATA_DIR]
 mdsrec benchmark --data DATA_DIR --models M1,M2 --seeds N --out DIR [--configs DIR] [--set key=value ...]
                  [--search train.lr=1e-4,1e-3,1e-2] [--dry-run]
 mdsrec explain --run RUN_DIR --user USER [--index] [--stage test|valid|next] [--top N] [--json OUT]
+mdsrec recommend --run RUN_DIR (--user U ... | --users-file F | --all-users | --history K1,K2 | --sessions F)
+                 [--top N] [--candidates F] [--format jsonl|csv] [--out FILE]
+mdsrec serve --run RUN_DIR [--host H] [--port P]
 mdsrec sweep --data DATA_DIR --model NAME --param model.h --values 0,5,10,20 --out DIR [--config FILE]
              [--set key=value ...] [--seed S]
 """
@@ -20,6 +23,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -173,30 +177,103 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_data_path(run: Path, data: str | None) -> str:
-    """--data, or the data directory recorded in RUN_DIR/run.json."""
-    if data is not None:
-        return data
-    run_info = run / "run.json"
-    if not run_info.is_file():
-        raise MdsrecError(f"{run_info} not found: pass --data")
-    return str(json.loads(run_info.read_text())["data_path"])
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
     from mdsrec.atomic import write_json
     from mdsrec.data.processed import load_processed
     from mdsrec.explain import explain, render_text
+    from mdsrec.serving import run_data_path
     from mdsrec.training.trainer import load_run
 
     run = Path(args.run)
-    data = load_processed(_run_data_path(run, args.data))
+    data = load_processed(run_data_path(run, args.data))
     exp = load_run(run, data, which="best", device=args.device)
     report = explain(exp, args.user, by_index=args.index, stage=args.stage, top=args.top, run=run)
     print(render_text(report), end="")
     if args.json:
         write_json(args.json, report)
         print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from mdsrec.atomic import write_text
+    from mdsrec.serving import Recommender, Request, read_lines, read_sessions
+
+    sources = [args.user, args.users_file, args.all_users or None, args.history, args.sessions]
+    if sum(s is not None for s in sources) != 1:
+        raise MdsrecError("pass exactly one of --user, --users-file, --all-users, --history, --sessions")
+    if args.stage != "next" and (args.history is not None or args.sessions is not None):
+        raise MdsrecError("--stage applies to users of the data set, not to --history/--sessions")
+    rec = Recommender.from_run(args.run, args.data, device=args.device)
+    requests: list[Request]
+    if args.history is not None:
+        items = [k.strip() for k in args.history.split(",") if k.strip()]
+        requests = [rec.session_request("session", items, args.item_field, args.skip_unknown)]
+    elif args.sessions is not None:
+        requests = read_sessions(rec, args.sessions, args.item_field, args.skip_unknown)
+    else:
+        if args.all_users:
+            users, by_index = [str(i) for i in range(rec.data.num_users)], True
+        else:
+            users = args.user if args.user is not None else read_lines(args.users_file, "users")
+            by_index = args.index
+            if not users:
+                raise MdsrecError(f"users file {args.users_file} holds no users")
+        requests = [rec.user_request(u, by_index, args.stage) for u in users]
+    blocked = None
+    if args.candidates is not None:
+        blocked = rec.candidate_mask(read_lines(args.candidates, "candidates"), args.item_field)
+
+    from tqdm.auto import tqdm
+
+    results: Iterable[dict[str, Any]] = rec.iter_recommend(requests, args.top, args.exclude_history, blocked)
+    results = tqdm(results, total=len(requests), desc="recommend", unit="user", disable=len(requests) < 1000)
+    if args.format == "jsonl":
+        text = "".join(json.dumps(r) + "\n" for r in results)
+    else:
+        lines = ["id,rank,item_id,key,token,score"]
+        for r in results:
+            lines += [
+                ",".join(
+                    [
+                        _csv(r["id"]),
+                        str(i["rank"]),
+                        str(i["id"]),
+                        _csv(i["key"]),
+                        _csv(i["token"]),
+                        repr(i["score"]),
+                    ]
+                )
+                for i in r["items"]
+            ]
+        text = "\n".join(lines) + "\n"
+    if args.out:
+        write_text(args.out, text)
+        print(f"wrote {len(requests)} recommendation list(s) to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _csv(value: str) -> str:
+    """A CSV field, quoted when it holds a comma, quote or line break."""
+    if any(c in value for c in ',"\n\r'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mdsrec.serving import Recommender, make_server
+
+    rec = Recommender.from_run(args.run, args.data, device=args.device)
+    server = make_server(rec, args.host, args.port)
+    print(
+        f"serving {rec.model.name} ({args.run}) on http://{args.host}:{server.server_port} (GET /health, GET|POST /recommend)"
+    )
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
     return 0
 
 
@@ -314,6 +391,55 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--json", help="also write the report as JSON to this file")
     x.add_argument("--device", default="cpu", help="device to run the model on (default: %(default)s)")
     x.set_defaults(func=cmd_explain)
+
+    r = sub.add_parser(
+        "recommend", help="top-N next items for users or ad-hoc sessions from a run (JSONL/CSV)"
+    )
+    r.add_argument("--run", required=True, help="run directory (its best.pt is used)")
+    r.add_argument("--data", help="processed data directory (default: the one recorded in RUN_DIR/run.json)")
+    r.add_argument("--user", nargs="+", help="user token(s) of DATA_DIR/users.tsv (with --index: rows)")
+    r.add_argument("--users-file", help="file with one user token per line")
+    r.add_argument("--all-users", action="store_true", help="every user of the data set")
+    r.add_argument("--index", action="store_true", help="--user/--users-file hold 0-based rows of users.tsv")
+    r.add_argument("--history", help="one ad-hoc session: comma-separated item keys, oldest first")
+    r.add_argument("--sessions", help='JSON-lines file, one {"id": ..., "history": [KEY, ...]} per line')
+    r.add_argument(
+        "--item-field",
+        default="key",
+        choices=("key", "token"),
+        help="how --history/--sessions/--candidates name items: items.tsv key (e.g. ASIN) or token "
+        "(default: %(default)s)",
+    )
+    r.add_argument("--skip-unknown", action="store_true", help="drop history items not in the catalogue")
+    r.add_argument(
+        "--stage",
+        default="next",
+        choices=("next", "test", "valid"),
+        help="users: whole sequence (next), or the history before the held-out test/valid item "
+        "(default: %(default)s)",
+    )
+    r.add_argument("--top", type=int, default=10, help="items per list (default: %(default)s)")
+    r.add_argument(
+        "--exclude-history",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="leave items of the history out of the list (default: the run's eval.exclude_history)",
+    )
+    r.add_argument("--candidates", help="file of item keys (one per line): recommend only these")
+    r.add_argument(
+        "--format", default="jsonl", choices=("jsonl", "csv"), help="output format (default: jsonl)"
+    )
+    r.add_argument("--out", help="output file, written atomically (default: standard output)")
+    r.add_argument("--device", default="cpu", help="device to run the model on (default: %(default)s)")
+    r.set_defaults(func=cmd_recommend)
+
+    v = sub.add_parser("serve", help="a JSON HTTP server of a run's recommendations (standard library)")
+    v.add_argument("--run", required=True, help="run directory (its best.pt is used)")
+    v.add_argument("--data", help="processed data directory (default: the one recorded in RUN_DIR/run.json)")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    v.add_argument("--port", type=int, default=8000, help="port (0: any free one; default: %(default)s)")
+    v.add_argument("--device", default="cpu", help="device to run the model on (default: %(default)s)")
+    v.set_defaults(func=cmd_serve)
 
     w = sub.add_parser("sweep", help="one run per value of a parameter; sweep.csv/.md/.png (resumable)")
     w.add_argument("--data", required=True, help="processed data directory")

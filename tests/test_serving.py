@@ -1,0 +1,240 @@
+"""Serving (`mdsrec recommend`, `mdsrec serve`, serving.Recommender): lists agree with the evaluator's ranks, history
+and candidate filtering, batching does not change results, item keys resolve (unknown ones are named), session
+files are checked line by line, outputs are written atomically, and the HTTP server answers (tiny, CPU)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mdsrec.cli import main
+from mdsrec.config import resolve_config
+from mdsrec.errors import MdsrecError
+from mdsrec.evaluation.evaluator import rank_targets
+from mdsrec.serving import Recommender, make_server, read_sessions
+from mdsrec.training.trainer import train
+from tests.conftest import TINY_MODEL
+
+SETS = [f"model.{k}={v}" for k, v in TINY_MODEL["sasrec"].items()] + [
+    "train.epochs=2",
+    "train.progress=false",
+    "data.batch_size=64",
+    "train.lr=0.01",
+    "data.eval_batch_size=32",  # several batches over the 80 users
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_data, tmp_path_factory):  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("serving") / "run"
+    train(resolve_config(None, SETS, model="sasrec"), tiny_data, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def rec(run_dir) -> Recommender:  # type: ignore[no-untyped-def]
+    return Recommender.from_run(run_dir)
+
+
+def test_full_lists_reproduce_the_evaluators_test_ranks(rec: Recommender) -> None:
+    """With every item listed, the held-out test item's position is the evaluator's rank, for every user."""
+    n = rec.data.num_items
+    requests = [rec.user_request(str(u), by_index=True, stage="test") for u in range(rec.data.num_users)]
+    lists = rec.recommend(requests, top=n, exclude_history=rec.run_excludes_history)
+    users, ranks = rank_targets(rec.model, rec.exp.split, "test", rec.exp.cfg.data, rec.exp.cfg.eval)
+    expected = dict(zip(users.tolist(), ranks.tolist(), strict=True))
+    for u, result in enumerate(lists):
+        target = int(rec.data.sequences[u][-1])
+        ids = [i["id"] for i in result["items"]]
+        assert ids.index(target) + 1 == expected[u]
+        scores = [i["score"] for i in result["items"]]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_history_excluded_padding_never_and_top_respected(rec: Recommender) -> None:
+    req = rec.user_request("0", by_index=True)  # next: the whole sequence
+    assert np.array_equal(req.history, rec.data.sequences[0])
+    kept = rec.recommend([req], top=5, exclude_history=True)[0]["items"]
+    assert len(kept) == 5
+    assert not {i["id"] for i in kept} & set(req.history.tolist())
+    every = rec.recommend([req], top=rec.data.num_items + 5, exclude_history=False)[0]["items"]
+    assert len(every) == rec.data.num_items  # all items, the padding item never
+    assert 0 not in {i["id"] for i in every}
+    assert [i["rank"] for i in every] == list(range(1, rec.data.num_items + 1))
+    left = rec.recommend([req], top=rec.data.num_items, exclude_history=True)[0]["items"]
+    assert len(left) == rec.data.num_items - len(set(req.history.tolist()))
+
+
+def test_batching_does_not_change_the_lists(rec: Recommender) -> None:
+    requests = [rec.user_request(str(u), by_index=True) for u in range(40)]
+    together = rec.recommend(requests, top=7)
+    alone = [rec.recommend([r], top=7)[0] for r in requests]
+    for a, b in zip(together, alone, strict=True):
+        assert [i["id"] for i in a["items"]] == [i["id"] for i in b["items"]]
+        np.testing.assert_allclose(
+            [i["score"] for i in a["items"]], [i["score"] for i in b["items"]], rtol=1e-5
+        )
+
+
+def test_a_session_of_keys_equals_the_same_user_history(rec: Recommender) -> None:
+    seq = rec.data.sequences[3]
+    keys = [rec.data.item_keys[i - 1] for i in seq]
+    by_user = rec.recommend([rec.user_request("3", by_index=True)], top=10)[0]
+    by_keys = rec.recommend([rec.session_request("s", keys)], top=10)[0]
+    assert [i["id"] for i in by_user["items"]] == [i["id"] for i in by_keys["items"]]
+    tokens = [rec.data.item_tokens[i - 1] for i in seq]
+    by_tokens = rec.recommend([rec.session_request("s", tokens, item_field="token")], top=10)[0]
+    assert [i["id"] for i in by_tokens["items"]] == [i["id"] for i in by_keys["items"]]
+
+
+def test_only_the_window_counts_but_the_whole_history_is_excluded(rec: Recommender) -> None:
+    max_len = rec.max_len
+    seq = np.tile(np.arange(1, 9, dtype=np.int64), max_len)  # longer than the window
+    long_req = rec.session_request("long", [rec.data.item_keys[i - 1] for i in seq])
+    short_req = rec.session_request("short", [rec.data.item_keys[i - 1] for i in seq[-max_len:]])
+    a, b = rec.scores([long_req]), rec.scores([short_req])
+    assert torch.equal(a, b)
+
+
+def test_unknown_items_are_named_or_skipped(rec: Recommender) -> None:
+    key = rec.data.item_keys[0]
+    with pytest.raises(MdsrecError, match="'NOPE'.*--skip-unknown"):
+        rec.session_request("s", [key, "NOPE"])
+    req = rec.session_request("s", [key, "NOPE"], skip_unknown=True)
+    assert req.history.tolist() == [1] and req.dropped == ["NOPE"]
+    assert rec.recommend([req], top=3)[0]["unknown_items"] == ["NOPE"]
+    with pytest.raises(MdsrecError, match="no known items"):
+        rec.session_request("s", ["NOPE"], skip_unknown=True)
+    with pytest.raises(MdsrecError, match="empty history"):
+        rec.session_request("s", [])
+    with pytest.raises(MdsrecError, match="top"):
+        rec.recommend([req], top=0)
+
+
+def test_candidates_restrict_the_list(rec: Recommender) -> None:
+    allowed = [rec.data.item_keys[i] for i in (4, 9, 19)]
+    blocked = rec.candidate_mask(allowed)
+    out = rec.recommend(
+        [rec.user_request("1", by_index=True)], top=10, exclude_history=False, blocked=blocked
+    )
+    assert sorted(i["key"] for i in out[0]["items"]) == sorted(allowed)
+    with pytest.raises(MdsrecError, match="candidates"):
+        rec.candidate_mask(["NOPE"])
+
+
+def test_session_file_errors_name_the_line(rec: Recommender, tmp_path: Path) -> None:
+    k = rec.data.item_keys
+    good = tmp_path / "good.jsonl"
+    good.write_text(
+        json.dumps({"id": "a", "history": [k[0], k[1]]}) + "\n\n" + json.dumps({"history": [k[2]]}) + "\n"
+    )
+    reqs = read_sessions(rec, good)
+    assert [r.id for r in reqs] == ["a", "line3"] and reqs[0].history.tolist() == [1, 2]
+    for text, pattern in [
+        ("{not json\n", r"bad\.jsonl:1: not valid JSON"),
+        (json.dumps({"id": "a", "history": k[0]}) + "\n", r"bad\.jsonl:1: expected an object"),
+        (
+            json.dumps({"id": "a", "history": [k[0]]}) + "\n" + json.dumps({"id": "a", "history": [k[1]]}),
+            r"bad\.jsonl:2: session id 'a' already used on line 1",
+        ),
+        (
+            json.dumps({"history": [k[0], "ZZZ"]}) + "\n",
+            r"bad\.jsonl:1: 1 item\(s\) not in the catalogue.*'ZZZ'",
+        ),
+        ("\n", r"holds no sessions"),
+    ]:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(text)
+        with pytest.raises(MdsrecError, match=pattern):
+            read_sessions(rec, bad)
+
+
+def test_cli_recommend_outputs(run_dir: Path, rec: Recommender, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "all.jsonl"
+    assert main(["recommend", "--run", str(run_dir), "--all-users", "--top", "4", "--out", str(out)]) == 0
+    lines = [json.loads(s) for s in out.read_text().splitlines()]
+    assert len(lines) == rec.data.num_users
+    assert [r["id"] for r in lines] == rec.data.user_tokens
+    assert all(len(r["items"]) == 4 for r in lines)
+    assert not list(tmp_path.glob("*.tmp*"))  # written atomically, nothing left behind
+
+    capsys.readouterr()
+    keys = ",".join(rec.data.item_keys[i - 1] for i in rec.data.sequences[5])
+    assert main(["recommend", "--run", str(run_dir), "--history", keys, "--top", "3", "--format", "csv"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0] == "id,rank,item_id,key,token,score" and len(rows) == 4
+    expected = rec.recommend([rec.user_request("5", by_index=True)], top=3)[0]["items"]
+    assert [r.split(",")[3] for r in rows[1:]] == [i["key"] for i in expected]
+
+    assert main(["recommend", "--run", str(run_dir), "--history", "NOPE"]) == 2
+    assert "not in the catalogue" in capsys.readouterr().err
+    assert main(["recommend", "--run", str(run_dir)]) == 2
+    assert "exactly one of" in capsys.readouterr().err
+    assert main(["recommend", "--run", str(run_dir), "--user", "no-such-user"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["recommend", "--run", str(tmp_path / "missing"), "--all-users"]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def server(rec: Recommender) -> Iterator[str]:
+    srv = make_server(rec, port=0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_port}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _get(url: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict]:  # type: ignore[type-arg]
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_http_server_answers_like_the_library(server: str, rec: Recommender) -> None:
+    status, health = _get(server + "/health")
+    assert status == 200 and health["model"] == "sasrec" and health["items"] == rec.data.num_items
+    token = rec.data.user_tokens[2]
+    status, body = _get(f"{server}/recommend?user={token}&top=5")
+    assert status == 200
+    expected = rec.recommend([rec.user_request(token)], top=5)[0]
+    assert [i["id"] for i in body["items"]] == [i["id"] for i in expected["items"]]
+    keys = [rec.data.item_keys[i - 1] for i in rec.data.sequences[2]]
+    status, body = _post(server + "/recommend", json.dumps({"history": keys, "top": 5}).encode())
+    assert status == 200 and [i["id"] for i in body["items"]] == [i["id"] for i in expected["items"]]
+    for url_or_body, pattern in [
+        ("/recommend?user=no-such-user", "not found"),
+        ("/recommend?top=5", "pass a user"),
+        (f"/recommend?user={token}&top=0", "top"),
+        (f"/recommend?user={token}&exclude_history=maybe", "exclude_history"),
+    ]:
+        status, body = _get(server + url_or_body)
+        assert status == 400 and pattern in body["error"]
+    status, body = _post(server + "/recommend", b"{oops")
+    assert status == 400 and "not valid JSON" in body["error"]
+    status, body = _post(server + "/recommend", json.dumps({"history": ["NOPE"]}).encode())
+    assert status == 400 and "NOPE" in body["error"]
+    status, body = _get(server + "/nowhere")
+    assert status == 404
