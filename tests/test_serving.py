@@ -4,7 +4,9 @@ files are checked line by line, outputs are written atomically, and the HTTP ser
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -44,19 +46,41 @@ def rec(run_dir) -> Recommender:  # type: ignore[no-untyped-def]
     return Recommender.from_run(run_dir)
 
 
-def test_full_lists_reproduce_the_evaluators_test_ranks(rec: Recommender) -> None:
-    """With every item listed, the held-out test item's position is the evaluator's rank, for every user."""
+@pytest.fixture(scope="module", params=["sasrec", "bert4rec", "pop", "cooc"])
+def any_rec(request, tiny_data, tmp_path_factory) -> Recommender:  # type: ignore[no-untyped-def]
+    name = request.param
+    sets = [f"model.{k}={v}" for k, v in TINY_MODEL[name].items()] + SETS[len(TINY_MODEL["sasrec"]) :]
+    out = tmp_path_factory.mktemp(f"serving_{name}") / "run"
+    train(resolve_config(None, sets, model=name), tiny_data, out)
+    return Recommender.from_run(out)
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_full_lists_reproduce_the_evaluators_test_ranks(any_rec: Recommender, exclude: bool) -> None:
+    """With every item listed, 1 + the listed items (other than the held-out one) scoring at least as high is the
+    evaluator's rank of the held-out test item, for every user; pop and cooc have ties, cooc float64 scores."""
+    rec = any_rec
     n = rec.data.num_items
     requests = [rec.user_request(str(u), by_index=True, stage="test") for u in range(rec.data.num_users)]
-    lists = rec.recommend(requests, top=n, exclude_history=rec.run_excludes_history)
-    users, ranks = rank_targets(rec.model, rec.exp.split, "test", rec.exp.cfg.data, rec.exp.cfg.eval)
+    lists = rec.recommend(requests, top=n, exclude_history=exclude)
+    eval_cfg = dataclasses.replace(rec.exp.cfg.eval, exclude_history=exclude)
+    users, ranks = rank_targets(rec.model, rec.exp.split, "test", rec.exp.cfg.data, eval_cfg)
     expected = dict(zip(users.tolist(), ranks.tolist(), strict=True))
+    repeated = 0
     for u, result in enumerate(lists):
         target = int(rec.data.sequences[u][-1])
-        ids = [i["id"] for i in result["items"]]
-        assert ids.index(target) + 1 == expected[u]
-        scores = [i["score"] for i in result["items"]]
-        assert scores == sorted(scores, reverse=True)
+        repeated += target in rec.data.sequences[u][:-1]
+        scores = {i["id"]: i["score"] for i in result["items"]}
+        assert target in scores  # a repeated held-out item stays rankable, as in the evaluator
+        assert 1 + sum(s >= scores[target] for i, s in scores.items() if i != target) == expected[u]
+        listed = [(-i["score"], i["id"]) for i in result["items"]]
+        assert listed == sorted(listed)  # descending scores, equal scores by ascending id
+        if exclude:
+            assert len(scores) == n - len(set(rec.data.sequences[u][:-1].tolist()) - {target})
+    if rec.model.name == "cooc":  # its popularity tie-break exists only in float64
+        assert rec.scores(requests[:2]).dtype == torch.float64
+    if rec.model.name == "pop":
+        assert len(set(next(iter(lists))["items"][i]["score"] for i in range(n // 2))) < n // 2  # ties exist
 
 
 def test_history_excluded_padding_never_and_top_respected(rec: Recommender) -> None:
@@ -97,11 +121,17 @@ def test_a_session_of_keys_equals_the_same_user_history(rec: Recommender) -> Non
 
 def test_only_the_window_counts_but_the_whole_history_is_excluded(rec: Recommender) -> None:
     max_len = rec.max_len
-    seq = np.tile(np.arange(1, 9, dtype=np.int64), max_len)  # longer than the window
-    long_req = rec.session_request("long", [rec.data.item_keys[i - 1] for i in seq])
-    short_req = rec.session_request("short", [rec.data.item_keys[i - 1] for i in seq[-max_len:]])
-    a, b = rec.scores([long_req]), rec.scores([short_req])
-    assert torch.equal(a, b)
+    window = np.tile(np.arange(2, 10, dtype=np.int64), max_len)[-max_len:]
+    early = 30  # only before the window
+    keys = [rec.data.item_keys[i - 1] for i in [early, *window.tolist()]]
+    long_req = rec.session_request("long", keys)
+    short_req = rec.session_request("short", keys[1:])
+    assert torch.equal(rec.scores([long_req]), rec.scores([short_req]))
+    n = rec.data.num_items
+    excluded = {i["id"] for i in rec.recommend([long_req], top=n, exclude_history=True)[0]["items"]}
+    assert early not in excluded and not excluded & set(window.tolist())
+    kept = {i["id"] for i in rec.recommend([long_req], top=n, exclude_history=False)[0]["items"]}
+    assert early in kept and len(kept) == n
 
 
 def test_unknown_items_are_named_or_skipped(rec: Recommender) -> None:
@@ -174,6 +204,20 @@ def test_cli_recommend_outputs(run_dir: Path, rec: Recommender, tmp_path: Path, 
     expected = rec.recommend([rec.user_request("5", by_index=True)], top=3)[0]["items"]
     assert [r.split(",")[3] for r in rows[1:]] == [i["key"] for i in expected]
 
+    users = tmp_path / "users.txt"
+    users.write_text(f"{rec.data.user_tokens[1]}\n# a comment\n{rec.data.user_tokens[4]}\n")
+    assert main(["recommend", "--run", str(run_dir), "--users-file", str(users), "--top", "2"]) == 0
+    assert [json.loads(r)["id"] for r in capsys.readouterr().out.splitlines()] == [
+        rec.data.user_tokens[1],
+        rec.data.user_tokens[4],
+    ]
+    users.write_text(f"{rec.data.user_tokens[1]}\n{rec.data.user_tokens[1]}\n")
+    assert main(["recommend", "--run", str(run_dir), "--users-file", str(users)]) == 2
+    assert "entry 2" in capsys.readouterr().err
+    assert main(["recommend", "--run", str(run_dir), "--history", keys, "--index"]) == 2
+    assert "--index applies" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["recommend", "--run", str(run_dir), "--all-users", "--top", "0"])
     assert main(["recommend", "--run", str(run_dir), "--history", "NOPE"]) == 2
     assert "not in the catalogue" in capsys.readouterr().err
     assert main(["recommend", "--run", str(run_dir)]) == 2
@@ -224,6 +268,16 @@ def test_http_server_answers_like_the_library(server: str, rec: Recommender) -> 
     keys = [rec.data.item_keys[i - 1] for i in rec.data.sequences[2]]
     status, body = _post(server + "/recommend", json.dumps({"history": keys, "top": 5}).encode())
     assert status == 200 and [i["id"] for i in body["items"]] == [i["id"] for i in expected["items"]]
+    for bad_top in [None, [5], True, 2.5, "x"]:
+        status, body = _post(server + "/recommend", json.dumps({"user": token, "top": bad_top}).encode())
+        assert status == 400 and "top" in body["error"], bad_top
+    both = {"user": token, "history": keys}
+    status, body = _post(server + "/recommend", json.dumps(both).encode())
+    assert status == 400 and "not both" in body["error"]
+    status, body = _post(server + "/recommend", json.dumps({"history": keys, "stage": "test"}).encode())
+    assert status == 400 and "stage" in body["error"]
+    status, body = _post(server + "/recommend", b"\xff\xfe")
+    assert status == 400 and "UTF-8" in body["error"]
     for url_or_body, pattern in [
         ("/recommend?user=no-such-user", "not found"),
         ("/recommend?top=5", "pass a user"),
@@ -236,5 +290,9 @@ def test_http_server_answers_like_the_library(server: str, rec: Recommender) -> 
     assert status == 400 and "not valid JSON" in body["error"]
     status, body = _post(server + "/recommend", json.dumps({"history": ["NOPE"]}).encode())
     assert status == 400 and "NOPE" in body["error"]
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:  # a huge declared body is refused
+        conn.sendall(b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n")
+        assert b" 413 " in conn.recv(4096).split(b"\r\n")[0] + b" "
     status, body = _get(server + "/nowhere")
     assert status == 404

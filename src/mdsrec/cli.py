@@ -202,8 +202,11 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     sources = [args.user, args.users_file, args.all_users or None, args.history, args.sessions]
     if sum(s is not None for s in sources) != 1:
         raise MdsrecError("pass exactly one of --user, --users-file, --all-users, --history, --sessions")
-    if args.stage != "next" and (args.history is not None or args.sessions is not None):
+    sessions = args.history is not None or args.sessions is not None
+    if args.stage != "next" and sessions:
         raise MdsrecError("--stage applies to users of the data set, not to --history/--sessions")
+    if args.index and (sessions or args.all_users):
+        raise MdsrecError("--index applies to --user/--users-file")
     rec = Recommender.from_run(args.run, args.data, device=args.device)
     requests: list[Request]
     if args.history is not None:
@@ -219,10 +222,18 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             by_index = args.index
             if not users:
                 raise MdsrecError(f"users file {args.users_file} holds no users")
+            seen: dict[str, int] = {}
+            for n, u in enumerate(users, 1):
+                if u in seen:
+                    where = f"{args.users_file}: entry {n}" if args.users_file else f"--user entry {n}"
+                    raise MdsrecError(f"{where}: user {u!r} repeats entry {seen[u]} (one list per user)")
+                seen[u] = n
         requests = [rec.user_request(u, by_index, args.stage) for u in users]
     blocked = None
     if args.candidates is not None:
-        blocked = rec.candidate_mask(read_lines(args.candidates, "candidates"), args.item_field)
+        blocked = rec.candidate_mask(
+            read_lines(args.candidates, "candidates"), args.item_field, args.skip_unknown
+        )
 
     from tqdm.auto import tqdm
 
@@ -272,6 +283,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
     finally:
         server.server_close()
     return 0
@@ -292,6 +305,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     written = ", ".join(str(out / f"sweep.{ext}") for ext in ("csv", "md", "png"))
     print(f"wrote {written} ({time.perf_counter() - t0:.0f}s)")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -410,7 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how --history/--sessions/--candidates name items: items.tsv key (e.g. ASIN) or token "
         "(default: %(default)s)",
     )
-    r.add_argument("--skip-unknown", action="store_true", help="drop history items not in the catalogue")
+    r.add_argument(
+        "--skip-unknown", action="store_true", help="drop history/candidate items not in the catalogue"
+    )
     r.add_argument(
         "--stage",
         default="next",
@@ -418,14 +443,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="users: whole sequence (next), or the history before the held-out test/valid item "
         "(default: %(default)s)",
     )
-    r.add_argument("--top", type=int, default=10, help="items per list (default: %(default)s)")
+    r.add_argument("--top", type=_positive_int, default=10, help="items per list (default: %(default)s)")
     r.add_argument(
         "--exclude-history",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="leave items of the history out of the list (default: the run's eval.exclude_history)",
     )
-    r.add_argument("--candidates", help="file of item keys (one per line): recommend only these")
+    r.add_argument(
+        "--candidates", help="file of items (one per line, named as --item-field says): recommend only these"
+    )
     r.add_argument(
         "--format", default="jsonl", choices=("jsonl", "csv"), help="output format (default: jsonl)"
     )

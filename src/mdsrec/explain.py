@@ -189,7 +189,9 @@ def explain(
             mask[target] = False  # a repeated held-out item stays rankable, as in the evaluator
 
     def prepared(y: Tensor) -> Tensor:
-        scores = y.detach().reshape(-1).float().cpu().masked_fill(mask, float("-inf"))  # [N+1]
+        # float64 stays float64: cooc's popularity tie-break exists only at that precision (half types widen).
+        y = y.detach().reshape(-1).cpu()
+        scores = (y if y.dtype == torch.float64 else y.float()).masked_fill(mask, float("-inf"))  # [N+1]
         if torch.isnan(
             scores
         ).any():  # as the evaluator (target_ranks): NaN compares false, ranks would be wrong

@@ -4,7 +4,8 @@ A :class:`Recommender` holds one run's best model in evaluation mode (no dropout
 whole catalogue for a batch of histories in one ``score_all`` call per batch, as the evaluator does:
 
 * a known user's history is their whole sequence in the processed data (validation and test items included: this
-  is serving, nothing is held out), or, with ``stage="test"``/``"valid"``, the history the evaluator would see;
+  is serving, nothing is held out), or, with ``stage="test"``/``"valid"``, the history the evaluator would see
+  (and, as in the evaluator, the held-out item stays rankable when it also occurs in that history);
 * an ad-hoc session is a list of item keys (items.tsv ``key``, e.g. the ASIN) or tokens (``item_field="token"``),
   oldest first. An unknown item is an error that names it, unless ``skip_unknown`` drops it (a session left empty
   is still an error: no model ranks without a history).
@@ -12,7 +13,9 @@ whole catalogue for a batch of histories in one ``score_all`` call per batch, as
 Like the evaluator, the model sees the last ``data.max_len`` items. Items of the history (the whole given history,
 not only the window) are left out of the ranking when ``exclude_history`` (default: the run's
 ``eval.exclude_history``); ``candidates`` restricts the ranking to a set of items (e.g. what is in stock). The
-padding item is never ranked. Ties rank the lower item id first. NaN scores are refused.
+padding item is never ranked. Scores keep the model's precision (float64 for ``cooc``, whose popularity tie-break
+needs it). Equal scores are listed lower item id first; the evaluator counts a tie against the held-out item, so its
+rank is 1 + the number of other listed items scoring at least as high. NaN scores are refused.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Request:
     id: str
     history: np.ndarray  # int64 item ids 1..N, oldest first (the whole history; the model sees the window)
     user: int | None = None  # internal user index when the history is a known user's
+    keep: int | None = None  # held-out item (stage test/valid): rankable even when it occurs in the history
     dropped: list[str] = field(default_factory=list)  # unknown items skipped (skip_unknown)
 
 
@@ -77,6 +81,7 @@ class Recommender:
         self.run_excludes_history = bool(exp.cfg.eval.exclude_history)
         self._lock = threading.Lock()  # one forward pass at a time (the HTTP server is threaded)
         self._index: dict[str, dict[str, int]] = {}
+        self._users: dict[str, int] | None = None  # token -> index for tokens that occur once
 
     @classmethod
     def from_run(
@@ -137,9 +142,16 @@ class Recommender:
         """The history of a user of the processed data: whole sequence (``next``) or before a held-out item."""
         if stage not in USER_STAGES:
             raise MdsrecError(f"stage ({stage!r}) must be one of {', '.join(USER_STAGES)}")
-        index, _ = resolve_user(self.data, user, by_index)
-        history, _ = user_history(self.data, index, stage)
-        return Request(self.data.user_tokens[index], history.astype(np.int64), user=index)
+        if self._users is None:
+            counts: dict[str, int] = {}
+            for t in self.data.user_tokens:
+                counts[t] = counts.get(t, 0) + 1
+            self._users = {t: i for i, t in enumerate(self.data.user_tokens) if counts[t] == 1}
+        index = self._users.get(user) if not by_index else None
+        if index is None:  # an index, an ambiguous or unknown token: explain's rules and errors
+            index, _ = resolve_user(self.data, user, by_index)
+        history, target = user_history(self.data, index, stage)
+        return Request(self.data.user_tokens[index], history.astype(np.int64), user=index, keep=target)
 
     def session_request(
         self, session: str, items: Sequence[str], item_field: str = "key", skip_unknown: bool = False
@@ -152,9 +164,11 @@ class Recommender:
             raise MdsrecError(f"{where} has {what}: a model needs at least one item of the catalogue to rank")
         return Request(session, ids, dropped=dropped)
 
-    def candidate_mask(self, names: Sequence[str], item_field: str = "key") -> Tensor:
+    def candidate_mask(
+        self, names: Sequence[str], item_field: str = "key", skip_unknown: bool = False
+    ) -> Tensor:
         """[N+1] bool, True where an item may NOT be recommended: everything outside ``names``."""
-        ids, _ = self.item_ids(names, item_field, where="candidates")
+        ids, _ = self.item_ids(names, item_field, skip_unknown, where="candidates")
         if len(ids) == 0:
             raise MdsrecError("candidates: the list is empty; nothing could be recommended")
         mask = torch.ones(self.data.num_items + 1, dtype=torch.bool)
@@ -198,7 +212,8 @@ class Recommender:
             yield from self._rank(chunk, top, exclude, blocked)
 
     def scores(self, requests: Sequence[Request]) -> Tensor:
-        """Raw ``score_all`` of the requests' windows, [B, N+1] float on the CPU (nothing masked)."""
+        """Raw ``score_all`` of the requests' windows, [B, N+1] on the CPU (nothing masked; float32, or float64
+        when the model scores in float64)."""
         windows = [r.history[-self.max_len :] for r in requests]
         for r, w in zip(requests, windows, strict=True):
             if len(w) == 0:
@@ -211,7 +226,8 @@ class Recommender:
         with self._lock, torch.no_grad():
             self.model.eval()
             y = self.model.score_all(Batch(items, lengths).to(self.exp.device))  # [B, N+1]
-        return y.detach().float().cpu()
+        y = y.detach().cpu()
+        return y if y.dtype == torch.float64 else y.float()
 
     def _rank(
         self, requests: list[Request], top: int, exclude: bool, blocked: Tensor | None
@@ -227,8 +243,11 @@ class Recommender:
             y[:, blocked] = float("-inf")
         if exclude:
             for b, r in enumerate(requests):
+                keep = None if r.keep is None else y[b, r.keep].clone()
                 y[b, torch.from_numpy(r.history)] = float("-inf")
-        finite = torch.isfinite(y).sum(dim=1)  # [B] rankable items per request
+                if keep is not None and (blocked is None or not bool(blocked[r.keep])):
+                    y[b, r.keep] = keep  # a repeated held-out item stays rankable, as in the evaluator
+        finite = (y > float("-inf")).sum(dim=1)  # [B] rankable items per request
         # Stable sort of the negated scores: equal scores keep ascending ids, as in explain.
         order = torch.sort(-y, dim=1, stable=True).indices[:, :top]  # [B, top]
         for b, r in enumerate(requests):
@@ -316,8 +335,11 @@ def read_sessions(
 # ---------------------------------------------------------------------------------------------------------------
 
 
+MAX_BODY = 1 << 20  # bytes of a POST body
+
+
 def make_server(
-    rec: Recommender, host: str = "127.0.0.1", port: int = 8000, max_top: int = 1000
+    rec: Recommender, host: str = "127.0.0.1", port: int = 8000, max_top: int = 1000, timeout: float = 30.0
 ) -> ThreadingHTTPServer:
     """A JSON HTTP server over ``rec`` (``serve_forever()`` to run it; port 0 picks a free one):
 
@@ -326,7 +348,9 @@ def make_server(
     * ``POST /recommend`` with ``{"history": [KEY, ...], "top": 10, "item_field": "key", "skip_unknown": false,
       "exclude_history": null, "id": "..."}`` or ``{"user": TOKEN, ...}`` -> one result.
 
-    Bad requests get status 400 (404 for an unknown path) and ``{"error": message}``."""
+    Bad requests get status 400 (404 for an unknown path, 411/413 for a missing or too large body) and
+    ``{"error": message}``; an unexpected failure is logged and answered with 500. A connection idle for
+    ``timeout`` seconds is closed."""
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "mdsrec"
@@ -344,14 +368,16 @@ def make_server(
 
         def _answer(self, params: dict[str, Any]) -> None:
             try:
-                top = int(params.get("top", 10))
-                if not 1 <= top <= max_top:
-                    raise MdsrecError(f"top ({top}) must be in 1..{max_top}")
+                top = _top(params.get("top", 10), max_top)
                 ex = params.get("exclude_history")
                 exclude = None if ex is None else _flag(ex, "exclude_history")
+                if params.get("user") is not None and params.get("history") is not None:
+                    raise MdsrecError("pass a user or a history, not both")
                 if params.get("user") is not None:
                     request = rec.user_request(str(params["user"]), stage=str(params.get("stage", "next")))
                 elif params.get("history") is not None:
+                    if params.get("stage") is not None:
+                        raise MdsrecError("stage applies to a user of the data set, not to a history")
                     if not isinstance(params["history"], list):
                         raise MdsrecError("history must be a list of item keys")
                     request = rec.session_request(
@@ -363,8 +389,11 @@ def make_server(
                 else:
                     raise MdsrecError('pass a user (?user=TOKEN) or a history (POST {"history": [...]})')
                 self._send(200, rec.recommend([request], top, exclude)[0])
-            except (MdsrecError, ValueError) as e:
+            except MdsrecError as e:
                 self._send(400, {"error": str(e)})
+            except Exception:  # answer instead of dropping the connection; the log has the traceback
+                log.exception("request %r failed", params)
+                self._send(500, {"error": "internal error (see the server's log)"})
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             url = urlparse(self.path)
@@ -390,9 +419,19 @@ def make_server(
             if url.path != "/recommend":
                 self._send(404, {"error": f"unknown path {url.path}; POST goes to /recommend"})
                 return
-            length = int(self.headers.get("Content-Length") or 0)
+            text = self.headers.get("Content-Length")
+            if text is None or not text.strip().isdecimal():
+                self._send(411, {"error": "POST /recommend needs a Content-Length header (a byte count)"})
+                return
+            length = int(text)
+            if length > MAX_BODY:
+                self._send(413, {"error": f"request body of {length} bytes is over the limit of {MAX_BODY}"})
+                return
             try:
-                body = json.loads(self.rfile.read(length) or b"{}")
+                body = json.loads(self.rfile.read(length).decode("utf-8") or "{}")
+            except UnicodeDecodeError:
+                self._send(400, {"error": "request body is not UTF-8"})
+                return
             except json.JSONDecodeError as e:
                 self._send(400, {"error": f"request body is not valid JSON ({e.msg})"})
                 return
@@ -401,7 +440,21 @@ def make_server(
                 return
             self._answer(body)
 
+    Handler.timeout = timeout
     return ThreadingHTTPServer((host, port), Handler)
+
+
+def _top(value: Any, max_top: int) -> int:
+    """``top`` of a request: an int (not a bool) or a decimal string, in 1..max_top."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise MdsrecError(f"top ({value!r}) must be an integer in 1..{max_top}")
+    if isinstance(value, str):
+        if not value.strip().lstrip("-").isdecimal():
+            raise MdsrecError(f"top ({value!r}) must be an integer in 1..{max_top}")
+        value = int(value)
+    if not 1 <= value <= max_top:
+        raise MdsrecError(f"top ({value}) must be an integer in 1..{max_top}")
+    return value
 
 
 def _flag(value: Any, name: str) -> bool:
