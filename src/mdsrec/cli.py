@@ -151,6 +151,12 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     print("\nTest metrics on the synthetic data (full ranking, leave-one-out):\n")
     print(_table(rows, ("best_epoch", "seconds_per_epoch")))
     print(f"\nmetrics.json files are under {out / 'runs'}")
+    mdsrec_run = out / "runs" / "mdsrec"
+    print(
+        "next: top-10 lists for the first users, and why MDSRec recommends them:\n"
+        f"  mdsrec recommend --run {mdsrec_run} --user u0 u1 u2\n"
+        f"  mdsrec explain --run {mdsrec_run} --user u0 --stage next"
+    )
     return 0
 
 
