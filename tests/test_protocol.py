@@ -3,6 +3,7 @@ import pytest
 
 from mdsrec.config import DataConfig
 from mdsrec.data.protocol import Split, build_train_rows, eval_batches, plan_batches, train_batches
+from mdsrec.errors import ConfigError
 
 SEQS = [np.array(s, dtype=np.int64) for s in ([1, 2, 3], [4, 5, 6, 7, 8], list(range(1, 12)), [9, 3, 9, 2])]
 
@@ -79,3 +80,31 @@ def test_eval_batches_truncate_to_max_len() -> None:
     u = int((b.users == 2).nonzero())
     assert b.items[u].tolist() == [8, 9, 10] and int(b.target[u]) == 11
     assert int(b.lengths.max()) == 3
+
+
+def batch_pairs(batches) -> list[tuple[tuple[int, ...], int]]:  # type: ignore[no-untyped-def]
+    """Every (history window, target) pair a list of training batches trains."""
+    out = []
+    for b in batches:
+        for x, y, n in zip(b.items, b.targets, b.lengths, strict=True):
+            for j in np.flatnonzero(y.numpy()):
+                out.append((tuple(x[: j + 1].tolist()), int(y[j])))
+            assert (x[int(n) :] == 0).all()
+    return sorted(out)
+
+
+def test_materialized_batch_padding_trains_the_same_rows_with_less_padding() -> None:
+    split = Split([*SEQS, np.arange(1, 30, dtype=np.int64), np.array([5, 6, 7, 8], dtype=np.int64)])
+    rows = build_train_rows(split, 50, "materialized")
+    padded = train_batches(rows, DataConfig(batch_size=4, train_mode="materialized"), 7)
+    bucketed = train_batches(
+        rows,
+        DataConfig(batch_size=4, train_mode="materialized", materialized_padding="batch", bucket_batches=2),
+        7,
+    )
+    assert batch_pairs(bucketed) == batch_pairs(padded) == prefix_pairs(rows)
+    assert all(b.items.size(1) == 50 for b in padded)
+    assert all(b.items.size(1) == int(b.lengths.max()) for b in bucketed)
+    assert sum(b.items.numel() for b in bucketed) < 0.4 * sum(b.items.numel() for b in padded)
+    with pytest.raises(ConfigError, match="materialized_padding"):
+        DataConfig(materialized_padding="none")

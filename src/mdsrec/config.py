@@ -42,10 +42,15 @@ class DataConfig:
     )
     eval_batch_size: int = 1024  # users per evaluation batch
     bucket_batches: int = 32  # sort by length within pools of this many batches (less padding)
+    # materialized rows: "max_len" pads every row to max_len in random order (RecBole's way, the speed reference);
+    # "batch" sorts them by length within pools as all_prefix does and pads to each batch's longest row (the same
+    # rows and targets, far fewer padded positions; for models whose outputs do not depend on padding)
+    materialized_padding: str = "max_len"
 
     def __post_init__(self) -> None:
         _check_choice("data.batch_unit", self.batch_unit, ("prefixes", "sequences"))
         _check_choice("data.train_mode", self.train_mode, ("all_prefix", "materialized"))
+        _check_choice("data.materialized_padding", self.materialized_padding, ("max_len", "batch"))
         _check_positive("data.max_len", self.max_len)
         _check_positive("data.batch_size", self.batch_size)
         _check_positive("data.eval_batch_size", self.eval_batch_size)

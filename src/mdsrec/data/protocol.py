@@ -10,8 +10,9 @@ Two ways to build training batches, the same objective:
   position p-1 is trained to predict ``t[p]``. A training part longer than max_len+1 gives a first window covering
   p <= max_len and one extra row per later p (its last max_len items, only its last position trained), so every
   prefix sees exactly its last max_len items, as in the materialised form.
-* ``materialized``: one row per prefix padded to max_len, only the last position trained (how RecBole trains);
-  kept for the speed benchmark and as a reference.
+* ``materialized``: one row per prefix, only the last position trained (how RecBole trains); padded to max_len in
+  random order (``materialized_padding: max_len``, RecBole's way: the speed benchmark's reference) or bucketed by
+  length and padded per batch like all_prefix (``batch``: the same rows, for BERT4Rec's per-prefix cloze rows).
 
 Batches are padded to their own longest row; rows are sorted by length inside shuffled pools so little padding is
 computed. Shape legend: B batch, L sequence length, N items.
@@ -163,7 +164,7 @@ def train_batches(rows: TrainRows, cfg: DataConfig, epoch_seed: int) -> list[Bat
     rng = np.random.default_rng(epoch_seed)
     lengths = rows.lengths
     units = rows.num_targets if cfg.batch_unit == "prefixes" else np.ones(len(lengths), dtype=np.int64)
-    fixed = cfg.train_mode == "materialized"
+    fixed = cfg.train_mode == "materialized" and cfg.materialized_padding == "max_len"
     out = []
     for idx in plan_batches(lengths, units, cfg.batch_size, 1 if fixed else cfg.bucket_batches, rng):
         if fixed:  # the RecBole way: every row padded to max_len, no length sorting
