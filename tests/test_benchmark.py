@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -209,7 +210,7 @@ def test_override_scoping_and_errors(tiny_data, tmp_path) -> None:  # type: igno
 
 
 def test_search_chooses_on_validation_and_trains_the_other_seeds_with_it(
-    tiny_data, tmp_path, train_calls
+    tiny_data, tmp_path, train_calls, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "b"
     sets = [s for s in TINY_SETS if not s.startswith(("gru4rec:", "train.lr=", "model."))]
@@ -295,6 +296,19 @@ def test_search_chooses_on_validation_and_trains_the_other_seeds_with_it(
             search="train.lr=0.01,0.0001",
             dry_run=True,
         )
+
+    # A dry run over the partly finished benchmark prints the table of what is finished, and writes nothing.
+    shutil.rmtree(out / f"runs/sasrec/train.lr={chosen}/seed1")
+    (out / "results.md").unlink()
+    capsys.readouterr()
+    assert main([*argv, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "partial table" in printed
+        and f"| SASRec | 1 | {chosen} |" in printed
+        and "| pop | 1 | - |" in printed
+    )
+    assert not (out / "results.md").exists() and not (out / f"runs/sasrec/train.lr={chosen}/seed1").exists()
 
 
 @pytest.mark.parametrize(

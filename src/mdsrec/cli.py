@@ -170,10 +170,16 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.configs and not configs.is_dir():
         raise MdsrecError(f"--configs {configs}: not a directory")
     t0 = time.perf_counter()
-    if args.dry_run:  # benchmark logs the plan and its summary
-        benchmark(
+    if args.dry_run:  # benchmark logs the plan and its summary; the finished runs' table goes to stdout
+        finished = benchmark(
             data, models, args.seeds, args.out, configs, args.set or [], args.dataset, args.search, True
         )
+        if finished:
+            from mdsrec.benchmark import load_table2, parse_search, results_markdown
+
+            param, values = parse_search(args.search) if args.search else ("", [])
+            table = results_markdown(finished, args.dataset or data.name, data, load_table2(), param, values)
+            print(f"Finished runs so far (a partial table; nothing written):\n\n{table}")
         return 0
     benchmark(data, models, args.seeds, args.out, configs, args.set or [], args.dataset, args.search)
     out = Path(args.out)
