@@ -29,7 +29,7 @@ import io
 import json
 import logging
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,119 @@ def run_config(model: str, dataset: str, configs_dir: Path | None, sets: list[st
     return cfg
 
 
+def plan_runs(
+    models: list[str],
+    dataset: str,
+    configs_dir: Path | None,
+    per_model: dict[str, list[str]],
+    param: str,
+    raw_values: list[str],
+) -> dict[str, list[tuple[str, ExperimentConfig]]]:
+    """Every model's seed-0 plan: (setting label, config) per searched value, or one ("", config) without a search
+    (and for parameter-free models). Every config is resolved here, before anything trains: a bad override or
+    value fails at once, not after hours."""
+    from mdsrec.sweep import sweep_configs, value_label
+
+    plans: dict[str, list[tuple[str, ExperimentConfig]]] = {}
+    for m in models:
+        base = run_config(m, dataset, configs_dir, per_model[m])
+        if not param or not REGISTRY[m][0].trainable:
+            plans[m] = [("", base)]
+            continue
+        if any(o.split("=", 1)[0].strip() == param for o in per_model[m]):
+            raise ConfigError(f"{param} is both searched (--search) and set (--set) for {m}")
+        frozen = configs_dir / dataset / f"{m}.yaml" if configs_dir is not None else None
+        pairs = sweep_configs(
+            m, param, raw_values, frozen if frozen and frozen.is_file() else None, per_model[m]
+        )
+        plans[m] = [(f"{param}={value_label(v)}", c) for v, c in pairs]
+    return plans
+
+
+@dataclass
+class _Runner:
+    """Trains, resumes or reuses the runs of one benchmark in order, numbering them [done/total] in the log."""
+
+    out: Path
+    data: ProcessedDataset
+    dry_run: bool
+    total: int
+    done: int = 0
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"finished": 0, "interrupted": 0, "new": 0, "diverged": 0}
+    )
+
+    def run(self, m: str, s: int, setting: str, cfg: ExperimentConfig, searching: bool) -> RunResult | None:
+        """One run; in a dry run None unless it is finished (and reusable). In a search a run whose loss became
+        non-finite before its first evaluation is marked (DIVERGED) and left out."""
+        self.done += 1
+        run = self.out / "runs" / m / setting / f"seed{s}" if setting else self.out / "runs" / m / f"seed{s}"
+        state = run_state(run)
+        if searching and state != "finished" and (run / DIVERGED).is_file():
+            return self._diverged_before(m, run, setting, cfg)
+        self.counts[state] += 1
+        verb = DRY_ACTIONS[state] if self.dry_run else ACTIONS[state]
+        log.info("[%d/%d] %s seed %d: %s %s", self.done, self.total, m, cfg.train.seed, verb, run)
+        if self.dry_run:
+            if state != "finished":
+                return None
+            metrics = json.loads((run / "metrics.json").read_text())
+            check_finished(run, metrics, cfg, self.data, "benchmark")
+            return RunResult(m, cfg.train.seed, metrics, None, setting)
+        try:
+            outcome = train_or_reuse(cfg, self.data, run, owner="benchmark")
+        except TrainingDiverged as e:
+            if not searching:
+                raise MdsrecError(
+                    f"{run}: {e}. This run cannot be trained with this config; change it (e.g. a lower train.lr) "
+                    "or leave the model out"
+                ) from e
+            log.warning("%s %s diverged (%s): left out of the search", m, setting, e)
+            marker = {
+                "error": str(e),
+                "config": full_config(cfg).to_dict(),
+                "data": {"fingerprint": self.data.fingerprint},
+            }
+            write_json(run / DIVERGED, marker)
+            return RunResult(m, cfg.train.seed, {}, None, setting, str(e))
+        return RunResult(m, cfg.train.seed, outcome.metrics, outcome.wall_seconds, setting)
+
+    def _diverged_before(self, m: str, run: Path, setting: str, cfg: ExperimentConfig) -> RunResult:
+        marker = json.loads((run / DIVERGED).read_text())
+        try:  # the same config and data, else an error
+            check_finished(run, marker, cfg, self.data, "benchmark")
+        except MdsrecError as e:
+            raise MdsrecError(
+                f"{run / DIVERGED} marks a run that diverged with another config or data ({e}); delete {run} "
+                "to train it with this one"
+            ) from e
+        self.counts["diverged"] += 1
+        log.info(
+            "[%d/%d] %s seed %d: diverged before, not retried %s",
+            self.done,
+            self.total,
+            m,
+            cfg.train.seed,
+            run,
+        )
+        return RunResult(m, cfg.train.seed, {}, None, setting, str(marker["error"]))
+
+
+def choose(
+    m: str, candidates: list[tuple[RunResult, ExperimentConfig]]
+) -> tuple[list[SearchPoint], tuple[RunResult, ExperimentConfig] | None]:
+    """A finished search's points and its choice: the best validation value among those that trained, the first
+    listed on a tie (None when every value diverged). Test metrics never take part."""
+    found = [SearchPoint(m, r.searched, r.metrics, c.train.valid_metric, r.diverged) for r, c in candidates]
+    ok = [i for i, p in enumerate(found) if not p.diverged]
+    if not ok:
+        return found, None
+    best = max(ok, key=lambda i: (found[i].metrics["valid"][found[i].valid_metric], -i))
+    found[best].chosen = True
+    log.info("%s: %s chosen on validation %s", m, found[best].setting, found[best].valid_metric)
+    return found, candidates[best]
+
+
 def benchmark(
     data: ProcessedDataset,
     models: list[str],
@@ -169,8 +282,6 @@ def benchmark(
 
     ``dry_run``: train nothing and write nothing; log what each run would do (finished runs are checked against
     their config and data as for reuse) and return the finished runs' results."""
-    from mdsrec.sweep import sweep_configs, value_label
-
     out = Path(out)
     if seeds < 1:
         raise ConfigError(f"seeds ({seeds}) must be >= 1")
@@ -182,110 +293,37 @@ def benchmark(
     param, raw_values = parse_search(search) if search is not None else ("", [])
     dataset = dataset or data.name
     cdir = Path(configs_dir) if configs_dir is not None else None
-    per_model = split_overrides(sets or [], models)
-    # Every config is resolved before anything trains: a bad override or value fails at once, not after hours.
-    # A model's plan: (setting label, its config) per searched value, or one ("", config) without a search.
-    plans: dict[str, list[tuple[str, ExperimentConfig]]] = {}
-    for m in models:
-        base = run_config(m, dataset, cdir, per_model[m])
-        if not param or not REGISTRY[m][0].trainable:
-            plans[m] = [("", base)]
-            continue
-        if any(o.split("=", 1)[0].strip() == param for o in per_model[m]):
-            raise ConfigError(f"{param} is both searched (--search) and set (--set) for {m}")
-        frozen = cdir / dataset / f"{m}.yaml" if cdir is not None else None
-        pairs = sweep_configs(
-            m, param, raw_values, frozen if frozen and frozen.is_file() else None, per_model[m]
-        )
-        plans[m] = [(f"{param}={value_label(v)}", c) for v, c in pairs]
+    plans = plan_runs(models, dataset, cdir, split_overrides(sets or [], models), param, raw_values)
     total = sum(len(p) + (seeds - 1 if REGISTRY[m][0].trainable else 0) for m, p in plans.items())
-
-    done = 0
-    counts = {"finished": 0, "interrupted": 0, "new": 0, "diverged": 0}
-
-    def run_one(m: str, s: int, setting: str, cfg: ExperimentConfig, searching: bool) -> RunResult | None:
-        """Train, resume or reuse one run; in a dry run None unless it is finished (and reusable). In a search a
-        run whose loss became non-finite before its first evaluation is marked (DIVERGED) and left out."""
-        nonlocal done
-        done += 1
-        run = out / "runs" / m / setting / f"seed{s}" if setting else out / "runs" / m / f"seed{s}"
-        state = run_state(run)
-        if searching and state != "finished" and (run / DIVERGED).is_file():
-            marker = json.loads((run / DIVERGED).read_text())
-            try:  # the same config and data, else an error
-                check_finished(run, marker, cfg, data, "benchmark")
-            except MdsrecError as e:
-                raise MdsrecError(
-                    f"{run / DIVERGED} marks a run that diverged with another config or data ({e}); delete {run} "
-                    "to train it with this one"
-                ) from e
-            counts["diverged"] += 1
-            log.info(
-                "[%d/%d] %s seed %d: diverged before, not retried %s", done, total, m, cfg.train.seed, run
-            )
-            return RunResult(m, cfg.train.seed, {}, None, setting, str(marker["error"]))
-        counts[state] += 1
-        verb = DRY_ACTIONS[state] if dry_run else ACTIONS[state]
-        log.info("[%d/%d] %s seed %d: %s %s", done, total, m, cfg.train.seed, verb, run)
-        if dry_run:
-            if state != "finished":
-                return None
-            metrics = json.loads((run / "metrics.json").read_text())
-            check_finished(run, metrics, cfg, data, "benchmark")
-            return RunResult(m, cfg.train.seed, metrics, None, setting)
-        try:
-            outcome = train_or_reuse(cfg, data, run, owner="benchmark")
-        except TrainingDiverged as e:
-            if not searching:
-                raise MdsrecError(
-                    f"{run}: {e}. This run cannot be trained with this config; change it (e.g. a lower train.lr) "
-                    "or leave the model out"
-                ) from e
-            log.warning("%s %s diverged (%s): left out of the search", m, setting, e)
-            marker = {
-                "error": str(e),
-                "config": full_config(cfg).to_dict(),
-                "data": {"fingerprint": data.fingerprint},
-            }
-            write_json(run / DIVERGED, marker)
-            return RunResult(m, cfg.train.seed, {}, None, setting, str(e))
-        return RunResult(m, cfg.train.seed, outcome.metrics, outcome.wall_seconds, setting)
+    runner = _Runner(out, data, dry_run, total)
 
     results: list[RunResult] = []
     points: list[SearchPoint] = []
     left_out: list[str] = []  # models without a result: why
     for m in models:
         searching = len(plans[m]) > 1
-        candidates = [(run_one(m, 0, setting, cfg, searching), cfg) for setting, cfg in plans[m]]
+        candidates = [(runner.run(m, 0, setting, cfg, searching), cfg) for setting, cfg in plans[m]]
         later = range(1, seeds if REGISTRY[m][0].trainable else 1)
-        if searching and any(r is None for r, _ in candidates):  # dry run before the search has finished
-            done += len(later)
-            if later:
-                log.info("%s: seeds %d-%d with the value the search chooses", m, later[0], later[-1])
-            continue
         first: RunResult | None
-        if searching:  # the best validation value among those that trained, the first listed on a tie
-            found = [
-                SearchPoint(m, r.searched, r.metrics, c.train.valid_metric, r.diverged)
-                for r, c in candidates
-                if r is not None
-            ]
+        if searching:
+            done_search = [(r, c) for r, c in candidates if r is not None]
+            if len(done_search) < len(candidates):  # dry run before the search has finished
+                runner.done += len(later)
+                if later:
+                    log.info("%s: seeds %d-%d with the value the search chooses", m, later[0], later[-1])
+                continue
+            found, chosen = choose(m, done_search)
             points += found
-            ok = [i for i, p in enumerate(found) if not p.diverged]
-            if not ok:
+            if chosen is None:
                 why = (
                     f"every value of {param} diverged before its first evaluation: search lower values (delete "
                     f"{out / 'runs' / m} to retry these)"
                 )
                 log.error("%s left out: %s", m, why)
                 left_out.append(f"{paper_name(m)}: {why}")
-                done += len(later)
+                runner.done += len(later)
                 continue
-            best = max(ok, key=lambda i: (found[i].metrics["valid"][found[i].valid_metric], -i))
-            found[best].chosen = True
-            first, cfg = candidates[best]
-            assert first is not None
-            log.info("%s: %s chosen on validation %s", m, first.searched, found[best].valid_metric)
+            first, cfg = chosen
         else:
             first, cfg = candidates[0]
         if first is not None:
@@ -293,11 +331,12 @@ def benchmark(
         for s in later:
             c = copy.deepcopy(cfg)
             c.train.seed += s  # base seed (config or --set) + s
-            r = run_one(m, s, plans[m][0][0] if first is None else first.searched, c, False)
+            r = runner.run(m, s, plans[m][0][0] if first is None else first.searched, c, False)
             if r is not None:
                 results.append(r)
 
     if dry_run:
+        counts = runner.counts
         log.info(
             "dry run: %d of %d runs finished (would be reused), %d diverged in a search (not retried), %d would "
             "resume, %d would train, %d wait for a search; nothing trained or written",
