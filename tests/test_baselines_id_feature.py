@@ -182,7 +182,38 @@ def test_bert4rec_encoder_sees_mask_at_masked_positions_only(tiny_data, monkeypa
     assert (fed[masked] == model.mask_id).all()  # every masked item is hidden
     torch.testing.assert_close(fed[~masked], seq[~masked])  # everything else is the original (or padding)
     assert not (fed[~masked] == model.mask_id).any()
-    torch.testing.assert_close(loss, F.cross_entropy(seen["scores"], seq[masked]))
+    torch.testing.assert_close(
+        loss, F.cross_entropy(seen["scores"], seq[masked], reduction="sum") / seq.size(0)
+    )
+
+
+def test_bert4rec_loss_weighs_every_masked_position_the_same_whatever_the_batch(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    """Every masked position weighs 1/B: the loss of two batches joined is the row-weighted mean of their losses,
+    and padding a batch wider changes nothing (so length-bucketed batches train the RecBole objective)."""
+    model, split = make("bert4rec", tiny_data, max_len=20, mask_prob=1.0, mask_last_ratio=0.0)
+    model.eval()  # no dropout; with mask_prob 1 every position is masked, so the loss is deterministic
+    rows = build_train_rows(split, 20, "materialized")
+    cfg = DataConfig(max_len=20, batch_size=16, train_mode="materialized", materialized_padding="batch")
+    batches = train_batches(rows, cfg, epoch_seed=0)
+    a = min(batches, key=lambda x: x.items.size(1))  # the narrowest and the widest batch
+    b = max(batches, key=lambda x: x.items.size(1))
+    assert a.items.size(1) < b.items.size(1)
+    wide = Batch(
+        F.pad(a.items, (0, b.items.size(1) - a.items.size(1))),
+        a.lengths,
+        F.pad(a.targets, (0, b.items.size(1) - a.items.size(1))),
+    )
+    joined = Batch(
+        torch.cat([wide.items, b.items]),
+        torch.cat([a.lengths, b.lengths]),
+        torch.cat([wide.targets, b.targets]),
+    )
+    with torch.no_grad():
+        la, lb, lw, lj = (model.compute_loss(x).item() for x in (a, b, wide, joined))
+    na, nb = a.items.size(0), b.items.size(0)
+    assert lw == pytest.approx(la, rel=1e-5)
+    assert lj == pytest.approx((la * na + lb * nb) / (na + nb), rel=1e-5)
+    assert la != pytest.approx(lb, rel=1e-3)  # the batches differ, so the check above can fail
 
 
 def test_bert4rec_mask_rate_padding_and_at_least_one(tiny_data) -> None:  # type: ignore[no-untyped-def]

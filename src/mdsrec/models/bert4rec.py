@@ -35,6 +35,11 @@ Deviations:
   samples that mask only the last item) and of RecBole's ``ft_ratio``; the default 0.5 is RecBole's value, drawn per
   row here (RecBole draws it per batch). 0 gives the pure cloze objective.
 - Right padding with a key-padding mask (RecBole's layout): positions count from the oldest item of the window.
+- The loss is the cross-entropy summed over each row's masked positions and averaged over the rows of the batch
+  (RecBole and the authors average over the batch's masked positions). Over randomly composed batches the two
+  weight every masked position the same (up to a constant factor, which Adam ignores); with length-bucketed
+  batches (``data.materialized_padding: batch``, or all_prefix) a per-batch mean over positions would weigh a
+  position of a batch of short rows several times more than one of a batch of long rows (~5x on Scientific).
 
 Shape legend: B batch, L sequence length, D hidden, N items, P masked positions in a batch.
 """
@@ -169,7 +174,12 @@ class BERT4Rec(SequentialRecommender):
         seq, lengths = self.training_sequences(batch)  # [B, L'], [B]
         masked = self.cloze_mask(lengths, seq.size(1))  # [B, L']
         states = self.encode(seq.masked_fill(masked, self.mask_id), lengths)  # [B, L', D]
-        return F.cross_entropy(self.scores(states[masked]), seq[masked])  # over the P masked positions
+        # Summed over each row's masked positions, averaged over the B rows: every masked position weighs 1/B
+        # whatever the batch's composition (see the module docstring).
+        ce = F.cross_entropy(
+            self.scores(states[masked]), seq[masked], reduction="sum"
+        )  # over the P positions
+        return ce / seq.size(0)
 
     def score_all(self, batch: Batch) -> Tensor:
         mask = torch.full_like(batch.lengths, self.mask_id)  # [B]
