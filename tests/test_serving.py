@@ -291,9 +291,70 @@ def test_http_server_answers_like_the_library(server: str, rec: Recommender) -> 
     assert status == 400 and "not valid JSON" in body["error"]
     status, body = _post(server + "/recommend", json.dumps({"history": ["NOPE"]}).encode())
     assert status == 400 and "NOPE" in body["error"]
+    status, body = _post(
+        server + "/recommend", json.dumps({"history": ["NOPE"], "skip_unknown": True}).encode()
+    )
+    assert status == 400 and "cold_start" in body["error"]  # this server answers cold starts with an error
     host, port = server.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as conn:  # a huge declared body is refused
         conn.sendall(b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n")
         assert b" 413 " in conn.recv(4096).split(b"\r\n")[0] + b" "
     status, body = _get(server + "/nowhere")
     assert status == 404
+
+
+def test_cold_start_sessions_get_the_most_popular_items(
+    rec: Recommender, run_dir: Path, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(MdsrecError, match="cold_start 'popular'"):
+        rec.session_request("new", ["NOPE"], skip_unknown=True)
+    with pytest.raises(MdsrecError, match="cold_start"):
+        rec.session_request("new", [], cold_start="maybe")
+    cold = rec.session_request("new", ["NOPE"], skip_unknown=True, cold_start="popular")
+    assert cold.fallback and len(cold.history) == 0
+    counts = np.bincount(np.concatenate(rec.data.sequences), minlength=rec.data.num_items + 1)
+    warm = rec.user_request("3", by_index=True)
+    mixed = rec.recommend([warm, cold], top=5)
+    got = mixed[1]
+    assert got["fallback"] == "popular" and got["unknown_items"] == ["NOPE"]
+    ids = [i["id"] for i in got["items"]]
+    order = sorted(range(1, rec.data.num_items + 1), key=lambda i: (-counts[i], i))
+    assert ids == order[:5]  # most interactions first, ties by id
+    assert "fallback" not in mixed[0]
+    assert [i["id"] for i in mixed[0]["items"]] == [i["id"] for i in rec.recommend([warm], top=5)[0]["items"]]
+
+    sessions = tmp_path / "s.jsonl"
+    sessions.write_text(json.dumps({"id": "a", "history": []}) + "\n")
+    with pytest.raises(MdsrecError, match=r"s\.jsonl:1: session 'a' has an empty history"):
+        read_sessions(rec, sessions)
+    assert read_sessions(rec, sessions, cold_start="popular")[0].fallback
+    capsys.readouterr()
+    argv = [
+        "recommend",
+        "--run",
+        str(run_dir),
+        "--sessions",
+        str(sessions),
+        "--top",
+        "3",
+        "--cold-start",
+        "popular",
+    ]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["fallback"] == "popular" and [i["id"] for i in out["items"]] == order[:3]
+
+
+def test_http_server_with_popular_cold_start(rec: Recommender) -> None:
+    srv = make_server(rec, port=0, cold_start="popular")
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_port}/recommend"
+        status, body = _post(url, json.dumps({"history": [], "top": 4}).encode())
+        assert status == 200 and body["fallback"] == "popular" and len(body["items"]) == 4
+        expected = rec.recommend([rec.session_request("s", [], cold_start="popular")], top=4)[0]["items"]
+        assert [i["id"] for i in body["items"]] == [i["id"] for i in expected]
+    finally:
+        srv.shutdown()
+        srv.server_close()

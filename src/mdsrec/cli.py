@@ -223,9 +223,11 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     requests: list[Request]
     if args.history is not None:
         items = [k.strip() for k in args.history.split(",") if k.strip()]
-        requests = [rec.session_request("session", items, args.item_field, args.skip_unknown)]
+        requests = [
+            rec.session_request("session", items, args.item_field, args.skip_unknown, args.cold_start)
+        ]
     elif args.sessions is not None:
-        requests = read_sessions(rec, args.sessions, args.item_field, args.skip_unknown)
+        requests = read_sessions(rec, args.sessions, args.item_field, args.skip_unknown, args.cold_start)
     else:
         if args.all_users:
             users, by_index = [str(i) for i in range(rec.data.num_users)], True
@@ -289,7 +291,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mdsrec.serving import Recommender, make_server
 
     rec = Recommender.from_run(args.run, args.data, device=args.device)
-    server = make_server(rec, args.host, args.port)
+    server = make_server(rec, args.host, args.port, cold_start=args.cold_start)
     print(
         f"serving {rec.model.name} ({args.run}) on http://{args.host}:{server.server_port} (GET /health, GET|POST /recommend)"
     )
@@ -446,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     r.add_argument(
+        "--cold-start",
+        default="error",
+        choices=("error", "popular"),
+        help="a session without a known item: an error, or the most interacted-with items (default: %(default)s)",
+    )
+    r.add_argument(
         "--skip-unknown", action="store_true", help="drop history/candidate items not in the catalogue"
     )
     r.add_argument(
@@ -478,6 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     v.add_argument("--port", type=int, default=8000, help="port (0: any free one; default: %(default)s)")
     v.add_argument("--device", default="cpu", help="device to run the model on (default: %(default)s)")
+    v.add_argument(
+        "--cold-start",
+        default="error",
+        choices=("error", "popular"),
+        help="a session without a known item: an error, or the most interacted-with items (default: %(default)s)",
+    )
     v.set_defaults(func=cmd_serve)
 
     w = sub.add_parser("sweep", help="one run per value of a parameter; sweep.csv/.md/.png (resumable)")

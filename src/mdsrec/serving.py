@@ -7,8 +7,9 @@ whole catalogue for a batch of histories in one ``score_all`` call per batch, as
   is serving, nothing is held out), or, with ``stage="test"``/``"valid"``, the history the evaluator would see
   (and, as in the evaluator, the held-out item stays rankable when it also occurs in that history);
 * an ad-hoc session is a list of item keys (items.tsv ``key``, e.g. the ASIN) or tokens (``item_field="token"``),
-  oldest first. An unknown item is an error that names it, unless ``skip_unknown`` drops it (a session left empty
-  is still an error: no model ranks without a history).
+  oldest first. An unknown item is an error that names it, unless ``skip_unknown`` drops it. A session left
+  without a known item is an error (no model ranks without a history) unless ``cold_start="popular"``: it then
+  gets the items most interacted with in the whole data set (its result says ``"fallback": "popular"``).
 
 Like the evaluator, the model sees the last ``data.max_len`` items. Items of the history (the whole given history,
 not only the window) are left out of the ranking when ``exclude_history`` (default: the run's
@@ -43,6 +44,7 @@ from mdsrec.training.trainer import Experiment, load_run
 log = logging.getLogger(__name__)
 
 ITEM_FIELDS = ("key", "token")
+COLD_START = ("error", "popular")
 USER_STAGES = ("next", "test", "valid")
 
 
@@ -55,6 +57,7 @@ class Request:
     user: int | None = None  # internal user index when the history is a known user's
     keep: int | None = None  # held-out item (stage test/valid): rankable even when it occurs in the history
     dropped: list[str] = field(default_factory=list)  # unknown items skipped (skip_unknown)
+    fallback: bool = False  # no known item (cold start): ranked by popularity, not by the model
 
 
 def run_data_path(run: Path, data: str | None) -> str:
@@ -82,6 +85,7 @@ class Recommender:
         self._lock = threading.Lock()  # one forward pass at a time (the HTTP server is threaded)
         self._index: dict[str, dict[str, int]] = {}
         self._users: dict[str, int] | None = None  # token -> index for tokens that occur once
+        self._popularity: Tensor | None = None
 
     @classmethod
     def from_run(
@@ -154,15 +158,37 @@ class Recommender:
         return Request(self.data.user_tokens[index], history.astype(np.int64), user=index, keep=target)
 
     def session_request(
-        self, session: str, items: Sequence[str], item_field: str = "key", skip_unknown: bool = False
+        self,
+        session: str,
+        items: Sequence[str],
+        item_field: str = "key",
+        skip_unknown: bool = False,
+        cold_start: str = "error",
     ) -> Request:
-        """An ad-hoc history of item keys/tokens, oldest first."""
+        """An ad-hoc history of item keys/tokens, oldest first. ``cold_start``: what a session without a known
+        item gets, "error" or "popular" (the most interacted-with items)."""
         where = f"session {session!r}"
+        if cold_start not in COLD_START:
+            raise MdsrecError(f"cold_start ({cold_start!r}) must be one of {', '.join(COLD_START)}")
         ids, dropped = self.item_ids(items, item_field, skip_unknown, where)
         if len(ids) == 0:
+            if cold_start == "popular":
+                return Request(session, ids, dropped=dropped, fallback=True)
             what = "no known items" if dropped else "an empty history"
-            raise MdsrecError(f"{where} has {what}: a model needs at least one item of the catalogue to rank")
+            raise MdsrecError(
+                f"{where} has {what}: a model needs at least one item of the catalogue to rank "
+                "(cold_start 'popular' recommends the most interacted-with items instead)"
+            )
         return Request(session, ids, dropped=dropped)
+
+    def popularity(self) -> Tensor:
+        """[N+1] float64 log(1 + interactions of each item in the whole data set); the cold-start ranking."""
+        if self._popularity is None:
+            counts = np.bincount(
+                np.concatenate(self.data.sequences).astype(np.int64), minlength=self.data.num_items + 1
+            )
+            self._popularity = torch.from_numpy(np.log1p(counts.astype(np.float64)))
+        return self._popularity
 
     def candidate_mask(
         self, names: Sequence[str], item_field: str = "key", skip_unknown: bool = False
@@ -232,7 +258,16 @@ class Recommender:
     def _rank(
         self, requests: list[Request], top: int, exclude: bool, blocked: Tensor | None
     ) -> Iterator[dict[str, Any]]:
-        y = self.scores(requests)  # [B, N+1]
+        cold = [b for b, r in enumerate(requests) if r.fallback]
+        warm = [b for b, r in enumerate(requests) if not r.fallback]
+        pop = self.popularity()
+        y = torch.empty(len(requests), self.data.num_items + 1, dtype=torch.float64)  # [B, N+1]
+        if warm:
+            model_y = self.scores([requests[b] for b in warm])  # [B_warm, N+1]
+            y = y.to(model_y.dtype)
+            y[warm] = model_y
+        if cold:
+            y[cold] = pop.to(y.dtype)
         if torch.isnan(y).any():
             bad = requests[int(torch.isnan(y).any(dim=1).nonzero()[0])]
             raise MdsrecError(
@@ -263,6 +298,8 @@ class Recommender:
                 for k, i in enumerate(order[b, :n])
             ]
             out: dict[str, Any] = {"id": r.id, "history_length": len(r.history), "items": items}
+            if r.fallback:
+                out["fallback"] = "popular"
             if r.user is not None:
                 out["user_index"] = r.user
             if r.dropped:
@@ -289,12 +326,18 @@ def read_lines(path: str | Path, what: str) -> list[str]:
 
 
 def read_sessions(
-    rec: Recommender, path: str | Path, item_field: str = "key", skip_unknown: bool = False
+    rec: Recommender,
+    path: str | Path,
+    item_field: str = "key",
+    skip_unknown: bool = False,
+    cold_start: str = "error",
 ) -> list[Request]:
     """Sessions from a JSON-lines file: one ``{"id": "...", "history": ["KEY", ...]}`` per line, oldest first.
 
     Errors name the file and line: bad JSON, a missing or non-list ``history``, unknown items (without
-    ``skip_unknown``), a repeated id."""
+    ``skip_unknown``), a repeated id, a session without a known item (unless ``cold_start="popular"``)."""
+    if cold_start not in COLD_START:
+        raise MdsrecError(f"cold_start ({cold_start!r}) must be one of {', '.join(COLD_START)}")
     path = Path(path)
     if not path.is_file():
         raise MdsrecError(f"sessions file {path} not found")
@@ -319,12 +362,13 @@ def read_sessions(
             raise MdsrecError(f"{where}: session id {sid!r} already used on line {seen[sid]}")
         seen[sid] = n
         ids, dropped = rec.item_ids(obj["history"], item_field, skip_unknown, where)
-        if len(ids) == 0:
+        if len(ids) == 0 and cold_start != "popular":
             what = "no known items" if dropped else "an empty history"
             raise MdsrecError(
-                f"{where}: session {sid!r} has {what}; a model needs at least one catalogue item"
+                f"{where}: session {sid!r} has {what}; a model needs at least one catalogue item "
+                "(--cold-start popular recommends the most interacted-with items instead)"
             )
-        requests.append(Request(sid, ids, dropped=dropped))
+        requests.append(Request(sid, ids, dropped=dropped, fallback=len(ids) == 0))
     if not requests:
         raise MdsrecError(f"sessions file {path} holds no sessions")
     return requests
@@ -339,13 +383,19 @@ MAX_BODY = 1 << 20  # bytes of a POST body
 
 
 def make_server(
-    rec: Recommender, host: str = "127.0.0.1", port: int = 8000, max_top: int = 1000, timeout: float = 30.0
+    rec: Recommender,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_top: int = 1000,
+    timeout: float = 30.0,
+    cold_start: str = "error",
 ) -> ThreadingHTTPServer:
     """A JSON HTTP server over ``rec`` (``serve_forever()`` to run it; port 0 picks a free one):
 
     * ``GET /health`` -> {status, model, data, items, users};
     * ``GET /recommend?user=TOKEN[&top=10][&exclude_history=0|1][&stage=next]`` -> one result;
-    * ``POST /recommend`` with ``{"history": [KEY, ...], "top": 10, "item_field": "key", "skip_unknown": false,
+    * ``POST /recommend`` (a history without a known item: see ``cold_start``) with ``{"history": [KEY, ...],
+      "top": 10, "item_field": "key", "skip_unknown": false,
       "exclude_history": null, "id": "..."}`` or ``{"user": TOKEN, ...}`` -> one result.
 
     Bad requests get status 400 (404 for an unknown path, 411/413 for a missing or too large body) and
@@ -385,6 +435,7 @@ def make_server(
                         params["history"],
                         str(params.get("item_field", "key")),
                         _flag(params.get("skip_unknown", False), "skip_unknown"),
+                        cold_start,
                     )
                 else:
                     raise MdsrecError('pass a user (?user=TOKEN) or a history (POST {"history": [...]})')
