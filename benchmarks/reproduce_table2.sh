@@ -6,7 +6,7 @@
 #   benchmarks/reproduce_table2.sh DATA_ROOT OUT_ROOT [STEP ...]
 #
 # DATA_ROOT holds the processed sets (mdsrec prepare scientific|sports ... --out DATA_ROOT/<name>); OUT_ROOT gets
-# one benchmark folder per step. Steps (default: all, in this order):
+# one benchmark folder per step. Steps (default: sports-main scientific-table2 sports-table2, in this order):
 #   sports-main          pop, cooc, featsim, SASRec, MDSRec on Sports, one seed, frozen lr (issue 3's Sports row;
 #                        an MDSRec epoch takes ~9 min on 2 CPU cores, ~3 h in all)
 #   scientific-table2    every Table 2 model on Scientific, 3 seeds, lr searched in {1e-4, 1e-3, 1e-2} on the first
@@ -48,8 +48,12 @@ for step in "${steps[@]}"; do
         sports-search)
             for m in sasrec mdsrec; do
                 src="$out/sports/runs/$m/seed0" dst="$out/sports_search/runs/$m/train.lr=0.001/seed0"
-                if [[ -f $src/metrics.json && ! -e $dst && ${#dry[@]} -eq 0 ]]; then
-                    mkdir -p "$(dirname "$dst")" && ln -s "$src" "$dst"
+                if [[ -f $src/metrics.json && ! -e $dst && ! -L $dst ]]; then
+                    if [[ ${#dry[@]} -gt 0 ]]; then
+                        echo "would link $src -> $dst (reused after the config check)"
+                    else
+                        mkdir -p "$(dirname "$dst")" && ln -s "$src" "$dst"
+                    fi
                 fi
             done
             mdsrec benchmark --data "$data/sports" --models sasrec,mdsrec --seeds 1 \

@@ -358,3 +358,32 @@ def test_http_server_with_popular_cold_start(rec: Recommender) -> None:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_mixed_cold_and_warm_batches_score_like_separate_ones(rec: Recommender) -> None:
+    warm = rec.user_request("2", by_index=True)
+    cold = rec.session_request("c", [], cold_start="popular")
+    both = rec.recommend([warm, cold], top=6)
+    for got, alone in zip(
+        both, [rec.recommend([warm], top=6)[0], rec.recommend([cold], top=6)[0]], strict=True
+    ):
+        assert [(i["id"], i["score"]) for i in got["items"]] == [
+            (i["id"], i["score"]) for i in alone["items"]
+        ]
+
+
+def test_session_files_encoding_and_ids(rec: Recommender, tmp_path: Path) -> None:
+    k = rec.data.item_keys[0]
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"id": 7, "history": [k]}).encode() + b"\n")
+    assert [r.id for r in read_sessions(rec, bom)] == ["7"]  # a byte-order mark is dropped, an int id kept
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"id": "\xe9", "history": []}\n')
+    with pytest.raises(MdsrecError, match=r"latin\.jsonl is not UTF-8"):
+        read_sessions(rec, latin)
+    bad_id = tmp_path / "id.jsonl"
+    bad_id.write_text(json.dumps({"id": None, "history": [k]}) + "\n")
+    with pytest.raises(MdsrecError, match=r"id\.jsonl:1: \"id\" \(None\) must be a string"):
+        read_sessions(rec, bad_id)
+    with pytest.raises(MdsrecError, match="cold_start"):
+        make_server(rec, port=0, cold_start="sometimes")

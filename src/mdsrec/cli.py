@@ -9,8 +9,10 @@ mdsrec benchmark --data DATA_DIR --models M1,M2 --seeds N --out DIR [--configs D
                  [--search train.lr=1e-4,1e-3,1e-2] [--dry-run]
 mdsrec explain --run RUN_DIR --user USER [--index] [--stage test|valid|next] [--top N] [--json OUT]
 mdsrec recommend --run RUN_DIR (--user U ... | --users-file F | --all-users | --history K1,K2 | --sessions F)
-                 [--top N] [--candidates F] [--format jsonl|csv] [--out FILE]
-mdsrec serve --run RUN_DIR [--host H] [--port P]
+                 [--index] [--top N] [--stage next|test|valid] [--[no-]exclude-history] [--candidates F]
+                 [--item-field key|token] [--skip-unknown] [--cold-start error|popular] [--format jsonl|csv]
+                 [--out FILE] [--data DATA_DIR] [--device D]
+mdsrec serve --run RUN_DIR [--host H] [--port P] [--cold-start error|popular] [--data DATA_DIR] [--device D]
 mdsrec sweep --data DATA_DIR --model NAME --param model.h --values 0,5,10,20 --out DIR [--config FILE]
              [--set key=value ...] [--seed S]
 """

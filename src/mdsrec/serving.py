@@ -260,14 +260,13 @@ class Recommender:
     ) -> Iterator[dict[str, Any]]:
         cold = [b for b, r in enumerate(requests) if r.fallback]
         warm = [b for b, r in enumerate(requests) if not r.fallback]
-        pop = self.popularity()
-        y = torch.empty(len(requests), self.data.num_items + 1, dtype=torch.float64)  # [B, N+1]
-        if warm:
-            model_y = self.scores([requests[b] for b in warm])  # [B_warm, N+1]
-            y = y.to(model_y.dtype)
-            y[warm] = model_y
-        if cold:
-            y[cold] = pop.to(y.dtype)
+        if not cold:
+            y = self.scores(requests)  # [B, N+1] the model's precision
+        else:  # float64, so that a request's scores do not depend on what else is in its batch
+            y = torch.empty(len(requests), self.data.num_items + 1, dtype=torch.float64)  # [B, N+1]
+            if warm:
+                y[warm] = self.scores([requests[b] for b in warm]).double()  # exact widening
+            y[cold] = self.popularity()
         if torch.isnan(y).any():
             bad = requests[int(torch.isnan(y).any(dim=1).nonzero()[0])]
             raise MdsrecError(
@@ -318,11 +317,21 @@ def read_lines(path: str | Path, what: str) -> list[str]:
     if not path.is_file():
         raise MdsrecError(f"{what} file {path} not found")
     lines = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    for raw in _read_text(path, what).splitlines():
         line = raw.strip()
         if line and not line.startswith("#"):
             lines.append(line)
     return lines
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file (a byte-order mark is dropped); a clear error when it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise MdsrecError(
+            f"{what} file {path} is not UTF-8 text (byte {e.start}): save it as UTF-8"
+        ) from None
 
 
 def read_sessions(
@@ -343,7 +352,7 @@ def read_sessions(
         raise MdsrecError(f"sessions file {path} not found")
     requests: list[Request] = []
     seen: dict[str, int] = {}
-    for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, raw in enumerate(_read_text(path, "sessions").splitlines(), 1):
         if not raw.strip():
             continue
         where = f"{path}:{n}"
@@ -357,7 +366,10 @@ def read_sessions(
             raise MdsrecError(
                 f'{where}: expected an object with a list field "history" of item {item_field}s'
             )
-        sid = str(obj.get("id", f"line{n}"))
+        raw_id = obj.get("id", f"line{n}")
+        if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
+            raise MdsrecError(f'{where}: "id" ({raw_id!r}) must be a string or an integer')
+        sid = str(raw_id)
         if sid in seen:
             raise MdsrecError(f"{where}: session id {sid!r} already used on line {seen[sid]}")
         seen[sid] = n
@@ -401,6 +413,9 @@ def make_server(
     Bad requests get status 400 (404 for an unknown path, 411/413 for a missing or too large body) and
     ``{"error": message}``; an unexpected failure is logged and answered with 500. A connection idle for
     ``timeout`` seconds is closed."""
+
+    if cold_start not in COLD_START:
+        raise MdsrecError(f"cold_start ({cold_start!r}) must be one of {', '.join(COLD_START)}")
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "mdsrec"
