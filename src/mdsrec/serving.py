@@ -168,18 +168,9 @@ class Recommender:
         """An ad-hoc history of item keys/tokens, oldest first. ``cold_start``: what a session without a known
         item gets, "error" or "popular" (the most interacted-with items)."""
         where = f"session {session!r}"
-        if cold_start not in COLD_START:
-            raise MdsrecError(f"cold_start ({cold_start!r}) must be one of {', '.join(COLD_START)}")
+        _check_cold_start(cold_start)
         ids, dropped = self.item_ids(items, item_field, skip_unknown, where)
-        if len(ids) == 0:
-            if cold_start == "popular":
-                return Request(session, ids, dropped=dropped, fallback=True)
-            what = "no known items" if dropped else "an empty history"
-            raise MdsrecError(
-                f"{where} has {what}: a model needs at least one item of the catalogue to rank "
-                "(cold_start 'popular' recommends the most interacted-with items instead)"
-            )
-        return Request(session, ids, dropped=dropped)
+        return _session(session, ids, dropped, cold_start, where)
 
     def popularity(self) -> Tensor:
         """[N+1] float64 log(1 + interactions of each item in the whole data set); the cold-start ranking."""
@@ -324,6 +315,22 @@ def read_lines(path: str | Path, what: str) -> list[str]:
     return lines
 
 
+def _check_cold_start(cold_start: str) -> None:
+    if cold_start not in COLD_START:
+        raise MdsrecError(f"cold_start ({cold_start!r}) must be one of {', '.join(COLD_START)}")
+
+
+def _session(sid: str, ids: np.ndarray, dropped: list[str], cold_start: str, where: str) -> Request:
+    """The request of a session whose known items are ``ids``; without any: the popularity fallback or an error."""
+    if len(ids) == 0 and cold_start != "popular":
+        what = "no known items" if dropped else "an empty history"
+        raise MdsrecError(
+            f"{where} has {what}: a model needs at least one item of the catalogue to rank "
+            "(cold_start 'popular' recommends the most interacted-with items instead)"
+        )
+    return Request(sid, ids, dropped=dropped, fallback=len(ids) == 0)
+
+
 def _read_text(path: Path, what: str) -> str:
     """A UTF-8 text file (a byte-order mark is dropped); a clear error when it is not UTF-8."""
     try:
@@ -345,8 +352,7 @@ def read_sessions(
 
     Errors name the file and line: bad JSON, a missing or non-list ``history``, unknown items (without
     ``skip_unknown``), a repeated id, a session without a known item (unless ``cold_start="popular"``)."""
-    if cold_start not in COLD_START:
-        raise MdsrecError(f"cold_start ({cold_start!r}) must be one of {', '.join(COLD_START)}")
+    _check_cold_start(cold_start)
     path = Path(path)
     if not path.is_file():
         raise MdsrecError(f"sessions file {path} not found")
@@ -374,13 +380,7 @@ def read_sessions(
             raise MdsrecError(f"{where}: session id {sid!r} already used on line {seen[sid]}")
         seen[sid] = n
         ids, dropped = rec.item_ids(obj["history"], item_field, skip_unknown, where)
-        if len(ids) == 0 and cold_start != "popular":
-            what = "no known items" if dropped else "an empty history"
-            raise MdsrecError(
-                f"{where}: session {sid!r} has {what}; a model needs at least one catalogue item "
-                "(--cold-start popular recommends the most interacted-with items instead)"
-            )
-        requests.append(Request(sid, ids, dropped=dropped, fallback=len(ids) == 0))
+        requests.append(_session(sid, ids, dropped, cold_start, f"{where}: session {sid!r}"))
     if not requests:
         raise MdsrecError(f"sessions file {path} holds no sessions")
     return requests
@@ -414,8 +414,7 @@ def make_server(
     ``{"error": message}``; an unexpected failure is logged and answered with 500. A connection idle for
     ``timeout`` seconds is closed."""
 
-    if cold_start not in COLD_START:
-        raise MdsrecError(f"cold_start ({cold_start!r}) must be one of {', '.join(COLD_START)}")
+    _check_cold_start(cold_start)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "mdsrec"
