@@ -171,7 +171,9 @@ def test_reference_models_run_once_and_frozen_configs_apply(tiny_data, tmp_path,
     (configs / "synthetic" / "cooc.yaml").write_text(
         "model: {name: cooc, window: 2, directed: true}\ntrain: {seed: 7, progress: false}\n"
     )
-    results = benchmark(tiny_data, ["pop", "cooc"], 3, tmp_path / "b", configs, ["train.progress=false"])
+    results = benchmark(
+        tiny_data, ["pop", "cooc"], 3, tmp_path / "b", configs, ["train.progress=false"]
+    ).results
     assert [(r.model, r.seed) for r in results] == [("pop", 42), ("cooc", 7)]  # one seed each
     assert sorted(train_calls) == [("cooc/seed0", False), ("pop/seed0", False)]
     assert results[1].metrics["config"]["model"]["window"] == 2
@@ -282,7 +284,9 @@ def test_search_chooses_on_validation_and_trains_the_other_seeds_with_it(
     # A dry run over the finished benchmark finds every run, checks it, trains nothing and writes nothing.
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     args = ([s for s in sets if ":" not in s], dict(search="train.lr=0.01,0.0001", dry_run=True))
-    found = benchmark(tiny_data, ["sasrec"], 2, out, None, args[0] + [s for s in sets if ":" in s], **args[1])
+    found = benchmark(
+        tiny_data, ["sasrec"], 2, out, None, args[0] + [s for s in sets if ":" in s], **args[1]
+    ).results
     assert [(r.searched, r.seed) for r in found] == [(f"train.lr={chosen}", 42), (f"train.lr={chosen}", 43)]
     assert train_calls == [] and {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
     with pytest.raises(MdsrecError, match="another config"):  # a finished run that would not be reused
@@ -346,7 +350,7 @@ def test_a_searched_value_that_diverges_at_once_is_left_out(
     monkeypatch.setattr(trainer_mod, "train", diverging)
     out = tmp_path / "b"
     sets = ["train.progress=false", "train.epochs=1", "model.hidden_size=16", "data.batch_size=64"]
-    results = benchmark(tiny_data, ["sasrec"], 2, out, None, sets, search="train.lr=0.5,0.01")
+    results = benchmark(tiny_data, ["sasrec"], 2, out, None, sets, search="train.lr=0.5,0.01").results
     assert [(r.searched, r.seed) for r in results] == [("train.lr=0.01", 42), ("train.lr=0.01", 43)]
     marker = json.loads((out / "runs/sasrec/train.lr=0.5/seed0/diverged.json").read_text())
     assert "nan" in marker["error"] and marker["config"]["train"]["lr"] == 0.5
@@ -367,10 +371,22 @@ def test_a_searched_value_that_diverges_at_once_is_left_out(
 
     monkeypatch.setattr(trainer_mod, "train", diverging)
     c = tmp_path / "c"  # every value of sasrec diverges: sasrec is left out, pop still runs and is reported
-    results = benchmark(
+    outcome = benchmark(
         tiny_data, ["sasrec", "pop"], 1, c, None, ["train.progress=false"], search="train.lr=0.5,0.7"
     )
-    assert [r.model for r in results] == ["pop"]
+    assert [r.model for r in outcome.results] == ["pop"]
+    assert len(outcome.left_out) == 1 and outcome.left_out[0].startswith("SASRec: every value of train.lr")
+    dry = benchmark(  # a dry run over it reports the left-out model too (the CLI's partial table prints it)
+        tiny_data,
+        ["sasrec", "pop"],
+        1,
+        c,
+        None,
+        ["train.progress=false"],
+        search="train.lr=0.5,0.7",
+        dry_run=True,
+    )
+    assert [r.model for r in dry.results] == ["pop"] and dry.left_out == outcome.left_out
     md = (c / "results.md").read_text()
     assert "Left out (no result): SASRec: every value of train.lr diverged" in md and "| pop | 1 |" in md
     assert [r["diverged"] != "" for r in csv.DictReader((c / "search.csv").open())] == [True, True]

@@ -95,6 +95,12 @@ class RunResult:
 
 
 @dataclass
+class BenchmarkOutcome:
+    results: list[RunResult]  # every finished run (in a dry run: those finished so far)
+    left_out: list[str]  # "Model: why" for each model without a result (every searched value diverged)
+
+
+@dataclass
 class SearchPoint:
     model: str
     setting: str  # key=value
@@ -276,12 +282,12 @@ def benchmark(
     dataset: str | None = None,
     search: str | None = None,
     dry_run: bool = False,
-) -> list[RunResult]:
+) -> BenchmarkOutcome:
     """Train (or skip, or resume) every (model, seed) run, then write OUT/results.{csv,md,png} (and
     OUT/search.csv with ``search``, ``section.key=v1,v2,...``).
 
     ``dry_run``: train nothing and write nothing; log what each run would do (finished runs are checked against
-    their config and data as for reuse) and return the finished runs' results."""
+    their config and data as for reuse) and return the finished runs' results (and the models already left out)."""
     out = Path(out)
     if seeds < 1:
         raise ConfigError(f"seeds ({seeds}) must be >= 1")
@@ -347,7 +353,7 @@ def benchmark(
             counts["new"],
             total - sum(counts.values()),
         )
-        return results
+        return BenchmarkOutcome(results, left_out)
     if not results:
         raise MdsrecError("no model has a result: " + "; ".join(left_out))
     table2 = load_table2()
@@ -362,7 +368,7 @@ def benchmark(
         out / "search.csv"
     ).is_file():  # from an earlier call with --search: it would not describe these results
         (out / "search.csv").unlink()
-    return results
+    return BenchmarkOutcome(results, left_out)
 
 
 def search_csv(points: list[SearchPoint]) -> str:

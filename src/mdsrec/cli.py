@@ -173,15 +173,19 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise MdsrecError(f"--configs {configs}: not a directory")
     t0 = time.perf_counter()
     if args.dry_run:  # benchmark logs the plan and its summary; the finished runs' table goes to stdout
-        finished = benchmark(
+        so_far = benchmark(
             data, models, args.seeds, args.out, configs, args.set or [], args.dataset, args.search, True
         )
-        if finished:
+        if so_far.results:
             from mdsrec.benchmark import load_table2, parse_search, results_markdown
 
             param, values = parse_search(args.search) if args.search else ("", [])
-            table = results_markdown(finished, args.dataset or data.name, data, load_table2(), param, values)
+            table = results_markdown(
+                so_far.results, args.dataset or data.name, data, load_table2(), param, values, so_far.left_out
+            )
             print(f"Finished runs so far (a partial table; nothing written):\n\n{table}")
+        elif so_far.left_out:
+            print("No finished run yet. Left out (no result): " + "; ".join(so_far.left_out))
         return 0
     benchmark(data, models, args.seeds, args.out, configs, args.set or [], args.dataset, args.search)
     out = Path(args.out)
