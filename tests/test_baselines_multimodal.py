@@ -241,6 +241,51 @@ def test_mmmlp_every_modality_stream_reaches_the_scores(tiny_data) -> None:  # t
     torch.testing.assert_close(model.score_all(b), base)
 
 
+def test_mmmlp_full_token_mixing_is_the_unmasked_mixer_over_the_max_len_window(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    info = info_of(tiny_data)
+    model = make("mmmlp", info, token_mixing="full").eval()
+    assert isinstance(model, MMMLP) and model.requires_materialized
+    mixer = model.streams[0].blocks[0][0]
+    assert bool((mixer.mask1 == 1).all()) and bool((mixer.mask2 == 1).all())  # nothing masked
+    items = random_items(tiny_data.num_items, n=6)
+    lengths = torch.tensor([6, 5, 3, 1])
+    items[torch.arange(6)[None, :] >= lengths[:, None]] = 0  # right padding
+    scores = model.score_all(Batch(items, lengths))
+    padded = torch.nn.functional.pad(items, (0, info.max_len - 6))  # the window as the original feeds it
+    torch.testing.assert_close(model.score_all(Batch(padded, lengths)), scores)
+    # the last real position reads every position of the window: a change after it (a real item where the original
+    # has padding) changes it, which the causal mixer never allows
+    later = items.clone()
+    later[1, 5] = 1
+    assert not torch.allclose(model.encode(later, lengths)[1, 4], model.encode(items, lengths)[1, 4])
+    causal = make("mmmlp", info).eval()
+    torch.testing.assert_close(causal.encode(later, lengths)[1, :5], causal.encode(items, lengths)[1, :5])
+
+
+def test_mmmlp_full_token_mixing_trains_only_materialized_rows(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from mdsrec.config import resolve_config
+    from mdsrec.training.trainer import train
+
+    over = [f"model.{k}={v}" for k, v in TINY_MODEL["mmmlp"].items()]
+    sets = ["model.token_mixing=full", "train.epochs=1", "train.progress=false", "data.max_len=10", *over]
+    cfg = resolve_config(None, sets, model="mmmlp")
+    with pytest.raises(
+        ConfigError, match=r"data.train_mode \('all_prefix'\).*set data.train_mode=materialized"
+    ):
+        train(cfg, tiny_data, tmp_path / "a")
+    model = make("mmmlp", info_of(tiny_data), token_mixing="full")
+    with pytest.raises(ValueError, match="one target per row"):  # the model's own guard, without the trainer
+        model.compute_loss(a_train_batch(tiny_data))
+    cfg = resolve_config(None, [*sets, "data.train_mode=materialized"], model="mmmlp")
+    metrics = train(cfg, tiny_data, tmp_path / "b")
+    assert np.isfinite(metrics["test"]["ndcg@20"]) and metrics["epochs"] == 1
+
+
+def test_mmmlp_refuses_a_token_mixing_it_does_not_know(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=r"token_mixing \('bidirectional'\) must be 'causal' or 'full'"):
+        make("mmmlp", info_of(tiny_data), token_mixing="bidirectional")
+
+
 def test_mmmlp_refuses_data_without_features(tiny_data) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match="MMMLP needs at least one modality"):
         make("mmmlp", info_of(tiny_data, features={}))

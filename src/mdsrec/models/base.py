@@ -42,6 +42,9 @@ class SequentialRecommender(nn.Module):
     prefix_objective: ClassVar[bool] = True
     # False for parameter-free references (popularity, item-to-item): the trainer evaluates them without training.
     trainable: ClassVar[bool] = True
+    # True when the encoder is not causal, so it may only be trained on one target per row, the row's last position
+    # (data.train_mode: materialized); the trainer refuses all-prefix rows for it (e.g. MMMLP's full token mixer).
+    requires_materialized: bool = False
 
     def compute_loss(self, batch: Batch) -> Tensor:
         raise NotImplementedError

@@ -10,16 +10,25 @@ linear layer (concat + Linear, as the authors' code does). Prediction Layer: Lay
 against the item-ID embedding table, cross-entropy over all items at every position.
 
 Deviations:
-- Causal token mixing. The original token MLP (L -> 4L -> L over a fixed right-padded window) mixes every position
-  with every other one, and only the last real position is read out, so in one-row-per-prefix training the only
-  "future" it sees is padding. All-prefix training reads every position, so here the token MLP is masked like MADE:
-  hidden unit h belongs to position h // 4, it reads inputs at positions <= h // 4, and output j reads hidden units
-  of positions <= j. Position j therefore depends on positions <= j only, and padding after the last real item never
-  changes a real position. What is lost is the padding positions' (constant) contribution to the last position.
-- A window shorter than max_len uses the leading block of the token-mixing weights (exactly the result of padding
-  the window to max_len, since later positions cannot reach earlier ones).
+- Causal token mixing by default (``token_mixing: causal``). The original token MLP (L -> 4L -> L over a fixed
+  right-padded window) mixes every position with every other one, and only the last real position is read out, so in
+  one-row-per-prefix training the only "future" it sees is padding. All-prefix training reads every position, so
+  here the token MLP is masked like MADE: hidden unit h belongs to position h // 4, it reads inputs at positions
+  <= h // 4, and output j reads hidden units of positions <= j. Position j therefore depends on positions <= j only,
+  and padding after the last real item never changes a real position. This is not only the loss of padding's
+  constant contribution: output j reads 4 (j + 1) hidden units instead of all 4 L, so for a short history (5-8 items
+  on the Amazon sets) the last position's token MLP has 20-32 of the original's 200 hidden units, and each of them
+  sees only the positions up to its owner. It likely handicaps the model on short histories.
+  ``token_mixing: full`` is the original's unmasked mixer over the window padded to max_len (padding items enter as
+  the original's: ID row 0 and zero features); it needs ``data.train_mode: materialized`` (one trained target per
+  row, the last; the trainer refuses all-prefix rows) and costs every row max_len positions in every layer, about
+  40x the all-prefix positions on Scientific, which made it unaffordable for the CPU benchmark here.
+- A window shorter than max_len uses the leading block of the causal token-mixing weights (exactly the result of
+  padding the window to max_len, since later positions cannot reach earlier ones); the full mixer pads to max_len.
 - Each stream has its own weights per layer (the authors' code reuses one mixer block for every layer) and the
-  output LayerNorm is its own (the code reuses the ID stream's input LayerNorm).
+  output LayerNorm is its own (the code reuses the ID stream's input LayerNorm). Every stream stacks its layers;
+  the authors' text and image loops re-apply the token mixer to the stream's input on each pass, so there those
+  two streams are in effect one layer deep (read as a slip, not followed).
 - Modality features enter through a learned linear projection of the fixed feature table (the original feeds
   precomputed image/text vectors of the hidden size); any number of modalities, not exactly text + image.
 - Cross-entropy over all items (one of the original's two loss options; the other is BPR).
@@ -39,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mdsrec.data.protocol import Batch
 from mdsrec.models.base import DataInfo, NextItemModel, check_config, init_weights
 from mdsrec.models.modal_features import ModalityProjections
 
@@ -52,6 +62,9 @@ class MMMLPConfig:
     channel_expansion: int = 4  # channel MLP: D -> expansion * D -> D
     dropout: float = 0.2
     init_std: float = 0.02
+    token_mixing: str = (
+        "causal"  # "causal" (MADE-masked, any training rows) | "full" (the original; materialized)
+    )
 
     def __post_init__(self) -> None:
         check_config(
@@ -60,6 +73,8 @@ class MMMLPConfig:
             ("dropout",),
             ("init_std",),
         )
+        if self.token_mixing not in ("causal", "full"):
+            raise ValueError(f"token_mixing ({self.token_mixing!r}) must be 'causal' or 'full'")
 
 
 def _default_uniform(*shape: int, fan_in: int) -> nn.Parameter:
@@ -71,12 +86,15 @@ def _default_uniform(*shape: int, fan_in: int) -> nn.Parameter:
 class MMMLPCausalTokenMixer(nn.Module):
     """Pre-LN residual token-mixing MLP over positions, masked so that output j reads positions <= j only:
     x + W2 drop(GELU(W1 LN(x) + b1)) + b2 along the sequence axis, W1 [eL, L], W2 [L, eL] (MADE-style masks).
-    Weights and biases start at PyTorch's default (unmasked) Conv1d/Linear init, as the authors' token mixer."""
+    Weights and biases start at PyTorch's default (unmasked) Conv1d/Linear init, as the authors' token mixer.
+    ``causal=False``: the masks are all ones (the authors' unmasked mixer; the caller pads to max_len)."""
 
     mask1: Tensor
     mask2: Tensor
 
-    def __init__(self, hidden: int, max_len: int, expansion: int, dropout: float) -> None:
+    def __init__(
+        self, hidden: int, max_len: int, expansion: int, dropout: float, causal: bool = True
+    ) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(hidden)
         self.expansion = expansion
@@ -87,8 +105,10 @@ class MMMLPCausalTokenMixer(nn.Module):
         self.b2 = _default_uniform(max_len, fan_in=inner)  # [L]
         pos = torch.arange(max_len)
         owner = torch.arange(inner) // expansion  # [eL] position each hidden unit belongs to
-        self.register_buffer("mask1", (pos[None, :] <= owner[:, None]).float(), persistent=False)  # [eL, L]
-        self.register_buffer("mask2", (owner[None, :] <= pos[:, None]).float(), persistent=False)  # [L, eL]
+        mask1 = (pos[None, :] <= owner[:, None]) | (not causal)  # [eL, L]
+        mask2 = (owner[None, :] <= pos[:, None]) | (not causal)  # [L, eL]
+        self.register_buffer("mask1", mask1.float(), persistent=False)
+        self.register_buffer("mask2", mask2.float(), persistent=False)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -125,7 +145,9 @@ class MMMLPStream(nn.Module):
         self.norm = nn.LayerNorm(d, eps=1e-12)
         self.blocks = nn.ModuleList(
             nn.Sequential(
-                MMMLPCausalTokenMixer(d, max_len, cfg.token_expansion, cfg.dropout),
+                MMMLPCausalTokenMixer(
+                    d, max_len, cfg.token_expansion, cfg.dropout, causal=cfg.token_mixing == "causal"
+                ),
                 MMMLPChannelMixer(d, cfg.channel_expansion, cfg.dropout),
             )
             for _ in range(cfg.num_layers)
@@ -146,6 +168,8 @@ class MMMLP(NextItemModel):
         self.cfg = cfg
         d = cfg.hidden_size
         self.max_len = info.max_len
+        # the full (unmasked) mixer is not causal: all-prefix rows would train each prefix on later items
+        self.requires_materialized = cfg.token_mixing == "full"
         self.features = ModalityProjections(info.features, info.num_items, d, "MMMLP")
         m = len(self.features)
         self.item_emb = nn.Embedding(info.num_items + 1, d, padding_idx=0)
@@ -160,12 +184,29 @@ class MMMLP(NextItemModel):
             self.item_emb.weight[0].zero_()
 
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
-        if items.size(1) > self.max_len:
-            raise ValueError(f"sequence length {items.size(1)} exceeds max_len {self.max_len}")
+        n = items.size(1)
+        if n > self.max_len:
+            raise ValueError(f"sequence length {n} exceeds max_len {self.max_len}")
+        if (
+            self.requires_materialized
+        ):  # the unmasked mixer reads the whole window: pad it as the original does
+            items = F.pad(items, (0, self.max_len - n))  # [B, max_len]
         inputs = [self.item_emb(items), *self.features(items)]  # (1 + M) x [B, L, D]
         outs = [stream(x) for stream, x in zip(self.streams, inputs, strict=True)]  # (1 + M) x [B, L, D]
         fused = self.fuse(self.fuse_norm(torch.cat(outs, dim=-1)))  # [B, L, (1 + M) D] -> [B, L, D]
-        return self.out_norm(fused)
+        return self.out_norm(fused)[:, :n]  # [B, n, D]
+
+    def compute_loss(self, batch: Batch) -> Tensor:
+        if (
+            self.requires_materialized
+            and batch.targets is not None
+            and int((batch.targets > 0).sum(1).max()) > 1
+        ):
+            raise ValueError(
+                "MMMLP with token_mixing 'full' trains one target per row (data.train_mode: materialized); this "
+                "batch has rows with several targets, whose earlier positions would see later items"
+            )
+        return super().compute_loss(batch)
 
     def item_table(self) -> Tensor:
         return self.item_emb.weight  # [N+1, D]

@@ -83,6 +83,11 @@ def make_experiment(cfg: ExperimentConfig, data: ProcessedDataset) -> Experiment
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device ({cfg.train.device!r}): CUDA is not available on this machine")
     model = build_model(cfg.model, info).to(device)
+    if model.requires_materialized and cfg.data.train_mode != "materialized":
+        raise ConfigError(
+            f"data.train_mode ({cfg.data.train_mode!r}): this {cfg.model.get('name')} config has a non-causal "
+            "encoder and must be trained on one target per row: set data.train_mode=materialized"
+        )
     return Experiment(cfg, data, split, model, device)
 
 
