@@ -379,6 +379,30 @@ def test_missrec_dynamic_fusion_weight_learns(tiny_data) -> None:  # type: ignor
 def test_missrec_refuses_too_many_clusters(tiny_data) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=r"k \(500\) must not exceed"):
         make("missrec", info_of(tiny_data), k=500)
+    with pytest.raises(ConfigError, match=r"interest_ratio \(1.5\) must lie in \[0, 1\]"):
+        make("missrec", info_of(tiny_data), interest_ratio=1.5)
+
+
+def test_missrec_interest_ratio_sets_clusters_per_modality_from_the_catalogue(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    n = tiny_data.num_items
+    feats = dict(tiny_data.features)
+    name = next(iter(feats))
+    few = feats[name].copy()
+    few[1:] = few[1 + np.arange(n) % 5]  # only 5 distinct vectors: no more than 5 clusters for it
+    feats[name] = few
+    model = make(
+        "missrec", info_of(tiny_data, features=feats), interest_ratio=0.5, k=3
+    )  # the ratio wins over k
+    assert isinstance(model, MISSRec)
+    assert model.clusters == [5] + [-(-n // 2)] * (len(feats) - 1)
+    ids, start = model.interest_ids[1:], 0  # [N, M]
+    for i, k in enumerate(
+        model.clusters
+    ):  # modality i owns the global ids [start, start + k), every one used
+        assert set(ids[:, i].tolist()) == set(range(start, start + k))
+        start += k
+    assert model.interest_table().size(0) == start
+    assert make("missrec", info_of(tiny_data), k=3).clusters == [3] * len(feats)  # ratio 0: k as given
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -21,9 +21,12 @@ Deviations:
 - No pre-training: trained from scratch on the target data set (the original pre-trains the adaptors and the
   Transformer on several source domains with sequence-item and sequence-sequence contrastive losses, then fine-tunes;
   the contrastive losses and the transfer are not implemented).
-- Interests: k-means (seeded, ``k`` clusters per modality, mdsrec.data.graphs.kmeans) over each modality's RAW feature
-  table, computed once when the model is built. The original re-clusters the ADAPTED tokens of all modalities
-  together before every epoch, with ceil(0.5 * M * N) clusters (one cluster per two tokens). The interest embeddings
+- Interests: k-means (seeded, ``k`` clusters per modality, or ``ceil(interest_ratio * N)`` with ``interest_ratio``
+  set, mdsrec.data.graphs.kmeans) over each modality's RAW feature table, computed once when the model is built.
+  The original re-clusters the ADAPTED tokens of all modalities together before every epoch, with
+  ceil(interest_ratio * M * N) clusters, interest_ratio 0.5 (one cluster per two tokens); the frozen configs take
+  interest_ratio 0.5 per modality, the same number of clusters, each modality's capped at its number of distinct
+  feature vectors (Sports' multi-hot attributes have 6,047 distinct rows for 18,357 items). The interest embeddings
   are still the centroids of the adapted tokens of each (fixed) cluster: the adaptor is affine, so the centroid of
   adapted tokens is the adaptor applied to the raw centroid. They are detached (``detach_interests``) like the
   original's buffer.
@@ -52,6 +55,7 @@ T = L M interest tokens of a window, h heads.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,7 +98,10 @@ class MISSRecConfig:
     dynamic_fusion: bool = (
         True  # softmax(phi * cosine) modality weights ("dynamic_shared"); False: plain mean
     )
-    k: int = 64  # interest clusters per modality
+    k: int = 64  # interest clusters per modality (unless interest_ratio is set)
+    # > 0: k = ceil(interest_ratio * N) clusters per modality, the original's parameter (its interest_ratio 0.5
+    # gives one interest per two tokens); 0: the fixed k above
+    interest_ratio: float = 0.0
     kmeans_seed: int = 0
     kmeans_iters: int = 50
     detach_interests: bool = (
@@ -107,6 +114,8 @@ class MISSRecConfig:
         check_config(self, sizes, DROPOUTS, ("init_std", "temperature"))
         if self.gamma < 0:
             raise ValueError(f"gamma ({self.gamma}) must be >= 0")
+        if not 0.0 <= self.interest_ratio <= 1.0:
+            raise ValueError(f"interest_ratio ({self.interest_ratio}) must lie in [0, 1] (0: use k)")
 
 
 class MISSRecFeedForward(nn.Module):
@@ -169,14 +178,21 @@ class MISSRec(SequentialRecommender):
         n1 = info.num_items + 1
         # One token per modality: the raw table (buffer) through its adaptor nn.Linear(d_m, D).
         self.tokens = ModalityProjections(info.features, info.num_items, d, "MISSRec")
-        if cfg.k > info.num_items:
-            raise ValueError(f"k ({cfg.k}) must not exceed the number of items N ({info.num_items})")
+        # clusters per modality: k, or ceil(interest_ratio * N) capped at the modality's distinct feature rows
+        want = math.ceil(cfg.interest_ratio * info.num_items) if cfg.interest_ratio > 0 else cfg.k
+        if want > info.num_items:
+            raise ValueError(f"k ({want}) must not exceed the number of items N ({info.num_items})")
         self.max_len = info.max_len
         ids = np.zeros((n1, len(self.tokens)), dtype=np.int64)
+        self.clusters: list[int] = []  # per modality
         for i, table in enumerate(info.features.values()):
             feats = np.asarray(table, dtype=np.float32)
-            labels, centres = kmeans(feats, cfg.k, seed=cfg.kmeans_seed, iters=cfg.kmeans_iters)
-            ids[1:, i] = labels[1:] + i * cfg.k  # cluster ids are global across modalities
+            k = want
+            if cfg.interest_ratio > 0:  # more clusters than distinct vectors would split identical items
+                k = min(k, int(np.unique(feats[1:], axis=0).shape[0]))
+            labels, centres = kmeans(feats, k, seed=cfg.kmeans_seed, iters=cfg.kmeans_iters)
+            ids[1:, i] = labels[1:] + sum(self.clusters)  # cluster ids are global across modalities
+            self.clusters.append(k)
             self.register_buffer(f"centres_{i}", torch.from_numpy(centres.copy()))  # [k, d_m] raw centroids
         self.register_buffer("interest_ids", torch.from_numpy(ids))  # [N+1, M]
         self.item_emb = nn.Embedding(n1, d, padding_idx=0) if cfg.use_id else None
