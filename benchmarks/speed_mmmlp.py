@@ -2,7 +2,7 @@
 
     python benchmarks/speed_mmmlp.py --data DATA_DIR [--config configs/experiments/scientific/mmmlp.yaml] [--batches 8]
 
-Times the first ``--batches`` training steps (forward, backward, Adam) of an epoch for
+Times ``--batches`` training steps (forward, backward, Adam) spread over an epoch, after one warm-up step, for
   causal: ``token_mixing: causal``, all-prefix rows (one causal pass per training sequence);
   full:   ``token_mixing: full``, materialised rows (one row per prefix, each padded to max_len inside the model,
           as the original trains it),
@@ -31,7 +31,12 @@ def measure(data_dir: str, config: str, sets: list[str], batches: int) -> dict[s
     full = cfg.model.get("token_mixing") == "full"
     positions = sum((cfg.data.max_len if full else b.items.size(1)) * b.items.size(0) for b in epoch)
     exp.model.train()
-    steps = epoch[:batches]
+    # one warm-up step, then batches spread evenly over the epoch (the causal rows' widths vary with length)
+    stride = max(1, len(epoch) // batches)
+    steps = epoch[::stride][:batches]
+    loss = exp.model.compute_loss(epoch[0])
+    opt.zero_grad()
+    loss.backward()
     t0 = time.perf_counter()
     for b in steps:
         loss = exp.model.compute_loss(b)

@@ -244,7 +244,7 @@ def test_mmmlp_every_modality_stream_reaches_the_scores(tiny_data) -> None:  # t
 def test_mmmlp_full_token_mixing_is_the_unmasked_mixer_over_the_max_len_window(tiny_data) -> None:  # type: ignore[no-untyped-def]
     info = info_of(tiny_data)
     model = make("mmmlp", info, token_mixing="full").eval()
-    assert isinstance(model, MMMLP) and model.requires_materialized
+    assert isinstance(model, MMMLP) and model.full_mixing and MMMLP.needs_materialized(model.cfg)
     mixer = model.streams[0].blocks[0][0]
     assert bool((mixer.mask1 == 1).all()) and bool((mixer.mask2 == 1).all())  # nothing masked
     items = random_items(tiny_data.num_items, n=6)
@@ -270,7 +270,7 @@ def test_mmmlp_full_token_mixing_trains_only_materialized_rows(tiny_data, tmp_pa
     sets = ["model.token_mixing=full", "train.epochs=1", "train.progress=false", "data.max_len=10", *over]
     cfg = resolve_config(None, sets, model="mmmlp")
     with pytest.raises(
-        ConfigError, match=r"data.train_mode \('all_prefix'\).*set data.train_mode=materialized"
+        ConfigError, match=r"not causal \(model.token_mixing=full.*'all_prefix'.*=materialized"
     ):
         train(cfg, tiny_data, tmp_path / "a")
     model = make("mmmlp", info_of(tiny_data), token_mixing="full")
@@ -402,6 +402,15 @@ def test_missrec_interest_ratio_sets_clusters_per_modality_from_the_catalogue(ti
         assert set(ids[:, i].tolist()) == set(range(start, start + k))
         start += k
     assert model.interest_table().size(0) == start
+    torch.testing.assert_close(  # the capped modality: one cluster per distinct vector, its centre that vector
+        model.centres_0[model.interest_ids[1:, 0]], torch.from_numpy(few[1:])
+    )
+    batch = a_train_batch(tiny_data)  # forward, loss and scores with unequal cluster counts
+    loss = model.compute_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    scores = model.eval().score_all(Batch(random_items(n), torch.full((4,), 9)))
+    assert scores.shape == (4, n + 1) and torch.isfinite(scores[:, 1:]).all()
     assert make("missrec", info_of(tiny_data), k=3).clusters == [3] * len(feats)  # ratio 0: k as given
 
 

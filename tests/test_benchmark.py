@@ -334,7 +334,7 @@ def test_search_errors_come_before_any_training(tiny_data, tmp_path, search, ext
 
 
 def test_a_searched_value_that_diverges_at_once_is_left_out(
-    tiny_data, tmp_path, monkeypatch, train_calls
+    tiny_data, tmp_path, monkeypatch, train_calls, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     """lr >= 0.5 'diverges' in epoch 1 (the trainer's TrainingDiverged): the search marks it, chooses among the
     others, and a rerun does not train it again; a model whose every value diverges is left out, the queue goes on;
@@ -387,6 +387,32 @@ def test_a_searched_value_that_diverges_at_once_is_left_out(
         dry_run=True,
     )
     assert [r.model for r in dry.results] == ["pop"] and dry.left_out == outcome.left_out
+    capsys.readouterr()  # the CLI's dry run prints the partial table with the left-out model named
+    (tmp_path / "none").mkdir()  # no frozen configs, as benchmark(..., None, ...) above
+    argv = [
+        "benchmark",
+        "--data",
+        str(tiny_data.path),
+        "--models",
+        "sasrec,pop",
+        "--seeds",
+        "1",
+        "--out",
+        str(c),
+    ]
+    argv += [
+        "--configs",
+        str(tmp_path / "none"),
+        "--search",
+        "train.lr=0.5,0.7",
+        "--set",
+        "train.progress=false",
+    ]
+    assert main([*argv, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "partial table" in printed and "Left out (no result): SASRec: every value of train.lr" in printed
+    assert main([*argv[:4], "sasrec", *argv[5:], "--dry-run"]) == 0  # no finished run at all: still named
+    assert "No finished run yet. Left out (no result): SASRec" in capsys.readouterr().out
     md = (c / "results.md").read_text()
     assert "Left out (no result): SASRec: every value of train.lr diverged" in md and "| pop | 1 |" in md
     assert [r["diverged"] != "" for r in csv.DictReader((c / "search.csv").open())] == [True, True]
@@ -446,6 +472,19 @@ def test_the_search_compares_validation_never_test_and_keeps_the_first_on_a_tie(
     assert not (out / "runs/sasrec/train.lr=0.2/seed1").exists()
 
 
+def test_a_model_config_that_cannot_train_on_the_batches_fails_before_anything_trains(
+    tiny_data, tmp_path, train_calls
+) -> None:  # type: ignore[no-untyped-def]
+    sets = ["train.progress=false", "mmmlp:model.token_mixing=full"]  # full mixing needs materialized rows
+    with pytest.raises(ConfigError, match=r"model mmmlp: .*not causal.*set data.train_mode=materialized"):
+        benchmark(tiny_data, ["sasrec", "mmmlp"], 1, tmp_path / "b", None, sets)
+    with pytest.raises(
+        ConfigError, match=r"not causal"
+    ):  # also with a search (every searched config is checked)
+        benchmark(tiny_data, ["sasrec", "mmmlp"], 1, tmp_path / "b", None, sets, search="train.lr=0.1,0.01")
+    assert train_calls == [] and not (tmp_path / "b").exists()
+
+
 def test_dry_run_without_a_search_lists_every_seed(tiny_data, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
     import logging
 
@@ -484,6 +523,8 @@ def test_comparisons_say_whether_the_papers_claims_hold() -> None:
     assert rows["UniSRec > SASRec"].endswith("| no |")
     same = runs("sasrec", [0.050, 0.060], [0.10, 0.12]) + runs("sasrecf", [0.051, 0.061], [0.101, 0.121])
     assert (
-        comparisons_markdown(same, "sports", load_table2()).rstrip().endswith("| yes (within seed spread) |")
+        comparisons_markdown(same, "sports", load_table2())
+        .rstrip()
+        .endswith("| level (within seed spread) |")
     )
     assert comparisons_markdown(runs("pop", [0.1], [0.2]), "scientific", load_table2()) == ""

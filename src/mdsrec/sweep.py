@@ -36,7 +36,7 @@ from mdsrec.config import (
 )
 from mdsrec.data.processed import ProcessedDataset
 from mdsrec.errors import ConfigError
-from mdsrec.models import REGISTRY, model_config
+from mdsrec.models import REGISTRY, check_experiment
 from mdsrec.runs import ACTIONS, run_state, train_or_reuse
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def sweep_configs(
         parse_override(f"{param}={raw}")  # the value must be valid YAML
         try:
             cfg = resolve_config(config_file, [*sets, f"{param}={raw}"], model=model)
-            parsed = model_config(cfg.model)  # validates the model section, field types included
+            parsed = check_experiment(cfg)  # validates the model section, field types included
         except ConfigError as e:
             raise ConfigError(f"--values: {raw!r} is not a valid {param}: {e}") from e
         value = getattr(parsed, key) if section == "model" else getattr(getattr(cfg, section), key)

@@ -50,6 +50,20 @@ def model_config(params: dict[str, Any]) -> Any:
         raise ConfigError(f"model {name}: {e}") from e
 
 
+def check_experiment(cfg: ExperimentConfig) -> Any:
+    """``model_config`` of the model section, plus the checks that join it to the other sections (a non-causal
+    model trained on all-prefix rows), so that commands planning many runs refuse a bad one before any trains."""
+    parsed = model_config(cfg.model)
+    cls, _ = REGISTRY[parsed.name]
+    if cls.needs_materialized(parsed) and cfg.data.train_mode != "materialized":
+        raise ConfigError(
+            f"model {parsed.name}: this model config is not causal ({cls.needs_materialized_because(parsed)}), so it "
+            f"trains on one target per row only; data.train_mode is {cfg.data.train_mode!r}: set "
+            "data.train_mode=materialized"
+        )
+    return parsed
+
+
 def full_config(cfg: ExperimentConfig) -> ExperimentConfig:
     """A copy of ``cfg`` whose model section lists every field of the model's config dataclass, defaults included.
 
@@ -70,4 +84,12 @@ def build_model(params: dict[str, Any], info: DataInfo) -> SequentialRecommender
         raise ConfigError(f"model {cfg.name}: {e}") from e
 
 
-__all__ = ["REGISTRY", "DataInfo", "SequentialRecommender", "build_model", "full_config", "model_config"]
+__all__ = [
+    "REGISTRY",
+    "DataInfo",
+    "SequentialRecommender",
+    "build_model",
+    "check_experiment",
+    "full_config",
+    "model_config",
+]

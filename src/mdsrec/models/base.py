@@ -42,9 +42,18 @@ class SequentialRecommender(nn.Module):
     prefix_objective: ClassVar[bool] = True
     # False for parameter-free references (popularity, item-to-item): the trainer evaluates them without training.
     trainable: ClassVar[bool] = True
-    # True when the encoder is not causal, so it may only be trained on one target per row, the row's last position
-    # (data.train_mode: materialized); the trainer refuses all-prefix rows for it (e.g. MMMLP's full token mixer).
-    requires_materialized: bool = False
+
+    @staticmethod
+    def needs_materialized(cfg: Any) -> bool:
+        """True when this model config's encoder is not causal, so it may only be trained on one target per row,
+        the row's last position (data.train_mode: materialized); mdsrec.models.check_experiment refuses all-prefix
+        rows for it (e.g. MMMLP's full token mixer)."""
+        return False
+
+    @staticmethod
+    def needs_materialized_because(cfg: Any) -> str:
+        """The setting that makes ``needs_materialized`` true, for the error message."""
+        return ""
 
     def compute_loss(self, batch: Batch) -> Tensor:
         raise NotImplementedError
@@ -69,7 +78,8 @@ class NextItemModel(SequentialRecommender):
     """A causal encoder plus dot-product scoring against an item table, trained with full cross-entropy."""
 
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
-        """items [B, L] -> hidden states [B, L, D]; position j depends only on items[:, : j + 1]."""
+        """items [B, L] -> hidden states [B, L, D]; position j depends only on items[:, : j + 1] (unless the
+        config ``needs_materialized``: then only the last real position is read, in training too)."""
         raise NotImplementedError
 
     def item_table(self) -> Tensor:

@@ -19,8 +19,8 @@ Deviations:
   constant contribution: output j reads 4 (j + 1) hidden units instead of all 4 L, so for a short history (5-8 items
   on the Amazon sets) the last position's token MLP has 20-32 of the original's 200 hidden units, and each of them
   sees only the positions up to its owner. It likely handicaps the model on short histories.
-  ``token_mixing: full`` is the original's unmasked mixer over the window padded to max_len (padding items enter as
-  the original's: ID row 0 and zero features); it needs ``data.train_mode: materialized`` (one trained target per
+  ``token_mixing: full`` is the original's unmasked mixer over the window padded to max_len (padding positions enter
+  as the original's: zero vectors in every stream); it needs ``data.train_mode: materialized`` (one trained target per
   row, the last; the trainer refuses all-prefix rows) and costs every row max_len positions in every layer, about
   40x the all-prefix positions on Scientific, which made it unaffordable for the CPU benchmark here.
 - A window shorter than max_len uses the leading block of the causal token-mixing weights (exactly the result of
@@ -84,7 +84,7 @@ def _default_uniform(*shape: int, fan_in: int) -> nn.Parameter:
 
 
 class MMMLPCausalTokenMixer(nn.Module):
-    """Pre-LN residual token-mixing MLP over positions, masked so that output j reads positions <= j only:
+    """Pre-LN residual token-mixing MLP over positions, by default masked so that output j reads positions <= j only:
     x + W2 drop(GELU(W1 LN(x) + b1)) + b2 along the sequence axis, W1 [eL, L], W2 [L, eL] (MADE-style masks).
     Weights and biases start at PyTorch's default (unmasked) Conv1d/Linear init, as the authors' token mixer.
     ``causal=False``: the masks are all ones (the authors' unmasked mixer; the caller pads to max_len)."""
@@ -137,7 +137,8 @@ class MMMLPChannelMixer(nn.Module):
 
 
 class MMMLPStream(nn.Module):
-    """One stream's Feature Mixer: input LayerNorm, then num_layers x (causal token mixing, channel mixing)."""
+    """One stream's Feature Mixer: input LayerNorm, then num_layers x (token mixing, causal or full; channel
+    mixing)."""
 
     def __init__(self, cfg: MMMLPConfig, max_len: int) -> None:
         super().__init__()
@@ -168,8 +169,7 @@ class MMMLP(NextItemModel):
         self.cfg = cfg
         d = cfg.hidden_size
         self.max_len = info.max_len
-        # the full (unmasked) mixer is not causal: all-prefix rows would train each prefix on later items
-        self.requires_materialized = cfg.token_mixing == "full"
+        self.full_mixing = self.needs_materialized(cfg)
         self.features = ModalityProjections(info.features, info.num_items, d, "MMMLP")
         m = len(self.features)
         self.item_emb = nn.Embedding(info.num_items + 1, d, padding_idx=0)
@@ -187,25 +187,34 @@ class MMMLP(NextItemModel):
         n = items.size(1)
         if n > self.max_len:
             raise ValueError(f"sequence length {n} exceeds max_len {self.max_len}")
-        if (
-            self.requires_materialized
-        ):  # the unmasked mixer reads the whole window: pad it as the original does
+        if self.full_mixing:  # the unmasked mixer reads the whole window: pad it as the original does
             items = F.pad(items, (0, self.max_len - n))  # [B, max_len]
-        inputs = [self.item_emb(items), *self.features(items)]  # (1 + M) x [B, L, D]
+        real = (items > 0).unsqueeze(-1).to(self.item_emb.weight.dtype)  # [B, L, 1]
+        # padding is a zero vector in every stream, as the original's zero feature rows (not the projection's bias)
+        inputs = [self.item_emb(items), *(f * real for f in self.features(items))]  # (1 + M) x [B, L, D]
         outs = [stream(x) for stream, x in zip(self.streams, inputs, strict=True)]  # (1 + M) x [B, L, D]
         fused = self.fuse(self.fuse_norm(torch.cat(outs, dim=-1)))  # [B, L, (1 + M) D] -> [B, L, D]
         return self.out_norm(fused)[:, :n]  # [B, n, D]
 
+    @staticmethod
+    def needs_materialized(cfg: MMMLPConfig) -> bool:
+        return cfg.token_mixing == "full"  # the unmasked mixer: all-prefix rows would see later items
+
+    @staticmethod
+    def needs_materialized_because(cfg: MMMLPConfig) -> str:
+        return f"model.token_mixing={cfg.token_mixing}; model.token_mixing=causal is causal"
+
     def compute_loss(self, batch: Batch) -> Tensor:
-        if (
-            self.requires_materialized
-            and batch.targets is not None
-            and int((batch.targets > 0).sum(1).max()) > 1
-        ):
-            raise ValueError(
-                "MMMLP with token_mixing 'full' trains one target per row (data.train_mode: materialized); this "
-                "batch has rows with several targets, whose earlier positions would see later items"
-            )
+        assert batch.targets is not None, "training batch needs targets"
+        if self.full_mixing:  # one target per row, at its last real position
+            last = torch.zeros_like(batch.targets, dtype=torch.bool)
+            last[torch.arange(last.size(0)), (batch.lengths - 1).clamp(min=0)] = True
+            if bool(((batch.targets > 0) & ~last).any()):
+                raise ValueError(
+                    "MMMLP with token_mixing 'full' trains one target per row, at its last position "
+                    "(data.train_mode: materialized); this batch has targets at earlier positions, which would "
+                    "see later items"
+                )
         return super().compute_loss(batch)
 
     def item_table(self) -> Tensor:

@@ -46,7 +46,7 @@ from mdsrec.data.processed import ProcessedDataset
 from mdsrec.data.protocol import Split, build_train_rows, eval_batches, train_batches
 from mdsrec.errors import ConfigError, MdsrecError, TrainingDiverged
 from mdsrec.evaluation.evaluator import evaluate
-from mdsrec.models import DataInfo, SequentialRecommender, build_model, full_config
+from mdsrec.models import DataInfo, SequentialRecommender, build_model, check_experiment, full_config
 from mdsrec.training.checkpoint import (
     check_fingerprint,
     load_checkpoint,
@@ -82,12 +82,8 @@ def make_experiment(cfg: ExperimentConfig, data: ProcessedDataset) -> Experiment
     device = torch.device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device ({cfg.train.device!r}): CUDA is not available on this machine")
+    check_experiment(cfg)
     model = build_model(cfg.model, info).to(device)
-    if model.requires_materialized and cfg.data.train_mode != "materialized":
-        raise ConfigError(
-            f"data.train_mode ({cfg.data.train_mode!r}): this {cfg.model.get('name')} config has a non-causal "
-            "encoder and must be trained on one target per row: set data.train_mode=materialized"
-        )
     return Experiment(cfg, data, split, model, device)
 
 
