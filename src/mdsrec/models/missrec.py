@@ -188,13 +188,14 @@ class MISSRec(SequentialRecommender):
         for i, table in enumerate(info.features.values()):
             feats = np.asarray(table, dtype=np.float32)
             k = want
-            distinct, inverse = None, None
-            if cfg.interest_ratio > 0:  # more clusters than distinct vectors would split identical items
-                distinct, inverse = np.unique(feats[1:], axis=0, return_inverse=True)
-                k = min(k, distinct.shape[0])
-            if distinct is not None and inverse is not None and k == distinct.shape[0]:
-                # one cluster per distinct vector is the exact k-means optimum: no Lloyd steps needed
-                labels = np.concatenate([[-1], inverse.reshape(-1)]).astype(np.int64)
+            distinct, inverse = (
+                np.unique(feats[1:], axis=0, return_inverse=True) if cfg.interest_ratio > 0 else (None, None)
+            )
+            if distinct is not None and k >= distinct.shape[0]:
+                # more clusters than distinct vectors would split identical items: one cluster per distinct
+                # vector instead, the exact k-means optimum (no Lloyd steps needed)
+                k = distinct.shape[0]
+                labels = np.concatenate([[-1], np.asarray(inverse).reshape(-1)]).astype(np.int64)
                 centres = distinct.astype(np.float32)
             else:
                 labels, centres = kmeans(feats, k, seed=cfg.kmeans_seed, iters=cfg.kmeans_iters)
