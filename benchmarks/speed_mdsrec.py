@@ -23,7 +23,7 @@ def child(data_dir: str, model: str, sets: list[str]) -> dict[str, float]:
     from mdsrec.config import resolve_config
     from mdsrec.data.processed import load_processed
     from mdsrec.data.protocol import build_train_rows, train_batches
-    from mdsrec.training.trainer import make_experiment
+    from mdsrec.training.trainer import make_experiment, optimizer_step, training_loss
 
     cfg = resolve_config(None, sets, model=model)
     data = load_processed(data_dir)
@@ -36,10 +36,7 @@ def child(data_dir: str, model: str, sets: list[str]) -> dict[str, float]:
     exp.model.train()
     t1 = time.perf_counter()
     for b in batches:
-        loss = exp.model.compute_loss(b)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        optimizer_step(exp.model, opt, training_loss(exp.model, b, "fp32", exp.device), 0.0)
     return {
         "build_seconds": build_s,
         "epoch_seconds": time.perf_counter() - t1,

@@ -23,6 +23,8 @@ def test_unknown_keys_and_bad_types_are_errors(tmp_path) -> None:  # type: ignor
         resolve_config(None, ["data.max_len=2.5"])
     with pytest.raises(ConfigError, match=r"data.batch_unit \('rows'\) must be one of"):
         resolve_config(None, ["data.batch_unit=rows"])
+    with pytest.raises(ConfigError, match=r"train.precision \('fp16'\) must be one of fp32, bf16"):
+        resolve_config(None, ["train.precision=fp16"])
     with pytest.raises(ConfigError, match="unknown key.*hiden_size"):
         model_config({"name": "sasrec", "hiden_size": 3})
     with pytest.raises(ConfigError, match="unknown model 'nope'"):

@@ -11,6 +11,7 @@ from mdsrec.errors import ConfigError
 from mdsrec.models import REGISTRY, DataInfo, build_model
 from mdsrec.models.base import NextItemModel
 from mdsrec.training.checkpoint import load_checkpoint, load_model_state
+from mdsrec.training.trainer import training_loss
 from tests.conftest import TINY_MODEL
 
 MODELS = sorted(REGISTRY)
@@ -58,6 +59,25 @@ def test_shapes_finite_loss_and_gradients(name: str, tiny_data) -> None:  # type
     assert scores.shape == (16, tiny_data.num_items + 1)
     assert torch.isneginf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
     assert (scores.argmax(dim=1) != 0).all()  # the padding item is never recommended
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if REGISTRY[n][0].trainable])
+def test_bf16_autocast_loss_is_close_fp32_and_its_gradients_finite(name: str, tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model, split = make(name, tiny_data)
+    model.eval()  # no dropout: the two losses differ by bf16 rounding only
+    batch = train_batches(build_train_rows(split, 20), DataConfig(batch_size=64), epoch_seed=0)[0]
+    cpu = torch.device("cpu")
+    torch.manual_seed(1)  # the same cloze masks (BERT4Rec) in both passes
+    with torch.no_grad():
+        fp32 = training_loss(model, batch, "fp32", cpu)
+    torch.manual_seed(1)
+    bf16 = training_loss(model, batch, "bf16", cpu)
+    assert bf16.dtype == torch.float32 and bf16.ndim == 0
+    assert bf16.item() != fp32.item()  # autocast did run the products in bf16
+    assert abs(bf16.item() - fp32.item()) < 0.02 * abs(fp32.item())
+    bf16.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
 
 
 @pytest.mark.parametrize("name", MODELS)

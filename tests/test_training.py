@@ -38,6 +38,25 @@ def test_train_writes_the_run_contract(tiny_data, tmp_path) -> None:  # type: ig
         trainer_mod.train(tiny_cfg(3), tiny_data, run)
 
 
+def test_bf16_training_runs_and_is_part_of_the_run(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tiny_cfg(2)
+    cfg.train.precision = "bf16"
+    m = trainer_mod.train(cfg, tiny_data, tmp_path / "bf16")
+    ref = trainer_mod.train(tiny_cfg(2), tiny_data, tmp_path / "fp32")
+    assert m["config"]["train"]["precision"] == "bf16" and ref["config"]["train"]["precision"] == "fp32"
+    losses = [json.loads(x)["train_loss"] for x in (tmp_path / "bf16" / "log.jsonl").read_text().splitlines()]
+    ref_losses = [
+        json.loads(x)["train_loss"] for x in (tmp_path / "fp32" / "log.jsonl").read_text().splitlines()
+    ]
+    assert losses != ref_losses and all(
+        abs(a - b) < 0.05 * b for a, b in zip(losses, ref_losses, strict=True)
+    )
+    cfg.train.epochs = 3  # a resume with another precision is another run
+    cfg.train.precision = "fp32"
+    with pytest.raises(MdsrecError, match="train.precision"):
+        trainer_mod.train(cfg, tiny_data, tmp_path / "bf16", resume=True)
+
+
 def test_early_stopping_stops_after_patience(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
     cfg = tiny_cfg(40)
     cfg.train.patience = 2

@@ -69,8 +69,13 @@ class TrainConfig:
     grad_clip: float = 0.0  # 0 = off
     progress: bool = True
     num_threads: int = 0  # 0 = torch default
+    # "bf16": training forward passes under torch.autocast(bfloat16) -- matrix products in bf16 (fast on CPUs with
+    # AMX/AVX512-BF16 and on recent GPUs), parameters, optimizer and losses in fp32; evaluation always runs in fp32
+    # (exact full ranking). Part of a run's identity: a resume keeps the saved value.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        _check_choice("train.precision", self.precision, ("fp32", "bf16"))
         _check_positive("train.epochs", self.epochs)
         _check_positive("train.patience", self.patience)
         if self.lr <= 0:

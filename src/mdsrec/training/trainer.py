@@ -27,6 +27,7 @@ an empty log, metrics.json with epochs 0), so ``mdsrec evaluate --run`` treats i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -43,7 +44,7 @@ from mdsrec import __version__
 from mdsrec.atomic import write_json, write_text
 from mdsrec.config import ExperimentConfig, build_config, config_differences
 from mdsrec.data.processed import ProcessedDataset
-from mdsrec.data.protocol import Split, build_train_rows, eval_batches, train_batches
+from mdsrec.data.protocol import Batch, Split, build_train_rows, eval_batches, train_batches
 from mdsrec.errors import ConfigError, MdsrecError, TrainingDiverged
 from mdsrec.evaluation.evaluator import evaluate
 from mdsrec.models import DataInfo, SequentialRecommender, build_model, check_experiment, full_config
@@ -169,15 +170,11 @@ def train(
         bar = tqdm(batches, desc=f"epoch {epoch}", disable=not cfg.train.progress, leave=False, unit="batch")
         for batch in bar:
             batch = batch.to(device)
-            loss = model.compute_loss(batch)
+            loss = training_loss(model, batch, cfg.train.precision, device)
             if not torch.isfinite(loss):
                 diverged = _diverged(epoch, f"training loss became {loss.item()}", state["best_epoch"])
                 break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
+            optimizer_step(model, optimizer, loss, cfg.train.grad_clip)
             total += loss.item()
             count += 1
             bar.set_postfix(loss=f"{total / count:.4f}")
@@ -232,6 +229,34 @@ def train(
         finished = state["bad_epochs"] >= cfg.train.patience or epoch >= cfg.train.epochs
 
     return finalize(run_dir, cfg, data, exp, state, diverged)
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """The context a training forward pass runs in: ``torch.autocast`` to bfloat16 for ``train.precision: bf16``
+    (matrix products in bf16, fp32 parameters and reductions), nothing for ``fp32``."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def training_loss(
+    model: SequentialRecommender, batch: Batch, precision: str, device: torch.device
+) -> torch.Tensor:
+    """The model's training loss on one batch, under ``train.precision``; always an fp32 scalar."""
+    with autocast(precision, device):
+        loss = model.compute_loss(batch)
+    return loss.float()
+
+
+def optimizer_step(
+    model: SequentialRecommender, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float
+) -> None:
+    """Backward pass, optional gradient-norm clipping (``train.grad_clip`` > 0), one optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
 
 
 def _diverged(epoch: int, what: str, best_epoch: int) -> int:
