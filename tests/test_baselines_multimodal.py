@@ -339,6 +339,7 @@ def test_missrec_repeated_interests_do_not_add_memory(tiny_data) -> None:  # typ
     the norm of their sum) are unchanged by appending a repeat, and change when a new cluster appears."""
     model = make("missrec", info_of(tiny_data)).eval()
     assert isinstance(model, MISSRec)
+    model.ensure_interests()
     ids = model.interest_ids
     a = 1
     new = next(j for j in range(2, tiny_data.num_items + 1) if bool((ids[j] != ids[a]).all()))
@@ -376,6 +377,44 @@ def test_missrec_dynamic_fusion_weight_learns(tiny_data) -> None:  # type: ignor
     assert isinstance(static, MISSRec) and static.fusion_factor is None and static.item_emb is None
 
 
+def test_missrec_k_means_runs_at_first_use_and_never_for_a_loaded_model(
+    tiny_data, monkeypatch, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    import mdsrec.models.missrec as missrec_mod
+    from mdsrec.atomic import torch_save
+    from mdsrec.training.checkpoint import load_checkpoint, load_model_state
+
+    calls: list[int] = []
+    real = missrec_mod.kmeans
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(missrec_mod, "kmeans", counting)
+    trained = make("missrec", info_of(tiny_data)).eval()
+    assert isinstance(trained, MISSRec) and calls == []  # building clusters nothing
+    batch = Batch(random_items(tiny_data.num_items), torch.full((4,), 9))
+    scores = trained.score_all(batch)
+    m = len(tiny_data.features)
+    assert calls == [trained.cfg.k] * m  # one k-means per modality, at the first forward pass
+    trained.score_all(batch)
+    trained.state_dict()
+    assert len(calls) == m  # once
+    eager = make("missrec", info_of(tiny_data)).eval()
+    eager.ensure_interests()  # the seeded k-means gives the same clusters whenever it runs
+    assert torch.equal(eager.interest_ids, trained.interest_ids)
+    unused = make("missrec", info_of(tiny_data)).eval()
+    assert torch.equal(unused.state_dict()["interest_ids"], trained.interest_ids)  # saving clusters first
+    loaded = make("missrec", info_of(tiny_data)).eval()
+    assert isinstance(loaded, MISSRec)
+    torch_save({"checkpoint_version": 1, "model_state": trained.state_dict()}, tmp_path / "m.pt")
+    calls.clear()
+    load_model_state(loaded, load_checkpoint(tmp_path / "m.pt")["model_state"], tmp_path / "m.pt")
+    torch.testing.assert_close(loaded.score_all(batch), scores)
+    assert calls == []  # the clusters came with the checkpoint
+
+
 def test_missrec_refuses_too_many_clusters(tiny_data) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=r"k \(500\) must not exceed"):
         make("missrec", info_of(tiny_data), k=500)
@@ -395,6 +434,7 @@ def test_missrec_interest_ratio_sets_clusters_per_modality_from_the_catalogue(ti
     )  # the ratio wins over k
     assert isinstance(model, MISSRec)
     assert model.clusters == [5] + [-(-n // 2)] * (len(feats) - 1)
+    model.ensure_interests()
     ids, start = model.interest_ids[1:], 0  # [N, M]
     for i, k in enumerate(
         model.clusters

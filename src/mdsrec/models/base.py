@@ -61,6 +61,11 @@ class SequentialRecommender(nn.Module):
     def score_all(self, batch: Batch) -> Tensor:
         raise NotImplementedError
 
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of every state-dict entry, what a checkpoint must match before it is loaded. A model whose
+        state_dict() computes something first (MISSRec's deferred k-means) overrides this to skip that work."""
+        return {k: tuple(v.shape) for k, v in self.state_dict().items()}
+
 
 def mask_padding_column(scores: Tensor) -> Tensor:
     """Column 0 is the padding item: never rankable."""

@@ -22,7 +22,8 @@ Deviations:
   Transformer on several source domains with sequence-item and sequence-sequence contrastive losses, then fine-tunes;
   the contrastive losses and the transfer are not implemented).
 - Interests: k-means (seeded, ``k`` clusters per modality, or ``ceil(interest_ratio * N)`` with ``interest_ratio``
-  set, mdsrec.data.graphs.kmeans) over each modality's RAW feature table, computed once when the model is built.
+  set, mdsrec.data.graphs.kmeans) over each modality's RAW feature table, computed once, at the first forward pass (a
+  model loaded from a checkpoint takes the clusters from it and never runs k-means).
   The original re-clusters the ADAPTED tokens of all modalities together before every epoch, with
   ceil(interest_ratio * M * N) clusters, interest_ratio 0.5 (one cluster per two tokens); the frozen configs take
   interest_ratio 0.5 per modality, the same number of clusters, each modality's capped at its number of distinct
@@ -57,6 +58,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -169,7 +171,9 @@ class MISSRecDecoderLayer(nn.Module):
 
 class MISSRec(SequentialRecommender):
     name = "missrec"
-    interest_ids: Tensor  # [N+1, M] global interest cluster of every item per modality (row 0: 0, never used)
+    # [N+1, M] global interest cluster of every item per modality (row 0: 0, never used); placeholders until
+    # ensure_interests() (the first forward pass) or a checkpoint load fills them
+    interest_ids: Tensor
 
     def __init__(self, cfg: MISSRecConfig, info: DataInfo) -> None:
         super().__init__()
@@ -185,24 +189,31 @@ class MISSRec(SequentialRecommender):
         self.max_len = info.max_len
         ids = np.zeros((n1, len(self.tokens)), dtype=np.int64)
         self.clusters: list[int] = []  # per modality
+        # modalities whose k-means is deferred to the first use (ensure_interests): a model built to load a checkpoint
+        # takes the clustering from it and never runs k-means (minutes on Sports' text)
+        self._pending: list[tuple[int, np.ndarray, int]] = []  # (modality, feature table, cluster-id offset)
         for i, table in enumerate(info.features.values()):
             feats = np.asarray(table, dtype=np.float32)
             k = want
             distinct, inverse = (
                 np.unique(feats[1:], axis=0, return_inverse=True) if cfg.interest_ratio > 0 else (None, None)
             )
+            offset = sum(self.clusters)  # cluster ids are global across modalities
             if distinct is not None and k >= distinct.shape[0]:
                 # more clusters than distinct vectors would split identical items: one cluster per distinct
                 # vector instead, the exact k-means optimum (no Lloyd steps needed)
                 k = distinct.shape[0]
-                labels = np.concatenate([[-1], np.asarray(inverse).reshape(-1)]).astype(np.int64)
+                ids[1:, i] = np.asarray(inverse).reshape(-1) + offset
                 centres = distinct.astype(np.float32)
             else:
-                labels, centres = kmeans(feats, k, seed=cfg.kmeans_seed, iters=cfg.kmeans_iters)
-            ids[1:, i] = labels[1:] + sum(self.clusters)  # cluster ids are global across modalities
+                self._pending.append((i, feats, offset))
+                centres = np.zeros((k, feats.shape[1]), dtype=np.float32)  # filled by ensure_interests
             self.clusters.append(k)
             self.register_buffer(f"centres_{i}", torch.from_numpy(centres.copy()))  # [k, d_m] raw centroids
         self.register_buffer("interest_ids", torch.from_numpy(ids))  # [N+1, M]
+        self.register_load_state_dict_post_hook(MISSRec._loaded)
+        # a state dict is always complete: saving a model that never ran a forward pass clusters first
+        self.register_state_dict_pre_hook(lambda module, prefix, keep_vars: module.ensure_interests())
         self.item_emb = nn.Embedding(n1, d, padding_idx=0) if cfg.use_id else None
         self.pos_emb = nn.Embedding(info.max_len, d)
         self.ln = nn.LayerNorm(d, eps=1e-12)
@@ -220,8 +231,37 @@ class MISSRec(SequentialRecommender):
 
     # --- item side -------------------------------------------------------------------------------------------
 
+    def ensure_interests(self) -> None:
+        """Fill the interest buffers (interest_ids, centres_i) if still deferred: the seeded k-means, the same
+        clusters whenever it runs. The forward pass calls it; read the buffers directly only after it."""
+        if not self._pending:
+            return
+        with torch.no_grad():
+            for i, feats, offset in self._pending:
+                labels, centres = kmeans(
+                    feats, self.clusters[i], seed=self.cfg.kmeans_seed, iters=self.cfg.kmeans_iters
+                )
+                self.interest_ids[1:, i] = torch.from_numpy(labels[1:] + offset).to(self.interest_ids.device)
+                getattr(self, f"centres_{i}").copy_(torch.from_numpy(centres))
+        self._pending = []
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        pending, self._pending = self._pending, []  # the buffers' shapes are final: no k-means to list them
+        try:
+            return super().state_shapes()
+        finally:
+            self._pending = pending
+
+    @staticmethod
+    def _loaded(module: nn.Module, incompatible: Any) -> None:
+        """After load_state_dict: the interest buffers came from the checkpoint, no k-means to run."""
+        assert isinstance(module, MISSRec)
+        if not any(k == "interest_ids" or k.startswith("centres_") for k in incompatible.missing_keys):
+            module._pending = []
+
     def interest_table(self) -> Tensor:
         """[K, D]: per modality, the adaptor of the raw centroids = centroid of the cluster's adapted tokens."""
+        self.ensure_interests()
         rows = [ad(getattr(self, f"centres_{i}")) for i, ad in enumerate(self.tokens.proj)]  # M x [k, D]
         table = torch.cat(rows, dim=0)
         return table.detach() if self.cfg.detach_interests else table
@@ -265,6 +305,7 @@ class MISSRec(SequentialRecommender):
         real = pos[None] < lengths[:, None]  # [B, L]
 
         # Interest tokens: M per position; a cluster already seen earlier in the prefix is not kept again.
+        self.ensure_interests()
         ids = self.interest_ids[items]  # [B, L, M]
         earlier = pos[None, :] < pos[:, None]  # [L, L] (i, i'): i' < i
         seen = ((ids[:, :, None, :] == ids[:, None, :, :]) & earlier[None, :, :, None]).any(

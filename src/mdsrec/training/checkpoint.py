@@ -48,7 +48,7 @@ def check_fingerprint(
 
 def load_model_state(model: SequentialRecommender, state_dict: dict[str, Any], ckpt: str | Path) -> None:
     """Strict load; a mismatch lists the missing and unexpected keys instead of loading part of the model."""
-    own = model.state_dict()
+    own = model.state_shapes()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     if missing or unexpected:
@@ -56,11 +56,10 @@ def load_model_state(model: SequentialRecommender, state_dict: dict[str, Any], c
             f"checkpoint {ckpt} does not fit model {model.name}: missing keys {missing[:10]}, "
             f"unexpected keys {unexpected[:10]}"
         )
-    bad = [k for k, v in state_dict.items() if tuple(v.shape) != tuple(own[k].shape)]
+    bad = [k for k, v in state_dict.items() if tuple(v.shape) != own[k]]
     if bad:
         k = bad[0]
         raise MdsrecError(
-            f"checkpoint {ckpt}: parameter {k} has shape {tuple(state_dict[k].shape)}, model expects "
-            f"{tuple(own[k].shape)}"
+            f"checkpoint {ckpt}: parameter {k} has shape {tuple(state_dict[k].shape)}, model expects {own[k]}"
         )
     model.load_state_dict(state_dict, strict=True)
