@@ -1,7 +1,7 @@
 """Training speed with ``train.precision: bf16`` (torch.autocast) against fp32, per model, on a real data set.
 
     python benchmarks/speed_precision.py --data DATA_DIR --configs configs/experiments/sports \
-        [--models sasrec,unisrec,missrec] [--batches 8]
+        [--models sasrec,unisrec,missrec] [--batches 8] [--set train.device=cuda ...]
 
 For each model (its frozen config under ``--configs``) times ``--batches`` training steps -- the trainer's own
 ``training_loss`` + ``optimizer_step`` (forward, backward, Adam) -- spread over an epoch after one warm-up step, once in
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 
-def measure(data_dir: str, config: Path, precision: str, batches: int) -> dict[str, float]:
+def measure(data_dir: str, config: Path, precision: str, batches: int, sets: list[str]) -> dict[str, float]:
     import torch
 
     from mdsrec.config import resolve_config
@@ -26,9 +26,9 @@ def measure(data_dir: str, config: Path, precision: str, batches: int) -> dict[s
     from mdsrec.data.protocol import build_train_rows, train_batches
     from mdsrec.training.trainer import make_experiment, optimizer_step, training_loss
 
-    cfg = resolve_config(config, ["train.progress=false", f"train.precision={precision}"])
-    torch.manual_seed(cfg.train.seed)
+    cfg = resolve_config(config, ["train.progress=false", *sets, f"train.precision={precision}"])
     exp = make_experiment(cfg, load_processed(data_dir))
+    exp.model.prepare()  # deferred set-up (MISSRec's k-means), as the trainer does before its timer
     opt = torch.optim.Adam(exp.model.parameters(), lr=cfg.train.lr)
     epoch = train_batches(build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode), cfg.data, 1)
     exp.model.train()
@@ -52,6 +52,9 @@ def main() -> int:
     )
     p.add_argument("--models", default="sasrec,unisrec,missrec")
     p.add_argument("--batches", type=int, default=8)
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. train.device=cuda"
+    )
     args = p.parse_args()
     print(
         "| model | batches/epoch | fp32 s/step | bf16 s/step | speed-up | est. fp32 s/epoch | est. bf16 s/epoch |"
@@ -61,8 +64,8 @@ def main() -> int:
         config = args.configs / f"{model}.yaml"
         if not config.is_file():
             p.error(f"no frozen config {config}")
-        fp32 = measure(args.data, config, "fp32", args.batches)
-        bf16 = measure(args.data, config, "bf16", args.batches)
+        fp32 = measure(args.data, config, "fp32", args.batches, args.set)
+        bf16 = measure(args.data, config, "bf16", args.batches, args.set)
         print(
             f"| {model} | {fp32['batches']:.0f} | {fp32['step_s']:.3f} | {bf16['step_s']:.3f} | "
             f"{fp32['step_s'] / bf16['step_s']:.2f}x | {fp32['epoch_s']:.0f} | {bf16['epoch_s']:.0f} |",

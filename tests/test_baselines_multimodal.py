@@ -389,12 +389,15 @@ def test_missrec_k_means_runs_at_first_use_and_never_for_a_loaded_model(
 
     def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(args[1])
+        assert not torch.is_autocast_enabled("cpu")  # k-means in fp32, also when training runs in bf16
         return real(*args, **kwargs)
 
     monkeypatch.setattr(missrec_mod, "kmeans", counting)
     trained = make("missrec", info_of(tiny_data)).eval()
     assert isinstance(trained, MISSRec) and calls == []  # building clusters nothing
     batch = Batch(random_items(tiny_data.num_items), torch.full((4,), 9))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a first forward pass under bf16 autocast
+        trained.score_all(batch)
     scores = trained.score_all(batch)
     m = len(tiny_data.features)
     assert calls == [trained.cfg.k] * m  # one k-means per modality, at the first forward pass

@@ -17,13 +17,13 @@ from tests.conftest import TINY_MODEL
 MODELS = sorted(REGISTRY)
 
 
-def make(name: str, data, max_len: int = 20):  # type: ignore[no-untyped-def]
+def make(name: str, data, max_len: int = 20, **extra):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     split = Split(data.sequences)
     info = DataInfo(
         data.num_items, max_len, data.features, [split.train_part(u) for u in range(split.num_users)]
     )
-    return build_model({"name": name, **TINY_MODEL[name]}, info), split
+    return build_model({"name": name, **TINY_MODEL[name], **extra}, info), split
 
 
 @pytest.mark.parametrize(
@@ -61,12 +61,22 @@ def test_shapes_finite_loss_and_gradients(name: str, tiny_data) -> None:  # type
     assert (scores.argmax(dim=1) != 0).all()  # the padding item is never recommended
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if REGISTRY[n][0].trainable])
-def test_bf16_autocast_loss_is_close_fp32_and_its_gradients_finite(name: str, tiny_data) -> None:  # type: ignore[no-untyped-def]
-    model, split = make(name, tiny_data)
-    model.eval()  # no dropout: the two losses differ by bf16 rounding only
+BF16_CASES = [(n, {}) for n in MODELS if REGISTRY[n][0].trainable] + [("mdsrec", {"use_mrgc": False})]
+
+
+@pytest.mark.parametrize(("name", "extra"), BF16_CASES)
+def test_bf16_autocast_loss_is_close_fp32_and_its_gradients_finite(name: str, extra: dict, tiny_data) -> None:  # type: ignore[no-untyped-def,type-arg]
+    model, split = make(name, tiny_data, **extra)
     batch = train_batches(build_train_rows(split, 20), DataConfig(batch_size=64), epoch_seed=0)[0]
     cpu = torch.device("cpu")
+    torch.manual_seed(
+        1
+    )  # training mode (dropout, noise) under bf16 first: deferred set-up runs under autocast
+    train_loss = training_loss(model, batch, "bf16", cpu)
+    train_loss.backward()
+    assert train_loss.dtype == torch.float32 and torch.isfinite(train_loss)
+    model.zero_grad()
+    model.eval()  # no dropout: the two losses differ by bf16 rounding only
     torch.manual_seed(1)  # the same cloze masks (BERT4Rec) in both passes
     with torch.no_grad():
         fp32 = training_loss(model, batch, "fp32", cpu)

@@ -61,6 +61,10 @@ class SequentialRecommender(nn.Module):
     def score_all(self, batch: Batch) -> Tensor:
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """Work a model defers until it is known to be trained, not loaded (MISSRec's k-means); the trainer calls it
+        once before the first epoch, outside autocast and the epoch timer. The forward pass does it too if needed."""
+
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of every state-dict entry, what a checkpoint must match before it is loaded. A model whose
         state_dict() computes something first (MISSRec's deferred k-means) overrides this to skip that work."""

@@ -185,7 +185,8 @@ def _spmm(indices: Tensor, values: Tensor, rows: int, dense: Tensor, select: Ten
         offsets = c.cumsum(0) - c  # [U] bag starts in the gathered list
         pos = torch.repeat_interleave(st - offsets, c) + torch.arange(int(c.sum()), device=dense.device)
         cols, w = indices[1, pos], values[pos]  # the selected rows' nonzeros, row by row
-    return F.embedding_bag(cols, dense, offsets, mode="sum", per_sample_weights=w)
+    # fp32 products: under bf16 autocast a dense table from a Linear arrives in bf16, the weights are fp32
+    return F.embedding_bag(cols, dense.float(), offsets, mode="sum", per_sample_weights=w.float())
 
 
 def _check_coo(name: str, indices: Tensor, shape: tuple[int, int]) -> None:
@@ -469,7 +470,7 @@ class MDSRec(SequentialRecommender):
                 ):  # Eq. 12-16
                     assert isinstance(layer, TransformerLayer)
                     c = ica(c, states[j], layer.attn, visible)  # [B, P, K, D]; keys from layer j's input
-                logits = torch.einsum("bpd,bpkd->bpk", e_m, c)  # [B, P, K] e_m E_c^T
+                logits = torch.einsum("bpd,bpkd->bpk", e_m, c).float()  # [B, P, K] e_m E_c^T (fp32 noise)
                 if (
                     self.training
                 ):  # Gumbel noise g = log(delta) - log(1 - delta), delta ~ U(0, 1), training only

@@ -211,9 +211,8 @@ class MISSRec(SequentialRecommender):
             self.clusters.append(k)
             self.register_buffer(f"centres_{i}", torch.from_numpy(centres.copy()))  # [k, d_m] raw centroids
         self.register_buffer("interest_ids", torch.from_numpy(ids))  # [N+1, M]
-        self.register_load_state_dict_post_hook(MISSRec._loaded)
         # a state dict is always complete: saving a model that never ran a forward pass clusters first
-        self.register_state_dict_pre_hook(lambda module, prefix, keep_vars: module.ensure_interests())
+        self.register_state_dict_pre_hook(MISSRec._before_state_dict)
         self.item_emb = nn.Embedding(n1, d, padding_idx=0) if cfg.use_id else None
         self.pos_emb = nn.Embedding(info.max_len, d)
         self.ln = nn.LayerNorm(d, eps=1e-12)
@@ -232,11 +231,12 @@ class MISSRec(SequentialRecommender):
     # --- item side -------------------------------------------------------------------------------------------
 
     def ensure_interests(self) -> None:
-        """Fill the interest buffers (interest_ids, centres_i) if still deferred: the seeded k-means, the same
-        clusters whenever it runs. The forward pass calls it; read the buffers directly only after it."""
+        """Fill the interest buffers (interest_ids, centres_i) if still deferred: the seeded k-means in fp32 (never
+        under autocast), the same clusters whenever it runs. The forward pass calls it; read the buffers directly
+        only after it."""
         if not self._pending:
             return
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", enabled=False):
             for i, feats, offset in self._pending:
                 labels, centres = kmeans(
                     feats, self.clusters[i], seed=self.cfg.kmeans_seed, iters=self.cfg.kmeans_iters
@@ -244,6 +244,9 @@ class MISSRec(SequentialRecommender):
                 self.interest_ids[1:, i] = torch.from_numpy(labels[1:] + offset).to(self.interest_ids.device)
                 getattr(self, f"centres_{i}").copy_(torch.from_numpy(centres))
         self._pending = []
+
+    def prepare(self) -> None:
+        self.ensure_interests()
 
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
         pending, self._pending = self._pending, []  # the buffers' shapes are final: no k-means to list them
@@ -253,11 +256,17 @@ class MISSRec(SequentialRecommender):
             self._pending = pending
 
     @staticmethod
-    def _loaded(module: nn.Module, incompatible: Any) -> None:
-        """After load_state_dict: the interest buffers came from the checkpoint, no k-means to run."""
+    def _before_state_dict(module: nn.Module, prefix: str, keep_vars: bool) -> None:
         assert isinstance(module, MISSRec)
-        if not any(k == "interest_ids" or k.startswith("centres_") for k in incompatible.missing_keys):
-            module._pending = []
+        module.ensure_interests()
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        names = ["interest_ids", *(f"centres_{i}" for i in range(len(self.clusters)))]
+        if all(prefix + n in state_dict for n in names):  # the clusters came with the checkpoint: no k-means
+            self._pending = []
 
     def interest_table(self) -> Tensor:
         """[K, D]: per modality, the adaptor of the raw centroids = centroid of the cluster's adapted tokens."""

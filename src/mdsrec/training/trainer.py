@@ -83,6 +83,8 @@ def make_experiment(cfg: ExperimentConfig, data: ProcessedDataset) -> Experiment
     device = torch.device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device ({cfg.train.device!r}): CUDA is not available on this machine")
+    if device.type == "cuda" and cfg.train.precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("train.precision (bf16): this GPU does not support bfloat16; use fp32")
     check_experiment(cfg)
     model = build_model(cfg.model, info).to(device)
     return Experiment(cfg, data, split, model, device)
@@ -156,6 +158,7 @@ def train(
     else:
         _start_run(run_dir, cfg, data)
 
+    model.prepare()  # deferred set-up (MISSRec's k-means): after a resume load, outside autocast and the timer
     rows = build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode)
     valid_batches = eval_batches(exp.split, "valid", cfg.data)
 
@@ -233,7 +236,8 @@ def train(
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """The context a training forward pass runs in: ``torch.autocast`` to bfloat16 for ``train.precision: bf16``
-    (matrix products in bf16, fp32 parameters and reductions), nothing for ``fp32``."""
+    (matrix products, and on CPU also softmax/layer norm, in bf16; parameters, gradients and optimizer state stay
+    fp32), nothing for ``fp32``."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
