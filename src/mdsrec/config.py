@@ -70,8 +70,8 @@ class TrainConfig:
     progress: bool = True
     num_threads: int = 0  # 0 = torch default
     # "bf16": training forward passes under torch.autocast(bfloat16) -- matrix products in bf16 (fast on CPUs with
-    # AMX/AVX512-BF16 and on recent GPUs), parameters, optimizer and losses in fp32; evaluation always runs in fp32
-    # (exact full ranking). Part of a run's identity: a resume keeps the saved value.
+    # AMX/AVX512-BF16 and on recent GPUs), parameters, gradients and optimizer state in fp32; evaluation always runs
+    # in fp32 (exact full ranking). Part of a run's identity: a resume keeps the saved value.
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
