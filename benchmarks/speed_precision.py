@@ -23,7 +23,7 @@ def measure(data_dir: str, config: Path, precision: str, batches: int, sets: lis
 
     from mdsrec.config import resolve_config
     from mdsrec.data.processed import load_processed
-    from mdsrec.data.protocol import build_train_rows, train_batches
+    from mdsrec.data.protocol import Batch, build_train_rows, train_batches
     from mdsrec.training.trainer import make_experiment, optimizer_step, training_loss
 
     cfg = resolve_config(config, ["train.progress=false", *sets, f"train.precision={precision}"])
@@ -34,12 +34,19 @@ def measure(data_dir: str, config: Path, precision: str, batches: int, sets: lis
     exp.model.train()
     # batches spread evenly over the epoch: all-prefix batches vary in width with the sequences' lengths
     steps = epoch[:: max(1, len(epoch) // batches)][:batches]
-    optimizer_step(exp.model, opt, training_loss(exp.model, epoch[0], precision, exp.device), 0.0)  # warm-up
-    t0 = time.perf_counter()
-    for b in steps:
+
+    def run(b: Batch) -> None:  # one trainer step; on a GPU, wait for it to finish before the clock is read
+        b = b.to(exp.device)
         optimizer_step(
             exp.model, opt, training_loss(exp.model, b, precision, exp.device), cfg.train.grad_clip
         )
+        if exp.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    run(epoch[0])  # warm-up
+    t0 = time.perf_counter()
+    for b in steps:
+        run(b)
     step = (time.perf_counter() - t0) / len(steps)
     return {"batches": len(epoch), "step_s": step, "epoch_s": step * len(epoch)}
 
