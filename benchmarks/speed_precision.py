@@ -36,7 +36,6 @@ def measure(data_dir: str, config: Path, precision: str, batches: int, sets: lis
     steps = epoch[:: max(1, len(epoch) // batches)][:batches]
 
     def run(b: Batch) -> None:  # one trainer step; on a GPU, wait for it to finish before the clock is read
-        b = b.to(exp.device)
         optimizer_step(
             exp.model, opt, training_loss(exp.model, b, precision, exp.device), cfg.train.grad_clip
         )
