@@ -34,9 +34,12 @@ def child(data_dir: str, model: str, sets: list[str]) -> dict[str, float]:
     rows = build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode)
     batches = train_batches(rows, cfg.data, epoch_seed=1)
     exp.model.train()
+    sync = torch.cuda.synchronize if exp.device.type == "cuda" else lambda: None  # GPU work is asynchronous
+    sync()
     t1 = time.perf_counter()
     for b in batches:
         optimizer_step(exp.model, opt, training_loss(exp.model, b, "fp32", exp.device), 0.0)
+    sync()
     return {
         "build_seconds": build_s,
         "epoch_seconds": time.perf_counter() - t1,

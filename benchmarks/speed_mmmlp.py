@@ -34,10 +34,13 @@ def measure(data_dir: str, config: str, sets: list[str], batches: int) -> dict[s
     # one warm-up step, then batches spread evenly over the epoch (the causal rows' widths vary with length)
     stride = max(1, len(epoch) // batches)
     steps = epoch[::stride][:batches]
+    sync = torch.cuda.synchronize if exp.device.type == "cuda" else lambda: None  # GPU work is asynchronous
     optimizer_step(exp.model, opt, training_loss(exp.model, epoch[0], "fp32", exp.device), 0.0)
+    sync()
     t0 = time.perf_counter()
     for b in steps:
         optimizer_step(exp.model, opt, training_loss(exp.model, b, "fp32", exp.device), 0.0)
+    sync()
     step = (time.perf_counter() - t0) / len(steps)
     return {"batches": len(epoch), "positions": positions, "step_s": step, "epoch_s": step * len(epoch)}
 
