@@ -9,12 +9,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mdsrec.config import ExperimentConfig, resolve_config
 from mdsrec.data.processed import ProcessedDataset, load_processed
 from mdsrec.errors import MdsrecError
 from mdsrec.runs import ACTIONS, check_finished, run_state, train_or_reuse
 
 _DATA: dict[str, ProcessedDataset] = {}
+
+
+def wait_for_device(device: torch.device) -> None:
+    """Block until the work queued on ``device`` is done; call it before reading a clock. GPU kernels run
+    asynchronously, so without it a CUDA timing measures kernel launches, not the work. No-op on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _setup(

@@ -24,6 +24,7 @@ def child(data_dir: str, model: str, sets: list[str]) -> dict[str, float]:
     from mdsrec.data.processed import load_processed
     from mdsrec.data.protocol import build_train_rows, train_batches
     from mdsrec.training.trainer import make_experiment, optimizer_step, training_loss
+    from runlib import wait_for_device
 
     cfg = resolve_config(None, sets, model=model)
     data = load_processed(data_dir)
@@ -34,12 +35,11 @@ def child(data_dir: str, model: str, sets: list[str]) -> dict[str, float]:
     rows = build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode)
     batches = train_batches(rows, cfg.data, epoch_seed=1)
     exp.model.train()
-    sync = torch.cuda.synchronize if exp.device.type == "cuda" else lambda: None  # GPU work is asynchronous
-    sync()
+    wait_for_device(exp.device)
     t1 = time.perf_counter()
     for b in batches:
         optimizer_step(exp.model, opt, training_loss(exp.model, b, "fp32", exp.device), 0.0)
-    sync()
+    wait_for_device(exp.device)
     return {
         "build_seconds": build_s,
         "epoch_seconds": time.perf_counter() - t1,

@@ -23,6 +23,7 @@ def measure(data_dir: str, config: str, sets: list[str], batches: int) -> dict[s
     from mdsrec.data.processed import load_processed
     from mdsrec.data.protocol import build_train_rows, train_batches
     from mdsrec.training.trainer import make_experiment, optimizer_step, training_loss
+    from runlib import wait_for_device
 
     cfg = resolve_config(config, ["train.progress=false", *sets], model="mmmlp")
     exp = make_experiment(cfg, load_processed(data_dir))
@@ -34,13 +35,12 @@ def measure(data_dir: str, config: str, sets: list[str], batches: int) -> dict[s
     # one warm-up step, then batches spread evenly over the epoch (the causal rows' widths vary with length)
     stride = max(1, len(epoch) // batches)
     steps = epoch[::stride][:batches]
-    sync = torch.cuda.synchronize if exp.device.type == "cuda" else lambda: None  # GPU work is asynchronous
     optimizer_step(exp.model, opt, training_loss(exp.model, epoch[0], "fp32", exp.device), 0.0)
-    sync()
+    wait_for_device(exp.device)
     t0 = time.perf_counter()
     for b in steps:
         optimizer_step(exp.model, opt, training_loss(exp.model, b, "fp32", exp.device), 0.0)
-    sync()
+    wait_for_device(exp.device)
     step = (time.perf_counter() - t0) / len(steps)
     return {"batches": len(epoch), "positions": positions, "step_s": step, "epoch_s": step * len(epoch)}
 

@@ -25,6 +25,7 @@ def measure(data_dir: str, config: Path, precision: str, batches: int, sets: lis
     from mdsrec.data.processed import load_processed
     from mdsrec.data.protocol import Batch, build_train_rows, train_batches
     from mdsrec.training.trainer import make_experiment, optimizer_step, training_loss
+    from runlib import wait_for_device
 
     cfg = resolve_config(config, ["train.progress=false", *sets, f"train.precision={precision}"])
     exp = make_experiment(cfg, load_processed(data_dir))
@@ -39,8 +40,7 @@ def measure(data_dir: str, config: Path, precision: str, batches: int, sets: lis
         optimizer_step(
             exp.model, opt, training_loss(exp.model, b, precision, exp.device), cfg.train.grad_clip
         )
-        if exp.device.type == "cuda":
-            torch.cuda.synchronize()
+        wait_for_device(exp.device)
 
     run(epoch[0])  # warm-up
     t0 = time.perf_counter()
