@@ -7,6 +7,7 @@ import csv
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -46,22 +47,29 @@ def train_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     return calls
 
 
+def bench_argv(data: Path, models: str, seeds: int, out: Path, configs: Path, *extra: str) -> list[str]:
+    """`mdsrec benchmark` arguments: the required ones, then ``extra`` (``--set ...``, ``--search ...``)."""
+    return [
+        "benchmark",
+        "--data",
+        str(data),
+        "--models",
+        models,
+        "--seeds",
+        str(seeds),
+        "--out",
+        str(out),
+        "--configs",
+        str(configs),
+        *extra,
+    ]
+
+
 def test_benchmark_cli_writes_results_skips_and_resumes(
     tiny_dir, tiny_data, tmp_path, train_calls, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "bench"
-    argv = [
-        "benchmark",
-        "--data",
-        str(tiny_dir),
-        "--models",
-        "sasrec,gru4rec",
-        "--seeds",
-        "2",
-        "--out",
-        str(out),
-    ]
-    argv += ["--configs", str(tmp_path / "no-configs-here"), "--set", *TINY_SETS]
+    argv = bench_argv(tiny_dir, "sasrec,gru4rec", 2, out, tmp_path / "no-configs-here", "--set", *TINY_SETS)
     (tmp_path / "no-configs-here").mkdir()
     assert main(argv) == 0
     assert sorted(train_calls) == [
@@ -217,18 +225,8 @@ def test_search_chooses_on_validation_and_trains_the_other_seeds_with_it(
     out = tmp_path / "b"
     sets = [s for s in TINY_SETS if not s.startswith(("gru4rec:", "train.lr=", "model."))]
     sets += ["sasrec:model.hidden_size=16", "sasrec:model.dropout=0.1"]
-    argv = [
-        "benchmark",
-        "--data",
-        str(tiny_data.path),
-        "--models",
-        "sasrec,pop",
-        "--seeds",
-        "2",
-        "--out",
-        str(out),
-    ]
-    argv += ["--configs", str(tmp_path / "none"), "--search", "train.lr=0.01,0.0001", "--set", *sets]
+    search = ["--search", "train.lr=0.01,0.0001"]
+    argv = bench_argv(tiny_data.path, "sasrec,pop", 2, out, tmp_path / "none", *search, "--set", *sets)
     tmp_path.joinpath("none").mkdir()
     assert main([*argv, "--dry-run"]) == 0  # says what it would do, trains and writes nothing
     assert train_calls == [] and not out.exists()
@@ -389,29 +387,12 @@ def test_a_searched_value_that_diverges_at_once_is_left_out(
     assert [r.model for r in dry.results] == ["pop"] and dry.left_out == outcome.left_out
     capsys.readouterr()  # the CLI's dry run prints the partial table with the left-out model named
     (tmp_path / "none").mkdir()  # no frozen configs, as benchmark(..., None, ...) above
-    argv = [
-        "benchmark",
-        "--data",
-        str(tiny_data.path),
-        "--models",
-        "sasrec,pop",
-        "--seeds",
-        "1",
-        "--out",
-        str(c),
-    ]
-    argv += [
-        "--configs",
-        str(tmp_path / "none"),
-        "--search",
-        "train.lr=0.5,0.7",
-        "--set",
-        "train.progress=false",
-    ]
-    assert main([*argv, "--dry-run"]) == 0
+    extra = ["--search", "train.lr=0.5,0.7", "--set", "train.progress=false", "--dry-run"]
+    assert main(bench_argv(tiny_data.path, "sasrec,pop", 1, c, tmp_path / "none", *extra)) == 0
     printed = capsys.readouterr().out
     assert "partial table" in printed and "Left out (no result): SASRec: every value of train.lr" in printed
-    assert main([*argv[:4], "sasrec", *argv[5:], "--dry-run"]) == 0  # no finished run at all: still named
+    # no finished run at all: still named
+    assert main(bench_argv(tiny_data.path, "sasrec", 1, c, tmp_path / "none", *extra)) == 0
     assert "No finished run yet. Left out (no result): SASRec" in capsys.readouterr().out
     md = (c / "results.md").read_text()
     assert "Left out (no result): SASRec: every value of train.lr diverged" in md and "| pop | 1 |" in md
