@@ -15,7 +15,7 @@ from mdsrec.errors import ConfigError
 from mdsrec.models import DataInfo, build_model
 from mdsrec.models.missrec import MISSRec
 from mdsrec.models.mmmlp import MMMLP, MMMLPCausalTokenMixer
-from mdsrec.models.unisrec import TRANSFERABLE, UniSRec, UniSRecConfig
+from mdsrec.models.unisrec import TRANSFERABLE, UniSRec, UniSRecConfig, UniSRecWhitening
 from mdsrec.training.checkpoint import save_checkpoint
 from tests.conftest import TINY_MODEL
 
@@ -78,6 +78,28 @@ def test_unisrec_moe_gates_sum_to_one_and_noise_only_in_training(tiny_data) -> N
     torch.testing.assert_close(
         quiet.adaptor.gates(x), torch.full((x.size(0), 3), 1 / 3)
     )  # zero init: uniform
+
+
+def test_unisrec_whitening_is_x_minus_b_times_w_in_value_and_gradient() -> None:
+    torch.manual_seed(0)
+    expert = UniSRecWhitening(6, 4, dropout=0.0)
+    with torch.no_grad():
+        expert.bias.normal_()
+    x = torch.randn(5, 6)  # a frozen feature table: no gradient
+    out = expert(x)  # [5, 4]
+    ref_w, ref_b = (
+        expert.lin.weight.detach().clone().requires_grad_(),
+        expert.bias.detach().clone().requires_grad_(),
+    )
+    ref = (x - ref_b) @ ref_w.T  # the paper's (x - b) W
+    torch.testing.assert_close(out, ref)
+    up = torch.randn(5, 4)
+    (out * up).sum().backward()
+    (ref * up).sum().backward()
+    assert expert.bias.grad is not None and expert.lin.weight.grad is not None
+    torch.testing.assert_close(expert.bias.grad, ref_b.grad)
+    torch.testing.assert_close(expert.lin.weight.grad, ref_w.grad)
+    assert expert.bias.grad.abs().sum() > 0
 
 
 def test_unisrec_without_ids_scores_items_by_text_only(tiny_data) -> None:  # type: ignore[no-untyped-def]

@@ -105,7 +105,10 @@ class UniSRecWhitening(nn.Module):
         self.lin = nn.Linear(in_dim, out_dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.lin(self.drop(x) - self.bias)  # [..., D]
+        # (dropout(x) - b) W written as dropout(x) W - b W: the same value, but where x needs no gradient (the
+        # frozen feature table) the backward pass no longer multiplies every row's output gradient back through W
+        # to reach b, only their [D] sum: one of the three [rows, d] x [d, D] products of a training step goes
+        return self.lin(self.drop(x)) - self.lin(self.bias)  # [..., D]
 
 
 class UniSRecMoEAdaptor(nn.Module):
