@@ -296,6 +296,34 @@ def test_feature_tables_are_fixed_buffers_in_the_checkpoint(name: str, tiny_data
     assert not any(n.startswith("features.features_") for n, _ in model.named_parameters())
 
 
+def test_sparse_table_projection_equals_the_dense_one_and_follows_table_changes() -> None:
+    rng = np.random.default_rng(0)
+    multi_hot = (rng.random((31, 200)) < 0.02).astype(np.float32)  # [N+1, d]: ~2% set, as attribute tables
+    multi_hot[0] = 0.0
+    dense = rng.normal(size=(31, 8)).astype(np.float32)
+    torch.manual_seed(0)
+    proj = ModalityProjections({"attrs": multi_hot, "text": dense}, 30, 6, "test")
+    assert proj.sparse_table(0) is not None and proj.sparse_table(1) is None  # only the mostly-zero table
+    for i, table in enumerate((multi_hot, dense)):
+        lin = proj.proj[i]
+        out = proj.project_table(i)  # [N+1, D]
+        ref = torch.from_numpy(table) @ lin.weight.t() + lin.bias
+        torch.testing.assert_close(out, ref)
+        up = torch.randn_like(out)
+        (g_w, g_b) = torch.autograd.grad((out * up).sum(), [lin.weight, lin.bias])
+        (r_w, r_b) = torch.autograd.grad((ref * up).sum(), [lin.weight, lin.bias])
+        torch.testing.assert_close(g_w, r_w)
+        torch.testing.assert_close(g_b, r_b)
+    # a checkpoint with another table (in-place copy into the buffer): the sparse copy must not go stale
+    other = np.zeros_like(multi_hot)
+    other[1:, 3] = 1.0
+    state = {**proj.state_dict(), "features_0": torch.from_numpy(other)}
+    proj.load_state_dict(state)
+    with torch.no_grad():
+        expected = torch.from_numpy(other) @ proj.proj[0].weight.t() + proj.proj[0].bias
+        torch.testing.assert_close(proj.project_table(0), expected)
+
+
 @pytest.mark.parametrize("name", FEATURE_MODELS)
 def test_feature_models_refuse_a_data_set_without_features(name: str) -> None:
     info = DataInfo(10, 5, {}, [np.array([1, 2, 3])])
