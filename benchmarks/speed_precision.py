@@ -9,6 +9,12 @@ fp32 and once in bf16, and extrapolates seconds per epoch = mean step time x bat
 the CPU has AMX or AVX512-BF16 (``lscpu | grep -o 'amx_bf16\\|avx512_bf16'``) and on recent GPUs. Run it on an idle
 machine: it measures wall time. Accuracy is a separate question: compare finished runs (``mdsrec benchmark`` with
 ``--set train.precision=bf16`` into another --out).
+
+``--fp32-only`` times fp32 alone: the before/after figure of a speed change. Run it once from each version of the
+code, or point ``PYTHONPATH`` at the other version's ``src`` (it takes precedence over the installed package):
+
+    git worktree add /tmp/before <rev>
+    PYTHONPATH=/tmp/before/src python benchmarks/speed_precision.py --fp32-only --data ... --configs ...
 """
 
 from __future__ import annotations
@@ -61,16 +67,31 @@ def main() -> int:
     p.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. train.device=cuda"
     )
-    args = p.parse_args()
-    print(
-        "| model | batches/epoch | fp32 s/step | bf16 s/step | speed-up | est. fp32 s/epoch | est. bf16 s/epoch |"
+    p.add_argument(
+        "--fp32-only", action="store_true", help="time fp32 steps only (before/after a code change)"
     )
-    print("|---|---|---|---|---|---|---|")
+    args = p.parse_args()
+    import mdsrec
+
+    print(f"mdsrec from {Path(mdsrec.__file__).parent}")
+    if args.fp32_only:
+        print("| model | batches/epoch | fp32 s/step | est. fp32 s/epoch |\n|---|---|---|---|")
+    else:
+        print(
+            "| model | batches/epoch | fp32 s/step | bf16 s/step | speed-up | est. fp32 s/epoch | est. bf16 s/epoch |"
+        )
+        print("|---|---|---|---|---|---|---|")
     for model in args.models.split(","):
         config = args.configs / f"{model}.yaml"
         if not config.is_file():
             p.error(f"no frozen config {config}")
         fp32 = measure(args.data, config, "fp32", args.batches, args.set)
+        if args.fp32_only:
+            print(
+                f"| {model} | {fp32['batches']:.0f} | {fp32['step_s']:.3f} | {fp32['epoch_s']:.0f} |",
+                flush=True,
+            )
+            continue
         bf16 = measure(args.data, config, "bf16", args.batches, args.set)
         print(
             f"| {model} | {fp32['batches']:.0f} | {fp32['step_s']:.3f} | {bf16['step_s']:.3f} | "
