@@ -87,7 +87,7 @@ class ModalityProjections(nn.Module):
         key = (t.data_ptr(), t._version, str(t.device))
         hit = self._sparse.get(i)
         if hit is None or hit[0] != key:
-            dense = bool((t != 0).float().mean() > SPARSE_DENSITY) or t.requires_grad
+            dense = bool((t != 0).float().mean() > SPARSE_DENSITY)
             hit = (key, None if dense else t.to_sparse().coalesce())
             self._sparse[i] = hit
         return hit[1]

@@ -107,7 +107,7 @@ class UniSRecWhitening(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # (dropout(x) - b) W written as dropout(x) W - b W: the same value, but where x needs no gradient (the
         # frozen feature table) the backward pass no longer multiplies every row's output gradient back through W
-        # to reach b, only their [D] sum: one of the three [rows, d] x [d, D] products of a training step goes
+        # to reach b, only their [D] sum: one of the three [rows, d] x [d, D] products of a training step is saved
         return self.lin(self.drop(x)) - self.lin(self.bias)  # [..., D]
 
 
