@@ -100,6 +100,7 @@ def test_benchmark_cli_writes_results_skips_and_resumes(
         "seconds_per_epoch",
         "epochs",
         "best_epoch",
+        "epoch_seconds_total",
         "wall_seconds",
         "searched",
     ]
@@ -136,6 +137,16 @@ def test_benchmark_cli_writes_results_skips_and_resumes(
     assert main(argv) == 0
     assert train_calls == [("gru4rec/seed1", True)]
     assert json.loads((run / "metrics.json").read_text())["test"] == before["test"]
+    # Its epoch seconds still cover both epochs, trained by the earlier call; wall seconds only this call's.
+    log_lines = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    total = sum(x["train_seconds"] + x["eval_seconds"] for x in log_lines)
+    row = next(
+        r
+        for r in csv.DictReader((out / "results.csv").open())
+        if r["model"] == "gru4rec" and r["seed"] == "43"
+    )
+    assert len(log_lines) == 2 and float(row["epoch_seconds_total"]) == pytest.approx(total, abs=0.1)
+    assert float(row["wall_seconds"]) > 0
 
     # A finished run made under another config is not silently reused.
     with pytest.raises(MdsrecError, match="another config"):

@@ -51,7 +51,10 @@ CSV_COLUMNS = (
     "seconds_per_epoch",
     "epochs",
     "best_epoch",
-    "wall_seconds",
+    # Training plus validation seconds of every epoch, summed over all calls (a resumed run counts in full; set-up
+    # and the final test evaluation are not in it).
+    "epoch_seconds_total",
+    "wall_seconds",  # of the call that finished the run (for a resumed run, only its last part)
     "searched",  # the chosen value of --search, as key=value; empty without a search
 )
 PLOT_METRICS = ("ndcg@20", "recall@20")
@@ -453,6 +456,15 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
+def _epoch_seconds_total(m: dict[str, Any]) -> float | str:
+    """Training plus validation seconds over every epoch of a run, from metrics.json's per-epoch means (one history
+    record per epoch, kept across resumes, so mean x epochs is the sum up to rounding); "" when metrics.json lacks
+    the validation mean."""
+    if "eval_seconds" not in m:
+        return ""
+    return round((m["seconds_per_epoch"] + m["eval_seconds"]) * m["epochs"], 1)
+
+
 def results_csv(results: list[RunResult]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -466,6 +478,7 @@ def results_csv(results: list[RunResult]) -> str:
                 m["seconds_per_epoch"],
                 m["epochs"],
                 m["best_epoch"],
+                _epoch_seconds_total(m),
                 "" if r.wall_seconds is None else r.wall_seconds,
                 r.searched,
             ]
