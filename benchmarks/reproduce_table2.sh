@@ -17,6 +17,9 @@
 #   sports-search        not in the default list: SASRec and MDSRec on Sports with lr searched in {1e-4, 1e-3, 1e-2}
 #                        (~10 h on 2 CPU cores, for a machine with the time or a GPU); its 1e-3 runs are those of
 #                        sports-main, linked into OUT_ROOT/sports_search when they exist
+#   sports-seeds         not in the default list: GRU4Rec, GRU4RecF, SASRec, SASRecF on Sports with 3 seeds, frozen
+#                        lr 1e-3 (the pairs of the input-fusion claims, cheapest first; ~4.5 h on 2 CPU cores); their
+#                        seed-0 runs are those of sports-table2, linked into OUT_ROOT/sports_seeds when they exist
 # Add --dry-run after the steps to see what each would train without training anything.
 set -euo pipefail
 data=$(cd "${1:?DATA_ROOT}" && pwd)
@@ -35,6 +38,17 @@ refs=pop,cooc,featsim
 # the pairs the paper's claims compare first (GRU4Rec/GRU4RecF, SASRec/SASRecF, then UniSRec and MISSRec), so a
 # partial run answers them soonest; the tables list the models in this order
 table2=gru4rec,gru4recf,sasrec,sasrecf,unisrec,missrec,fdsa,mmmlp,bert4rec,mdsrec
+# reuse a finished run of another step (SRC) as DST, by a symbolic link; the benchmark checks its config and data
+link_run() {
+    local src=$1 dst=$2
+    if [[ -f $src/metrics.json && ! -e $dst && ! -L $dst ]]; then
+        if [[ ${#dry[@]} -gt 0 ]]; then
+            echo "would link $src -> $dst (reused after the config check)"
+        else
+            mkdir -p "$(dirname "$dst")" && ln -s "$src" "$dst"
+        fi
+    fi
+}
 for step in "${steps[@]}"; do
     echo "=== $step ($(date -u +%H:%M:%S))"
     case $step in
@@ -49,17 +63,17 @@ for step in "${steps[@]}"; do
                 --out "$out/sports" --set train.progress=false ${dry[@]+"${dry[@]}"} "${configs[@]}" ;;
         sports-search)
             for m in sasrec mdsrec; do
-                src="$out/sports/runs/$m/seed0" dst="$out/sports_search/runs/$m/train.lr=0.001/seed0"
-                if [[ -f $src/metrics.json && ! -e $dst && ! -L $dst ]]; then
-                    if [[ ${#dry[@]} -gt 0 ]]; then
-                        echo "would link $src -> $dst (reused after the config check)"
-                    else
-                        mkdir -p "$(dirname "$dst")" && ln -s "$src" "$dst"
-                    fi
-                fi
+                link_run "$out/sports/runs/$m/seed0" "$out/sports_search/runs/$m/train.lr=0.001/seed0"
             done
             mdsrec benchmark --data "$data/sports" --models sasrec,mdsrec --seeds 1 \
                 --search train.lr=1e-4,1e-3,1e-2 --out "$out/sports_search" --set train.progress=false ${dry[@]+"${dry[@]}"} "${configs[@]}" ;;
-        *) echo "unknown step $step (known: sports-main scientific-table2 sports-table2 sports-search)" >&2; exit 2 ;;
+        sports-seeds)
+            for m in gru4rec gru4recf sasrec sasrecf; do
+                link_run "$out/sports/runs/$m/seed0" "$out/sports_seeds/runs/$m/seed0"
+            done
+            mdsrec benchmark --data "$data/sports" --models gru4rec,gru4recf,sasrec,sasrecf --seeds 3 \
+                --out "$out/sports_seeds" --set train.progress=false ${dry[@]+"${dry[@]}"} "${configs[@]}" ;;
+        *) echo "unknown step $step (known: sports-main scientific-table2 sports-table2 sports-search sports-seeds)" >&2
+           exit 2 ;;
     esac
 done
