@@ -276,6 +276,10 @@ def test_search_chooses_on_validation_and_trains_the_other_seeds_with_it(
     assert {r["setting"]: float(r["valid_ndcg@20"]) for r in rows} == pytest.approx(
         {f"train.lr={k}": v for k, v in valid.items()}, abs=1e-6
     )
+    for r in rows:  # every epoch's training plus validation seconds, as logged by the run itself
+        logged = [json.loads(x) for x in (out / f"runs/sasrec/{r['setting']}/seed0/log.jsonl").open()]
+        total = sum(e["train_seconds"] + e["eval_seconds"] for e in logged)
+        assert float(r["epoch_seconds_total"]) == pytest.approx(total, abs=0.1)
     results = list(csv.DictReader((out / "results.csv").open()))
     assert [(r["model"], r["seed"], r["searched"]) for r in results] == [
         ("sasrec", "42", f"train.lr={chosen}"),

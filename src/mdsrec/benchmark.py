@@ -389,6 +389,7 @@ def search_csv(points: list[SearchPoint]) -> str:
             "seconds_per_epoch",
             "epochs",
             "best_epoch",
+            "epoch_seconds_total",  # training plus validation seconds of every epoch, as in results.csv
             "diverged_at_epoch",  # training stopped there (loss non-finite); the best epoch before it counts
             "diverged",  # no metrics: the loss became non-finite before the first evaluation (why)
         ]
@@ -397,14 +398,21 @@ def search_csv(points: list[SearchPoint]) -> str:
         m = p.metrics
         if p.diverged:
             w.writerow(
-                [p.model, p.setting, False, p.valid_metric] + [""] * (2 * len(METRICS) + 4) + [p.diverged]
+                [p.model, p.setting, False, p.valid_metric] + [""] * (2 * len(METRICS) + 5) + [p.diverged]
             )
             continue
         w.writerow(
             [p.model, p.setting, p.chosen, p.valid_metric]
             + [f"{m['valid'][k]:.6f}" for k in METRICS]
             + [f"{m['test'][k]:.6f}" for k in METRICS]
-            + [m["seconds_per_epoch"], m["epochs"], m["best_epoch"], m.get("diverged_at_epoch") or "", ""]
+            + [
+                m["seconds_per_epoch"],
+                m["epochs"],
+                m["best_epoch"],
+                _epoch_seconds_total(m),
+                m.get("diverged_at_epoch") or "",
+                "",
+            ]
         )
     return buf.getvalue()
 
