@@ -24,15 +24,17 @@ import numpy as np
 
 from mdsrec.data.processed import load_processed
 from mdsrec.data.protocol import Split
+from mdsrec.models.base import DataInfo
+from mdsrec.models.references import train_counts
 
 
 def drift(data_dir: str) -> list[tuple[str, str, float, float, float, float]]:
     """(data set, stage, mean count, median count, share unseen, pop Recall@20) for 'valid' and 'test'."""
     data = load_processed(data_dir)
     split = Split(data.sequences)
-    counts = np.zeros(data.num_items + 1, dtype=np.int64)  # [N+1] occurrences in the training parts
-    for u in range(split.num_users):
-        np.add.at(counts, split.train_part(u), 1)
+    parts = [split.train_part(u) for u in range(split.num_users)]
+    # [N+1] occurrences in the training parts, counted as the pop reference counts them
+    counts = train_counts(DataInfo(data.num_items, max_len=1, train_sequences=parts), "target_drift")
     counts[0] = -1  # padding is never recommended
     top20 = np.argsort(-counts, kind="stable")[:20]  # popularity ranking, ties by item id
     rows = []

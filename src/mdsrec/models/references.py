@@ -68,7 +68,7 @@ class ReferenceModel(SequentialRecommender):
         return mask_padding_column(self.scores_at(batch.items, batch.lengths, last))  # [B, N+1]
 
 
-def _train_counts(info: DataInfo, who: str) -> np.ndarray:
+def train_counts(info: DataInfo, who: str) -> np.ndarray:
     """Occurrences of every item in the training parts, int64 [N+1] (entry 0 is 0)."""
     if info.train_sequences is None:
         raise ValueError(f"{who} needs DataInfo.train_sequences (the training parts)")
@@ -96,7 +96,7 @@ class Pop(ReferenceModel):
     def __init__(self, cfg: PopConfig, info: DataInfo) -> None:
         super().__init__()
         self.cfg = cfg
-        counts = torch.from_numpy(_train_counts(info, "pop").astype(np.float32))  # [N+1]
+        counts = torch.from_numpy(train_counts(info, "pop").astype(np.float32))  # [N+1]
         self.register_buffer("log_counts", torch.log1p(counts))  # [N+1]
 
     def scores_at(self, items: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
@@ -195,7 +195,7 @@ class Cooc(ReferenceModel):
         super().__init__()
         self.cfg = cfg
         self.num_items = info.num_items
-        counts = _train_counts(info, "cooc")
+        counts = train_counts(info, "cooc")
         w = pair_counts(
             info.train_sequences or [], info.num_items, cfg.distance_weighted, cfg.window, cfg.directed
         )
