@@ -412,6 +412,8 @@ def test_a_searched_value_that_diverges_at_once_is_left_out(
     md = (c / "results.md").read_text()
     assert "Left out (no result): SASRec: every value of train.lr diverged" in md and "| pop | 1 |" in md
     assert [r["diverged"] != "" for r in csv.DictReader((c / "search.csv").open())] == [True, True]
+    header, *rows = list(csv.reader((c / "search.csv").open()))
+    assert [len(r) for r in rows] == [len(header)] * 2  # a diverged row is as wide as the header
     with pytest.raises(MdsrecError, match="no model has a result"):
         benchmark(tiny_data, ["sasrec"], 1, tmp_path / "d", None, sets, search="train.lr=0.5,0.7")
 

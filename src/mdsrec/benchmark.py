@@ -378,28 +378,27 @@ def search_csv(points: list[SearchPoint]) -> str:
     """One row per (model, searched value): the value, whether it was chosen, validation and test metrics."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(
-        [
-            "model",
-            "setting",
-            "chosen",
-            "valid_metric",
-            *(f"valid_{k}" for k in METRICS),
-            *(f"test_{k}" for k in METRICS),
-            "seconds_per_epoch",
-            "epochs",
-            "best_epoch",
-            "epoch_seconds_total",  # training plus validation seconds of every epoch, as in results.csv
-            "diverged_at_epoch",  # training stopped there (loss non-finite); the best epoch before it counts
-            "diverged",  # no metrics: the loss became non-finite before the first evaluation (why)
-        ]
-    )
+    header = [
+        "model",
+        "setting",
+        "chosen",
+        "valid_metric",
+        *(f"valid_{k}" for k in METRICS),
+        *(f"test_{k}" for k in METRICS),
+        "seconds_per_epoch",
+        "epochs",
+        "best_epoch",
+        "epoch_seconds_total",  # training plus validation seconds of every epoch, as in results.csv
+        "diverged_at_epoch",  # training stopped there (loss non-finite); the best epoch before it counts
+        "diverged",  # no metrics: the loss became non-finite before the first evaluation (why)
+    ]
+    w.writerow(header)
     for p in points:
         m = p.metrics
         if p.diverged:
-            w.writerow(
-                [p.model, p.setting, False, p.valid_metric] + [""] * (2 * len(METRICS) + 5) + [p.diverged]
-            )
+            lead = [p.model, p.setting, False, p.valid_metric]
+            # every column between the lead and the last ("diverged") stays empty
+            w.writerow(lead + [""] * (len(header) - len(lead) - 1) + [p.diverged])
             continue
         w.writerow(
             [p.model, p.setting, p.chosen, p.valid_metric]
