@@ -7,8 +7,8 @@ import yaml
 
 import mdsrec.training.trainer as trainer_mod
 from mdsrec.cli import main
-from mdsrec.config import resolve_config
-from mdsrec.errors import MdsrecError, TrainingDiverged
+from mdsrec.config import TrainConfig, resolve_config
+from mdsrec.errors import ConfigError, MdsrecError, TrainingDiverged
 from mdsrec.models import REGISTRY, full_config
 from mdsrec.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import TINY_MODEL
@@ -63,6 +63,49 @@ def test_early_stopping_stops_after_patience(tiny_data, tmp_path) -> None:  # ty
     cfg.train.lr = 1e-6  # barely moves: validation stops improving quickly
     m = trainer_mod.train(cfg, tiny_data, tmp_path / "run")
     assert m["epochs"] < 40 and m["epochs"] - m["best_epoch"] == 2
+
+
+def test_min_delta_counts_only_larger_rises_as_improvements(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    def logged(run):  # type: ignore[no-untyped-def]
+        return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+    metric = tiny_cfg(1).train.valid_metric
+    trainer_mod.train(tiny_cfg(8), tiny_data, tmp_path / "plain")
+    plain = logged(tmp_path / "plain")
+    scores = [r[f"valid_{metric}"] for r in plain]
+    best, rises = scores[0], []
+    for v in scores[1:]:
+        if v > best:
+            rises.append(v - best)
+            best = v
+    assert rises, "the tiny run must improve after its first epoch for this test to mean anything"
+    delta = min(rises) * 1.01  # the smallest rise no longer counts
+
+    def expected(d: float) -> list[bool]:
+        flags, top = [], float("-inf")
+        for v in scores:
+            flags.append(v > top + d)
+            top = v if flags[-1] else top
+        return flags
+
+    assert expected(delta) != [r["best"] for r in plain] and expected(0.0) == [r["best"] for r in plain]
+    cfg = tiny_cfg(8)
+    cfg.train.min_delta = delta
+    m = trainer_mod.train(cfg, tiny_data, tmp_path / "delta")
+    log = logged(tmp_path / "delta")
+    # the threshold changes which epoch is kept and when training stops, not the training itself
+    assert [r[f"valid_{metric}"] for r in log] == scores
+    assert [r["best"] for r in log] == expected(delta)
+    kept = max(i for i, f in enumerate(expected(delta)) if f)
+    assert m["best_epoch"] == kept + 1 and m["valid"][metric] == pytest.approx(scores[kept])
+
+    # a threshold no rise can clear: only the first epoch is ever best, and patience ends the run after it
+    cfg = tiny_cfg(40)
+    cfg.train.patience, cfg.train.min_delta = 2, 1.0
+    m = trainer_mod.train(cfg, tiny_data, tmp_path / "huge")
+    assert (m["best_epoch"], m["epochs"]) == (1, 3)
+    with pytest.raises(ConfigError, match="train.min_delta"):
+        TrainConfig(min_delta=-0.1)
 
 
 @pytest.mark.parametrize("model", ["sasrec", "gru4rec", "mdsrec"])

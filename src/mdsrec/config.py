@@ -63,6 +63,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     patience: int = 10  # evaluations without improvement of valid_metric before stopping
+    # an epoch counts as an improvement (kept as best, patience restarted) only when valid_metric rises by more than
+    # this over the best so far; 0 = any rise, the paper's protocol
+    min_delta: float = 0.0
     valid_metric: str = "ndcg@20"
     seed: int = 42
     device: str = "cpu"
@@ -78,6 +81,8 @@ class TrainConfig:
         _check_choice("train.precision", self.precision, ("fp32", "bf16"))
         _check_positive("train.epochs", self.epochs)
         _check_positive("train.patience", self.patience)
+        if not self.min_delta >= 0:  # also rejects NaN
+            raise ConfigError(f"train.min_delta ({self.min_delta}) must be >= 0")
         if self.lr <= 0:
             raise ConfigError(f"train.lr ({self.lr}) must be > 0")
 

@@ -191,7 +191,7 @@ def train(
             break
         eval_seconds = time.perf_counter() - t1
         score = valid[metric]
-        improved = score > state["best_score"]
+        improved = score > state["best_score"] + cfg.train.min_delta
         if improved:
             state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
         else:
