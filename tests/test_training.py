@@ -104,8 +104,9 @@ def test_min_delta_counts_only_larger_rises_as_improvements(tiny_data, tmp_path)
     cfg.train.patience, cfg.train.min_delta = 2, 1.0
     m = trainer_mod.train(cfg, tiny_data, tmp_path / "huge")
     assert (m["best_epoch"], m["epochs"]) == (1, 3)
-    with pytest.raises(ConfigError, match="train.min_delta"):
-        TrainConfig(min_delta=-0.1)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="train.min_delta"):
+            TrainConfig(min_delta=bad)
 
 
 @pytest.mark.parametrize("model", ["sasrec", "gru4rec", "mdsrec"])

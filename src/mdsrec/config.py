@@ -17,6 +17,7 @@ The ``model`` section is validated by the chosen model's own config dataclass (s
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -81,8 +82,8 @@ class TrainConfig:
         _check_choice("train.precision", self.precision, ("fp32", "bf16"))
         _check_positive("train.epochs", self.epochs)
         _check_positive("train.patience", self.patience)
-        if not self.min_delta >= 0:  # also rejects NaN
-            raise ConfigError(f"train.min_delta ({self.min_delta}) must be >= 0")
+        if not (math.isfinite(self.min_delta) and self.min_delta >= 0):
+            raise ConfigError(f"train.min_delta ({self.min_delta}) must be a finite number >= 0")
         if self.lr <= 0:
             raise ConfigError(f"train.lr ({self.lr}) must be > 0")
 
