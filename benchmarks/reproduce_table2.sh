@@ -18,7 +18,8 @@
 #                        (~10 h on 2 CPU cores, for a machine with the time or a GPU); its 1e-3 runs are those of
 #                        sports-main, linked into OUT_ROOT/sports_search when they exist
 #   sports-seeds         not in the default list: GRU4Rec, GRU4RecF, SASRec, SASRecF on Sports with 3 seeds, frozen
-#                        lr 1e-3 (the pairs of the input-fusion claims, cheapest first; ~4.5 h on 2 CPU cores); their
+#                        lr 1e-3 (the pairs of the input-fusion claims, cheapest first; ~4.5-11 h on 2 CPU cores,
+#                        GRU4Rec 48 min a seed on the slower machine); their
 #                        seed-0 runs are those of sports-table2, linked into OUT_ROOT/sports_seeds when they exist
 # Add --dry-run after the steps to see what each would train without training anything.
 set -euo pipefail
