@@ -73,21 +73,18 @@ def test_min_delta_counts_only_larger_rises_as_improvements(tiny_data, tmp_path)
     trainer_mod.train(tiny_cfg(8), tiny_data, tmp_path / "plain")
     plain = logged(tmp_path / "plain")
     scores = [r[f"valid_{metric}"] for r in plain]
-    best, rises = scores[0], []
-    for v in scores[1:]:
-        if v > best:
-            rises.append(v - best)
-            best = v
-    assert rises, "the tiny run must improve after its first epoch for this test to mean anything"
-    delta = min(rises) * 1.01  # the smallest rise no longer counts
 
-    def expected(d: float) -> list[bool]:
+    def expected(d: float) -> list[bool]:  # the rule applied to the logged scores
         flags, top = [], float("-inf")
         for v in scores:
             flags.append(v > top + d)
             top = v if flags[-1] else top
         return flags
 
+    bests = [v for v, f in zip(scores, expected(0.0), strict=True) if f]
+    rises = [b - a for a, b in zip(bests[:-1], bests[1:], strict=True)]
+    assert rises, "the tiny run must improve after its first epoch for this test to mean anything"
+    delta = min(rises) * 1.01  # the smallest rise no longer counts
     assert expected(delta) != [r["best"] for r in plain] and expected(0.0) == [r["best"] for r in plain]
     cfg = tiny_cfg(8)
     cfg.train.min_delta = delta
