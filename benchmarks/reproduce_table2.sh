@@ -19,8 +19,8 @@
 #                        sports-main, linked into OUT_ROOT/sports_search when they exist
 #   sports-seeds         not in the default list: GRU4Rec, GRU4RecF, SASRec, SASRecF on Sports with 3 seeds, frozen
 #                        lr 1e-3 (the pairs of the input-fusion claims, cheapest first; ~4.5-11 h on 2 CPU cores,
-#                        GRU4Rec 48 min a seed on the slower machine); their
-#                        seed-0 runs are those of sports-table2, linked into OUT_ROOT/sports_seeds when they exist
+#                        GRU4Rec 48 min a seed on the slower machine); their seed-0 runs are those of sports-table2,
+#                        linked into OUT_ROOT/sports_seeds when they exist
 # Add --dry-run after the steps to see what each would train without training anything.
 set -euo pipefail
 data=$(cd "${1:?DATA_ROOT}" && pwd)
