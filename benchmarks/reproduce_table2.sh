@@ -22,6 +22,10 @@
 #                        GRU4Rec 48 min a seed on the slower machine); their seed-0 runs are those of sports-table2,
 #                        linked into OUT_ROOT/sports_seeds when they exist
 # Add --dry-run after the steps to see what each would train without training anything.
+# benchmarks/records holds the metrics and epoch logs (no checkpoints) of finished runs, saved with
+# `mdsrec records save OUT_ROOT benchmarks/records` and committed, so that runs outlive the machine that trained
+# them: they are restored into OUT_ROOT first (only onto the same processed data, never over a run with results),
+# and the steps reuse them instead of training them again.
 set -euo pipefail
 data=$(cd "${1:?DATA_ROOT}" && pwd)
 mkdir -p "${2:?OUT_ROOT}"
@@ -35,6 +39,14 @@ for a in "$@"; do
     if [[ $a == --dry-run ]]; then dry=(--dry-run); else steps+=("$a"); fi
 done
 [[ ${#steps[@]} -gt 0 ]] || steps=(sports-main scientific-table2 sports-table2)
+records=$PWD/benchmarks/records
+if [[ -d $records ]]; then
+    if [[ ${#dry[@]} -gt 0 ]]; then
+        echo "would restore the runs recorded in $records into $out (a dry run writes nothing)"
+    else
+        mdsrec records restore "$records" "$out" --data "$data"
+    fi
+fi
 refs=pop,cooc,featsim
 # the pairs the paper's claims compare first (GRU4Rec/GRU4RecF, SASRec/SASRecF, then UniSRec and MISSRec), so a
 # partial run answers them soonest; the tables list the models in this order

@@ -15,6 +15,8 @@ mdsrec recommend --run RUN_DIR (--user U ... | --users-file F | --all-users | --
 mdsrec serve --run RUN_DIR [--host H] [--port P] [--cold-start error|popular] [--data DATA_DIR] [--device D]
 mdsrec sweep --data DATA_DIR --model NAME --param model.h --values 0,5,10,20 --out DIR [--config FILE]
              [--set key=value ...] [--seed S]
+mdsrec records save SRC DEST
+mdsrec records restore RECORDS OUT --data DATA_DIR [DATA_DIR ...]
 """
 
 from __future__ import annotations
@@ -327,6 +329,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_records(args: argparse.Namespace) -> int:
+    from mdsrec import records
+
+    if args.action == "save":
+        report = records.save(args.src, args.dest)
+        print(
+            f"records of {args.src} in {args.dest}: {len(report.copied)} written, {len(report.unchanged)} unchanged"
+        )
+    else:
+        report = records.restore(args.records, args.out, args.data)
+        for why in report.skipped[:5]:
+            print(f"skipped {why}")
+        if len(report.skipped) > 5:
+            print(f"... and {len(report.skipped) - 5} more skipped")
+        print(
+            f"restored into {args.out}: {len(report.copied)} runs (metrics and epoch log, no checkpoints), "
+            f"{len(report.unchanged)} already there, {len(report.skipped)} skipped"
+        )
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -510,6 +533,27 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE", help="overrides for every run")
     w.add_argument("--seed", type=int, help="train.seed for every run (default: the config's)")
     w.set_defaults(func=cmd_sweep)
+
+    rc = sub.add_parser(
+        "records", help="keep finished runs' metrics and epoch logs (no checkpoints) apart, and restore them"
+    )
+    rs = rc.add_subparsers(dest="action", required=True)
+    r1 = rs.add_parser("save", help="copy metrics.json/log.jsonl of every finished run under SRC into DEST")
+    r1.add_argument("src", help="a benchmark or sweep output folder, or a folder of them")
+    r1.add_argument("dest", help="records folder (small enough to commit)")
+    r2 = rs.add_parser(
+        "restore",
+        help="copy records back into OUT so that benchmark reuses those runs instead of training them",
+    )
+    r2.add_argument("records", help="records folder written by `mdsrec records save`")
+    r2.add_argument("out", help="the folder SRC was when saved")
+    r2.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        help="processed data directories (or folders of them); only records trained on one of them are restored",
+    )
+    rc.set_defaults(func=cmd_records)
     return p
 
 

@@ -1,0 +1,148 @@
+"""Small records of finished benchmark runs, to keep them when the machine that trained them is gone.
+
+A run directory holds checkpoints (``best.pt``, ``last.pt``: megabytes) and the few kilobytes that say what the run
+was and what it measured: ``metrics.json`` (config, data fingerprint, validation and test metrics, seconds per epoch)
+and ``log.jsonl`` (one line per epoch). ``save`` copies the small files of every finished run (and the
+``diverged.json`` marker of a searched value that diverged) under SRC into DEST, keeping the relative paths;
+DEST is small enough to commit. ``restore`` copies them back into a benchmark output folder, so that
+``mdsrec benchmark`` reuses those runs (after its usual config and data check) instead of training them again.
+
+A restored run has no checkpoints: its metrics and epoch log count in results files, but ``evaluate``,
+``recommend`` and ``serve`` need it trained again. ``restored.json`` in the run directory says so. A record is
+restored only when its data fingerprint is one of the given processed data sets' (a set prepared differently is
+another data set), and never over a run directory that already has results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mdsrec.atomic import write_bytes, write_json
+from mdsrec.data.processed import MANIFEST, read_manifest
+from mdsrec.errors import MdsrecError
+
+log = logging.getLogger(__name__)
+
+# The files that make a record, the first that exists deciding what the run is: finished or diverged.
+RESULT_FILES = ("metrics.json", "diverged.json")
+KEPT_FILES = (*RESULT_FILES, "log.jsonl")
+RESTORED = "restored.json"
+
+
+@dataclass
+class RecordsReport:
+    copied: list[str] = field(default_factory=list)  # run paths (relative) written
+    unchanged: list[str] = field(default_factory=list)  # already there with the same content
+    skipped: list[str] = field(default_factory=list)  # "path: why"
+
+
+def _result_file(run: Path) -> Path | None:
+    for name in RESULT_FILES:
+        if (run / name).is_file():
+            return run / name
+    return None
+
+
+def _runs(root: Path) -> list[Path]:
+    """Every run directory under ROOT (one inside a ``runs`` folder) with a result file, sorted; symbolic links
+    to runs (a step reusing another's run) are followed, so the linked run is recorded under both paths."""
+    if not root.is_dir():
+        raise MdsrecError(f"{root}: not a directory")
+    found = {
+        p.parent for name in RESULT_FILES for p in root.rglob(name) if "runs" in p.relative_to(root).parts
+    }
+    # rglob does not descend into symbolic links to directories: look for linked runs one level at a time.
+    for link in [p for p in root.rglob("*") if p.is_symlink() and p.is_dir()]:
+        if _result_file(link) is not None and "runs" in link.relative_to(root).parts:
+            found.add(link)
+    return sorted(found)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise MdsrecError(f"{path}: not readable JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise MdsrecError(f"{path}: expected a JSON object")
+    return obj
+
+
+def save(src: str | Path, dest: str | Path) -> RecordsReport:
+    """Copy the small files of every finished (or diverged) run under SRC into DEST/<same relative path>."""
+    src, dest = Path(src), Path(dest)
+    report = RecordsReport()
+    inside = dest.resolve()
+    for run in _runs(src):
+        if run.resolve().is_relative_to(inside):
+            continue  # DEST inside SRC: its own records are not runs
+        rel = run.relative_to(src)
+        changed = False
+        for name in KEPT_FILES:
+            if not (run / name).is_file():
+                continue
+            data = (run / name).read_bytes()
+            target = dest / rel / name
+            if target.is_file() and target.read_bytes() == data:
+                continue
+            write_bytes(target, data)
+            changed = True
+        (report.copied if changed else report.unchanged).append(str(rel))
+    return report
+
+
+def data_fingerprints(paths: list[str | Path]) -> dict[str, Path]:
+    """fingerprint -> processed data directory, for each PATH that is one (holds manifest.json) or holds some."""
+    found: dict[str, Path] = {}
+    for p in map(Path, paths):
+        dirs = [p] if (p / MANIFEST).is_file() else sorted(d for d in p.glob("*") if (d / MANIFEST).is_file())
+        if not dirs:
+            raise MdsrecError(f"{p}: neither a processed data directory nor a folder of them (no {MANIFEST})")
+        for d in dirs:
+            found[str(read_manifest(d)["fingerprint"])] = d
+    return found
+
+
+def restore(records: str | Path, out: str | Path, data: list[str | Path]) -> RecordsReport:
+    """Copy each record under RECORDS into OUT/<same relative path> when its data fingerprint is one of DATA's and
+    the run directory there has no result yet; a copied run gets ``restored.json`` (no checkpoints)."""
+    records, out = Path(records), Path(out)
+    fingerprints = data_fingerprints(data)
+    report = RecordsReport()
+    for rec in _runs(records):
+        rel = rec.relative_to(records)
+        result = _result_file(rec)
+        assert result is not None
+        saved = _read_json(result)
+        fp = str(saved.get("data", {}).get("fingerprint", ""))
+        if fp not in fingerprints:
+            report.skipped.append(f"{rel}: trained on data fingerprint {fp[:12] or '(none)'}, none of {data}")
+            continue
+        target = out / rel
+        there = _result_file(target)
+        if there is not None:
+            if there.name == result.name and there.read_bytes() == result.read_bytes():
+                report.unchanged.append(str(rel))
+            else:
+                report.skipped.append(f"{rel}: {there} exists and differs from the record; kept")
+            continue
+        if (rec / "log.jsonl").is_file():
+            write_bytes(target / "log.jsonl", (rec / "log.jsonl").read_bytes())
+        write_json(
+            target / RESTORED,
+            {
+                "from": str(rec.resolve()),
+                "data": str(fingerprints[fp]),
+                "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "note": "metrics and epoch log only, no checkpoints: train the run again to evaluate or serve it",
+            },
+        )
+        # the result last, so an interrupted restore never leaves a result without its log and marker
+        write_bytes(target / result.name, result.read_bytes())
+        report.copied.append(str(rel))
+    return report
