@@ -29,7 +29,7 @@ def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_saved_records_restore_into_runs_that_benchmark_reuses(
-    tiny_dir, tiny_data, tmp_path, monkeypatch
+    tiny_dir, tiny_data, tmp_path, monkeypatch, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "bench"
     first = benchmark(tiny_data, ["pop", "sasrec"], 1, out, None, SETS)
@@ -55,6 +55,9 @@ def test_saved_records_restore_into_runs_that_benchmark_reuses(
     run = out / "runs" / "sasrec" / "seed0"
     assert not (run / "best.pt").exists()
     assert "no checkpoints" in json.loads((run / "restored.json").read_text())["note"]
+    for cmd in ("evaluate", "recommend --user 1"):  # nothing to load: said so, not "best.pt not found"
+        assert main([*cmd.split(), "--run", str(run), "--data", str(tiny_dir)]) == 2
+        assert "restored from records" in capsys.readouterr().err
     _no_training(monkeypatch)
     second = benchmark(tiny_data, ["pop", "sasrec"], 1, out, None, SETS)
     assert [r.metrics["test"] for r in second.results] == [r.metrics["test"] for r in first.results]

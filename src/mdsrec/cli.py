@@ -71,16 +71,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mdsrec.data.processed import load_processed
     from mdsrec.evaluation.evaluator import evaluate
+    from mdsrec.serving import run_data_path
     from mdsrec.training.trainer import load_run
 
     run = Path(args.run)
-    run_info = run / "run.json"
-    data_path = args.data
-    if data_path is None:
-        if not run_info.is_file():
-            raise MdsrecError(f"{run_info} not found: pass --data")
-        data_path = json.loads(run_info.read_text())["data_path"]
-    data = load_processed(data_path)
+    data = load_processed(run_data_path(run, args.data))
     exp = load_run(run, data, which="best", device=args.device)
     test = evaluate(exp.model, exp.split, args.stage, exp.cfg.data, exp.cfg.eval, exp.device)
     print(json.dumps({args.stage: test}, indent=2))

@@ -146,3 +146,13 @@ def restore(records: str | Path, out: str | Path, data: list[str | Path]) -> Rec
         write_bytes(target / result.name, result.read_bytes())
         report.copied.append(str(rel))
     return report
+
+
+def check_not_restored(run: str | Path) -> None:
+    """MdsrecError when RUN was restored from records, so has no checkpoints to evaluate, explain or serve."""
+    marker = Path(run) / RESTORED
+    if marker.is_file():
+        raise MdsrecError(
+            f"{run} was restored from records ({marker}): it holds the run's metrics and epoch log but no "
+            "checkpoints; train it again into another directory to evaluate, explain or serve it"
+        )

@@ -39,6 +39,7 @@ from mdsrec.data.processed import ProcessedDataset, load_processed
 from mdsrec.data.protocol import Batch
 from mdsrec.errors import MdsrecError
 from mdsrec.explain import resolve_user, user_history
+from mdsrec.records import check_not_restored
 from mdsrec.training.trainer import Experiment, load_run
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,9 @@ class Request:
 
 
 def run_data_path(run: Path, data: str | None) -> str:
-    """``data`` if given, otherwise the processed data directory recorded in RUN_DIR/run.json."""
+    """``data`` if given, otherwise the processed data directory recorded in RUN_DIR/run.json (an error for a run
+    restored from records, which has no checkpoints)."""
+    check_not_restored(run)
     if data:
         return data
     info = run / "run.json"

@@ -13,6 +13,7 @@ from mdsrec import __version__
 from mdsrec.atomic import torch_save
 from mdsrec.errors import ManifestMismatchError, MdsrecError
 from mdsrec.models.base import SequentialRecommender
+from mdsrec.records import check_not_restored
 
 CHECKPOINT_VERSION = 1
 
@@ -24,6 +25,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
+        check_not_restored(path.parent)
         raise MdsrecError(f"checkpoint {path} not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
