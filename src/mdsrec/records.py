@@ -16,7 +16,7 @@ another data set), and never over a run directory that already has results.
 from __future__ import annotations
 
 import json
-import logging
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,8 +25,6 @@ from typing import Any
 from mdsrec.atomic import write_bytes, write_json
 from mdsrec.data.processed import MANIFEST, read_manifest
 from mdsrec.errors import MdsrecError
-
-log = logging.getLogger(__name__)
 
 # The files that make a record, the first that exists deciding what the run is: finished or diverged.
 RESULT_FILES = ("metrics.json", "diverged.json")
@@ -50,16 +48,14 @@ def _result_file(run: Path) -> Path | None:
 
 def _runs(root: Path) -> list[Path]:
     """Every run directory under ROOT (one inside a ``runs`` folder) with a result file, sorted; symbolic links
-    to runs (a step reusing another's run) are followed, so the linked run is recorded under both paths."""
+    (a step reusing another's run) are followed, so a linked run is recorded under each path that reaches it."""
     if not root.is_dir():
         raise MdsrecError(f"{root}: not a directory")
-    found = {
-        p.parent for name in RESULT_FILES for p in root.rglob(name) if "runs" in p.relative_to(root).parts
-    }
-    # rglob does not descend into symbolic links to directories: look for linked runs one level at a time.
-    for link in [p for p in root.rglob("*") if p.is_symlink() and p.is_dir()]:
-        if _result_file(link) is not None and "runs" in link.relative_to(root).parts:
-            found.add(link)
+    found = []
+    for dirpath, _, filenames in os.walk(root, followlinks=True):
+        run = Path(dirpath)
+        if "runs" in run.relative_to(root).parts and any(name in filenames for name in RESULT_FILES):
+            found.append(run)
     return sorted(found)
 
 
