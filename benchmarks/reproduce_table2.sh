@@ -21,6 +21,11 @@
 #                        lr 1e-3 (the pairs of the input-fusion claims, cheapest first; ~4.5-11 h on 2 CPU cores,
 #                        GRU4Rec 48 min a seed on the slower machine); their seed-0 runs are those of sports-table2,
 #                        linked into OUT_ROOT/sports_seeds when they exist
+#   sports-seeds-all     not in the default list: sports-seeds, then the other six Table 2 models on Sports with 3
+#                        seeds into the same folder, cheapest first (a seed takes MMMLP ~50 min, BERT4Rec ~75 min,
+#                        FDSA ~1.5 h, MDSRec ~2.1 h on the 2 CPU cores that measured the Sports table, MISSRec ~6.5 h
+#                        and UniSRec ~11 h on the next machine: ~47 h for seeds 43 and 44 of the six, for a machine
+#                        with the time or a GPU); seed-0 runs of sports-table2 are linked as above
 # Add --dry-run after the steps to see what each would train without training anything.
 # benchmarks/records holds the metrics and epoch logs (no checkpoints) of finished runs, saved with
 # `mdsrec records save OUT_ROOT benchmarks/records` and committed, so that runs outlive the machine that trained
@@ -80,13 +85,16 @@ for step in "${steps[@]}"; do
             done
             mdsrec benchmark --data "$data/sports" --models sasrec,mdsrec --seeds 1 \
                 --search train.lr=1e-4,1e-3,1e-2 --out "$out/sports_search" --set train.progress=false ${dry[@]+"${dry[@]}"} "${configs[@]}" ;;
-        sports-seeds)
-            for m in gru4rec gru4recf sasrec sasrecf; do
+        sports-seeds|sports-seeds-all)
+            models=gru4rec,gru4recf,sasrec,sasrecf
+            [[ $step == sports-seeds ]] || models=$models,mmmlp,bert4rec,fdsa,mdsrec,missrec,unisrec
+            for m in ${models//,/ }; do
                 link_run "$out/sports/runs/$m/seed0" "$out/sports_seeds/runs/$m/seed0"
             done
-            mdsrec benchmark --data "$data/sports" --models gru4rec,gru4recf,sasrec,sasrecf --seeds 3 \
+            mdsrec benchmark --data "$data/sports" --models "$models" --seeds 3 \
                 --out "$out/sports_seeds" --set train.progress=false ${dry[@]+"${dry[@]}"} "${configs[@]}" ;;
-        *) echo "unknown step $step (known: sports-main scientific-table2 sports-table2 sports-search sports-seeds)" >&2
+        *) echo "unknown step $step (known: sports-main scientific-table2 sports-table2 sports-search sports-seeds" \
+                "sports-seeds-all)" >&2
            exit 2 ;;
     esac
 done
