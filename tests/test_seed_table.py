@@ -1,0 +1,66 @@
+"""benchmarks/seed_table.py: the README's seed-spread rows come from run folders and recorded rows, not by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_table.py"
+_spec = importlib.util.spec_from_file_location("seed_table", _PATH)
+assert _spec is not None and _spec.loader is not None
+seed_table = importlib.util.module_from_spec(_spec)
+sys.modules["seed_table"] = seed_table  # dataclasses look their module up there
+_spec.loader.exec_module(seed_table)
+
+METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@20")
+
+
+def _folder_run(root: Path, model: str, i: int, seed: int, value: float) -> None:
+    d = root / "runs" / model / f"seed{i}"
+    d.mkdir(parents=True)
+    m = {
+        "test": {k: value for k in METRICS},
+        "seconds_per_epoch": 10.0,
+        "epochs": 5,
+        "best_epoch": 2,
+        "config": {"train": {"seed": seed}},
+    }
+    (d / "metrics.json").write_text(json.dumps(m))
+
+
+def _csv(path: Path, rows: list[tuple[str, int, float]]) -> Path:
+    head = "model,seed," + ",".join(METRICS) + ",seconds_per_epoch,epochs,best_epoch\n"
+    body = "".join(f"{m},{s}," + ",".join([str(v)] * 5) + ",20,7,3\n" for m, s, v in rows)
+    path.write_text(head + body)
+    return path
+
+
+def test_folder_wins_over_csv_and_rows_are_mean_sd(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _folder_run(tmp_path, "sasrec", 0, 42, 0.02)
+    _folder_run(tmp_path, "sasrec", 1, 43, 0.04)
+    rows = seed_table.from_csv(_csv(tmp_path / "r.csv", [("sasrec", 42, 0.9), ("fdsa", 42, 0.05)]))
+    grouped = seed_table.merge(seed_table.from_folders(tmp_path), rows)
+    assert "taken from" in capsys.readouterr().out
+    assert [r.test["ndcg@20"] for r in grouped["sasrec"]] == [
+        0.02,
+        0.04,
+    ]  # the folder's seed 42, not the CSV's
+    row = seed_table.table_row("sasrec", grouped["sasrec"])
+    assert "| 2 | 0.0300 ± 0.0141 |" in row and row.endswith("| 10 | 5 (2), 5 (2) |")
+    assert "every seed above" in seed_table.compare(grouped["fdsa"], grouped["sasrec"])
+    _folder_run(tmp_path, "gru4rec", 0, 42, 0.03)
+    both = seed_table.merge(seed_table.from_folders(tmp_path), rows)
+    assert "overlap" in seed_table.compare(both["gru4rec"], both["sasrec"])
+
+
+def test_bad_csv_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,seed,recall@10\nsasrec,x,0.1\n")
+    with pytest.raises(SystemExit, match="bad.csv, line 2"):
+        seed_table.from_csv(bad)
