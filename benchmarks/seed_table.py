@@ -146,6 +146,11 @@ def main(argv: list[str] | None = None) -> None:
         "--rows", type=Path, action="append", default=[], help="results.csv-style rows (repeatable)"
     )
     p.add_argument("--against", default="sasrec,sasrecf", help="models to compare every other model with")
+    p.add_argument(
+        "--order",
+        default="gru4rec,gru4recf,sasrec,sasrecf,mmmlp,bert4rec,fdsa,mdsrec,missrec,unisrec",
+        help="model order of the output (the README's); models not listed follow by name",
+    )
     args = p.parse_args(argv)
     if not args.runs_dir.is_dir():
         sys.exit(f"{args.runs_dir}: not a folder")
@@ -153,6 +158,10 @@ def main(argv: list[str] | None = None) -> None:
     grouped = merge(from_folders(args.runs_dir), rows)
     if not grouped:
         sys.exit(f"{args.runs_dir}: no runs/<model>/seed<i>/metrics.json and no --rows")
+    order = [m for m in args.order.split(",") if m]
+    grouped = dict(
+        sorted(grouped.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
+    )
     against = [m for m in args.against.split(",") if m]
     print("| model | seeds | R@10 | N@10 | R@20 | N@20 | MRR@20 | s/epoch | epochs (best) |")
     print("|---|---|---|---|---|---|---|---|---|")
