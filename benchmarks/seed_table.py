@@ -22,9 +22,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mdsrec.benchmark import METRICS, paper_name
+from mdsrec.benchmark import METRICS, PAPER_METRICS, mean_std, paper_name
 
-SHORT = {"recall@10": "R@10", "ndcg@10": "N@10", "recall@20": "R@20", "ndcg@20": "N@20", "mrr@20": "MRR@20"}
+SHORT = {**PAPER_METRICS, "mrr@20": "MRR@20"}  # metric -> table header, for every one of METRICS
 
 
 @dataclass
@@ -98,14 +98,10 @@ def merge(folder_runs: list[SeedRun], rows: list[SeedRun]) -> dict[str, list[See
     return grouped
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float | None]:
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
 def table_row(model: str, runs: list[SeedRun]) -> str:
     cells = [paper_name(model), str(len(runs))]
     for k in METRICS:
-        mean, sd = _mean_sd([r.test[k] for r in runs])
+        mean, sd = mean_std([r.test[k] for r in runs])
         cells.append(f"{mean:.4f}" if sd is None else f"{mean:.4f} ± {sd:.4f}")
     cells.append(f"{statistics.mean(r.seconds_per_epoch for r in runs):.0f}")
     cells.append(", ".join(f"{r.epochs} ({r.best_epoch})" for r in runs))
@@ -117,7 +113,7 @@ def spread(runs: list[SeedRun]) -> str:
         return "one seed, no spread"
     parts = []
     for k in METRICS:
-        mean, sd = _mean_sd([r.test[k] for r in runs])
+        mean, sd = mean_std([r.test[k] for r in runs])
         parts.append(f"{SHORT[k]} {100 * (sd or 0.0) / mean:.1f}%")
     return "sd as % of mean: " + ", ".join(parts)
 
@@ -163,8 +159,9 @@ def main(argv: list[str] | None = None) -> None:
         sorted(grouped.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
     )
     against = [m for m in args.against.split(",") if m]
-    print("| model | seeds | R@10 | N@10 | R@20 | N@20 | MRR@20 | s/epoch | epochs (best) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    head = ["model", "seeds", *(SHORT[k] for k in METRICS), "s/epoch", "epochs (best)"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
     for model, runs in grouped.items():
         print(table_row(model, runs))
     for model, runs in grouped.items():

@@ -458,7 +458,7 @@ def _grouped(results: list[RunResult]) -> dict[str, list[RunResult]]:
     return out
 
 
-def _mean_std(values: list[float]) -> tuple[float, float | None]:
+def mean_std(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (None for one value)."""
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
@@ -520,9 +520,9 @@ def results_markdown(
         if param:
             cells.append(runs[0].searched.split("=", 1)[1] if runs[0].searched else "-")
         for k in METRICS:
-            mean, sd = _mean_std([r.metrics["test"][k] for r in runs])
+            mean, sd = mean_std([r.metrics["test"][k] for r in runs])
             cells.append(f"{mean:.4f}" if sd is None else f"{mean:.4f} ± {sd:.4f}")
-        spe, _ = _mean_std([float(r.metrics["seconds_per_epoch"]) for r in runs])
+        spe, _ = mean_std([float(r.metrics["seconds_per_epoch"]) for r in runs])
         cells.append(f"{spe:.2f}")
         cells.append(", ".join(_epochs_cell(r.metrics) for r in runs))
         if in_paper:
@@ -593,7 +593,7 @@ def comparisons_markdown(
         cells = [f"{paper_name(a)} > {paper_name(b)}"]
         signs, spread = [], []
         for k in COMPARISON_METRICS:
-            (ma, sa), (mb, sb) = (_mean_std([r.metrics["test"][k] for r in groups[x]]) for x in (a, b))
+            (ma, sa), (mb, sb) = (mean_std([r.metrics["test"][k] for r in groups[x]]) for x in (a, b))
             cells.append(f"{ma:.4f} vs {mb:.4f} ({100 * (ma / mb - 1):+.1f}%)" if mb else f"{ma:.4f} vs 0")
             signs.append(ma > mb)
             if sa is not None and sb is not None:
@@ -632,7 +632,7 @@ def results_png(results: list[RunResult], dataset: str, table2: dict[tuple[str, 
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     for j, key in enumerate(PLOT_METRICS):
-        stats = [_mean_std([r.metrics["test"][key] for r in groups[m]]) for m in names]
+        stats = [mean_std([r.metrics["test"][key] for r in groups[m]]) for m in names]
         xs = [i + (j - 0.5) * width for i in range(len(names))]
         color = ("tab:blue", "tab:orange")[j]
         label = key.replace("ndcg", "NDCG").replace("recall", "Recall")
