@@ -4,7 +4,8 @@
 
 RUNS_DIR is a benchmark folder (``RUNS_DIR/runs/<model>/seed<i>/metrics.json``, as `mdsrec benchmark` and
 `mdsrec records restore` lay it out). ``--rows`` adds finished runs known only as results rows (the
-`results.csv` columns: model, seed, metrics, seconds_per_epoch, epochs, best_epoch), for seeds whose run folders are
+`results.csv` columns: model, seed, metrics, seconds_per_epoch, epochs, best_epoch, and optionally
+diverged_at_epoch), for seeds whose run folders are
 gone; a (model, seed) present in both is taken from the run folder, and the script says so. Prints, per model: the
 table row (mean ± sample standard deviation over the seeds, mean s/epoch, epochs (best) in seed order), the spread as a
 percentage of the mean, each seed's N@20 and R@20, and against each ``--against`` model the difference of the means and
@@ -22,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mdsrec.benchmark import METRICS, PAPER_METRICS, mean_std, paper_name
+from mdsrec.benchmark import METRICS, PAPER_METRICS, display_name, epochs_cell, mean_std
 
 SHORT = {**PAPER_METRICS, "mrr@20": "MRR@20"}  # metric -> table header, for every one of METRICS
 
@@ -36,6 +37,7 @@ class SeedRun:
     epochs: int
     best_epoch: int
     source: str  # the metrics.json or the CSV it came from
+    diverged_at_epoch: int | None = None  # training stopped there on a non-finite loss
 
 
 def from_folders(runs_dir: Path) -> list[SeedRun]:
@@ -55,6 +57,7 @@ def from_folders(runs_dir: Path) -> list[SeedRun]:
                 int(m["epochs"]),
                 int(m["best_epoch"]),
                 str(path),
+                m.get("diverged_at_epoch") or None,
             )
         )
     return out
@@ -74,6 +77,7 @@ def from_csv(path: Path) -> list[SeedRun]:
                         int(row["epochs"]),
                         int(row["best_epoch"]),
                         f"{path}:{line}",
+                        int(row["diverged_at_epoch"]) if row.get("diverged_at_epoch") else None,
                     )
                 )
             except (KeyError, ValueError) as e:
@@ -99,12 +103,19 @@ def merge(folder_runs: list[SeedRun], rows: list[SeedRun]) -> dict[str, list[See
 
 
 def table_row(model: str, runs: list[SeedRun]) -> str:
-    cells = [paper_name(model), str(len(runs))]
+    cells = [display_name(model), str(len(runs))]
     for k in METRICS:
         mean, sd = mean_std([r.test[k] for r in runs])
         cells.append(f"{mean:.4f}" if sd is None else f"{mean:.4f} ± {sd:.4f}")
     cells.append(f"{statistics.mean(r.seconds_per_epoch for r in runs):.0f}")
-    cells.append(", ".join(f"{r.epochs} ({r.best_epoch})" for r in runs))
+    cells.append(
+        ", ".join(
+            epochs_cell(
+                {"epochs": r.epochs, "best_epoch": r.best_epoch, "diverged_at_epoch": r.diverged_at_epoch}
+            )
+            for r in runs
+        )
+    )
     return "| " + " | ".join(cells) + " |"
 
 
@@ -165,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     for model, runs in grouped.items():
         print(table_row(model, runs))
     for model, runs in grouped.items():
-        print(f"\n{paper_name(model)}: seeds {', '.join(str(r.seed) for r in runs)}; {spread(runs)}")
+        print(f"\n{display_name(model)}: seeds {', '.join(str(r.seed) for r in runs)}; {spread(runs)}")
         print(
             "  per seed N@20 "
             + ", ".join(f"{r.test['ndcg@20']:.4f}" for r in runs)
@@ -174,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         for other in against:
             if other != model and other in grouped:
-                print(f"  vs {paper_name(other)}: {compare(runs, grouped[other])}")
+                print(f"  vs {display_name(other)}: {compare(runs, grouped[other])}")
 
 
 if __name__ == "__main__":

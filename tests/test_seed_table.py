@@ -62,3 +62,15 @@ def test_bad_csv_names_file_and_line(tmp_path: Path) -> None:
     bad.write_text("model,seed,recall@10\nsasrec,x,0.1\n")
     with pytest.raises(SystemExit, match="bad.csv, line 2"):
         seed_table.from_csv(bad)
+
+
+def test_row_names_missrec_as_its_paper_and_keeps_divergence_note(tmp_path: Path) -> None:
+    _folder_run(tmp_path, "missrec", 0, 42, 0.02)
+    m = json.loads((tmp_path / "runs/missrec/seed0/metrics.json").read_text())
+    m["diverged_at_epoch"] = 6
+    (tmp_path / "runs/missrec/seed0/metrics.json").write_text(json.dumps(m))
+    _folder_run(tmp_path, "missrec", 1, 43, 0.04)
+    grouped = seed_table.merge(seed_table.from_folders(tmp_path), [])
+    row = seed_table.table_row("missrec", grouped["missrec"])
+    assert row.startswith("| MISSRec | 2 |")
+    assert row.endswith("| 5 (2; loss non-finite in epoch 6), 5 (2) |")

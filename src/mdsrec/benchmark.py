@@ -329,7 +329,7 @@ def benchmark(
                     f"{out / 'runs' / m} to retry these)"
                 )
                 log.error("%s left out: %s", m, why)
-                left_out.append(f"{paper_name(m)}: {why}")
+                left_out.append(f"{display_name(m)}: {why}")
                 runner.done += len(later)
                 continue
             first, cfg = chosen
@@ -443,7 +443,17 @@ def load_table2() -> dict[tuple[str, str, str], float]:
 
 
 def paper_name(model: str) -> str:
+    """The model's column name in the paper's Table 2 (the key into `load_table2`)."""
     return PAPER_NAMES.get(model, model)
+
+
+# Where the name printed in our tables differs from the Table 2 column: the MISSRec paper spells it MISSRec.
+DISPLAY_NAMES = {"missrec": "MISSRec"}
+
+
+def display_name(model: str) -> str:
+    """The model's name in printed tables, plots and messages."""
+    return DISPLAY_NAMES.get(model) or paper_name(model)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -493,7 +503,7 @@ def results_csv(results: list[RunResult]) -> str:
     return buf.getvalue()
 
 
-def _epochs_cell(m: dict[str, Any]) -> str:
+def epochs_cell(m: dict[str, Any]) -> str:
     """'epochs (best)', with the epoch where training stopped on a non-finite loss."""
     d = m.get("diverged_at_epoch")
     return f"{m['epochs']} ({m['best_epoch']}" + (f"; loss non-finite in epoch {d}" if d else "") + ")"
@@ -516,7 +526,7 @@ def results_markdown(
         head += ["paper R@10", "N@10", "R@20", "N@20"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model, runs in _grouped(results).items():
-        cells = [paper_name(model), str(len(runs))]
+        cells = [display_name(model), str(len(runs))]
         if param:
             cells.append(runs[0].searched.split("=", 1)[1] if runs[0].searched else "-")
         for k in METRICS:
@@ -524,7 +534,7 @@ def results_markdown(
             cells.append(f"{mean:.4f}" if sd is None else f"{mean:.4f} ± {sd:.4f}")
         spe, _ = mean_std([float(r.metrics["seconds_per_epoch"]) for r in runs])
         cells.append(f"{spe:.2f}")
-        cells.append(", ".join(_epochs_cell(r.metrics) for r in runs))
+        cells.append(", ".join(epochs_cell(r.metrics) for r in runs))
         if in_paper:
             for k in PAPER_METRICS:
                 v = table2.get((dataset.lower(), k, paper_name(model)))
@@ -590,7 +600,7 @@ def comparisons_markdown(
     for a, b in COMPARISONS:
         if a not in groups or b not in groups:
             continue
-        cells = [f"{paper_name(a)} > {paper_name(b)}"]
+        cells = [f"{display_name(a)} > {display_name(b)}"]
         signs, spread = [], []
         for k in COMPARISON_METRICS:
             (ma, sa), (mb, sb) = (mean_std([r.metrics["test"][k] for r in groups[x]]) for x in (a, b))
@@ -661,7 +671,7 @@ def results_png(results: list[RunResult], dataset: str, table2: dict[tuple[str, 
                 zorder=3,
                 label="paper (Table 2)" if j == 0 else None,
             )
-    ax.set_xticks(range(len(names)), [paper_name(m) for m in names])
+    ax.set_xticks(range(len(names)), [display_name(m) for m in names])
     ax.set_ylabel("test metric")
     ax.set_title(f"{dataset}: mean ± std over seeds")
     ax.legend(fontsize=8)
