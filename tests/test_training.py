@@ -134,6 +134,21 @@ def test_resume_after_interruption_gives_the_same_result(
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_run_cut_in_its_first_epoch_says_to_start_over_and_can(tiny_data, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def cut(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", cut)  # interrupted before the first last.pt
+    with pytest.raises(KeyboardInterrupt):
+        trainer_mod.train(tiny_cfg(2), tiny_data, tmp_path / "r")
+    monkeypatch.undo()
+    assert (tmp_path / "r" / "config.yaml").is_file() and not (tmp_path / "r" / "last.pt").exists()
+    with pytest.raises(MdsrecError, match="without --resume to start it over"):
+        trainer_mod.train(tiny_cfg(2), tiny_data, tmp_path / "r", resume=True)
+    m = trainer_mod.train(tiny_cfg(2), tiny_data, tmp_path / "r")  # the plain command starts it over
+    assert m["epochs"] == 2 and (tmp_path / "r" / "last.pt").is_file()
+
+
 def test_cli_train_and_evaluate_agree(tiny_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     run = tmp_path / "run"
     sets = SETS + ["train.epochs=2"] + [f"model.{k}={v}" for k, v in TINY_MODEL["gru4rec"].items()]

@@ -111,6 +111,11 @@ def train(
     run_dir = Path(run_dir)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if resume:
+        if (run_dir / "config.yaml").is_file() and not last_path.exists():
+            raise MdsrecError(
+                f"--resume: {run_dir} has a config.yaml but no last.pt: the run stopped before its first epoch "
+                "ended, so there is nothing to resume; run the same command without --resume to start it over"
+            )
         if not last_path.is_file() or not (run_dir / "config.yaml").is_file():
             raise MdsrecError(f"--resume: {last_path} or its config.yaml not found (nothing to resume)")
         saved_cfg = build_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
