@@ -447,7 +447,8 @@ def paper_name(model: str) -> str:
     return PAPER_NAMES.get(model, model)
 
 
-# Where the name printed in our tables differs from the Table 2 column: the MISSRec paper spells it MISSRec.
+# Where the name printed in our tables differs from the Table 2 column: Table 2 writes "MissRec", the model's own
+# paper (and this README) "MISSRec".
 DISPLAY_NAMES = {"missrec": "MISSRec"}
 
 
