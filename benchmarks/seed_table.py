@@ -1,6 +1,6 @@
 """The README's "Seed spread on Sports" rows and comparisons, computed from run folders and recorded rows, not by hand.
 
-    python benchmarks/seed_table.py RUNS_DIR [--rows CSV ...] [--against sasrec,sasrecf]
+    python benchmarks/seed_table.py RUNS_DIR [--rows CSV ...] [--against sasrec,sasrecf] [--claims DATASET]
 
 RUNS_DIR is a benchmark folder (``RUNS_DIR/runs/<model>/seed<i>/metrics.json``, as `mdsrec benchmark` and
 `mdsrec records restore` lay it out). ``--rows`` adds finished runs known only as results rows (the
@@ -10,7 +10,9 @@ gone; a (model, seed) present in both is taken from the run folder, and the scri
 table row (mean ± sample standard deviation over the seeds, mean s/epoch, epochs (best) in seed order), the spread as a
 percentage of the mean, each seed's N@20 and R@20, and against each ``--against`` model the difference of the means and
 whether every seed of one is above every seed of the other, metric by metric (what the README's "holds against both
-spreads" means).
+spreads" means). ``--claims DATASET`` then prints the paper's pairwise claims over the seeds, as the table
+`mdsrec benchmark` writes into results.md (the library's ``comparisons_markdown``: means, difference, the paper's
+difference on DATASET, and whether the claim holds here), for the same merged runs.
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mdsrec.benchmark import METRICS, PAPER_METRICS, display_name, epochs_cell, mean_std
+from mdsrec.benchmark import (
+    METRICS,
+    PAPER_METRICS,
+    RunResult,
+    comparisons_markdown,
+    display_name,
+    epochs_cell,
+    load_table2,
+    mean_std,
+)
 
 SHORT = {**PAPER_METRICS, "mrr@20": "MRR@20"}  # metric -> table header, for every one of METRICS
 
@@ -146,6 +157,12 @@ def compare(a: list[SeedRun], b: list[SeedRun]) -> str:
     return "; ".join(parts)
 
 
+def claims(grouped: dict[str, list[SeedRun]], dataset: str) -> str:
+    """The paper's claims table over these runs, by the library's own rule (so it reads as results.md does)."""
+    results = [RunResult(r.model, r.seed, {"test": r.test}, None) for runs in grouped.values() for r in runs]
+    return comparisons_markdown(results, dataset, load_table2())
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("runs_dir", type=Path)
@@ -157,6 +174,11 @@ def main(argv: list[str] | None = None) -> None:
         "--order",
         default="gru4rec,gru4recf,sasrec,sasrecf,mmmlp,bert4rec,fdsa,mdsrec,missrec,unisrec",
         help="model order of the output (the README's); models not listed follow by name",
+    )
+    p.add_argument(
+        "--claims",
+        metavar="DATASET",
+        help="also print the paper's pairwise claims over the seeds, with the paper's differences on DATASET",
     )
     args = p.parse_args(argv)
     if not args.runs_dir.is_dir():
@@ -186,6 +208,8 @@ def main(argv: list[str] | None = None) -> None:
         for other in against:
             if other != model and other in grouped:
                 print(f"  vs {display_name(other)}: {compare(runs, grouped[other])}")
+    if args.claims:
+        print("\n" + (claims(grouped, args.claims) or "no pair of the paper's claims among these models"))
 
 
 if __name__ == "__main__":

@@ -74,3 +74,22 @@ def test_row_names_missrec_as_its_paper_and_keeps_divergence_note(tmp_path: Path
     row = seed_table.table_row("missrec", grouped["missrec"])
     assert row.startswith("| MISSRec | 2 |")
     assert row.endswith("| 5 (2; loss non-finite in epoch 6), 5 (2) |")
+
+
+def test_claims_table_reads_the_merged_runs_by_the_library_rule(tmp_path: Path) -> None:
+    _folder_run(tmp_path, "sasrec", 0, 42, 0.020)
+    _folder_run(tmp_path, "sasrec", 1, 43, 0.022)
+    rows = seed_table.from_csv(_csv(tmp_path / "r.csv", [("sasrecf", 42, 0.030), ("sasrecf", 43, 0.032)]))
+    grouped = seed_table.merge(seed_table.from_folders(tmp_path), rows)
+    text = seed_table.claims(grouped, "sports")
+    line = next(x for x in text.splitlines() if x.startswith("| SASRecF > SASRec |"))
+    assert "0.0310 vs 0.0210 (+47.6%)" in line and line.endswith("| +13.3% | yes |")  # paper: Sports N@20
+    assert "| MDSRec >" not in text  # a claim is printed only when both of its models ran
+    close = seed_table.merge([], seed_table.from_csv(_csv(tmp_path / "c.csv", [("sasrecf", 42, 0.0215)])))
+    both = {"sasrec": grouped["sasrec"], "sasrecf": close["sasrecf"]}
+    one_seed = seed_table.claims(both, "sports").splitlines()[-1]
+    assert one_seed.endswith("| yes |")  # one seed of SASRecF: no spread to weigh, the sign decides
+    near = seed_table.from_csv(_csv(tmp_path / "n.csv", [("sasrecf", 42, 0.021), ("sasrecf", 43, 0.022)]))
+    level = {"sasrec": grouped["sasrec"], "sasrecf": near}
+    assert seed_table.claims(level, "sports").splitlines()[-1].endswith("| level (within seed spread) |")
+    assert seed_table.claims({"sasrec": grouped["sasrec"]}, "sports") == ""
