@@ -159,8 +159,12 @@ def compare(a: list[SeedRun], b: list[SeedRun]) -> str:
 
 def claims(grouped: dict[str, list[SeedRun]], dataset: str) -> str:
     """The paper's claims table over these runs, by the library's own rule (so it reads as results.md does)."""
+    table2 = load_table2()
+    known = sorted({d for d, _, _ in table2})
+    if dataset.lower() not in known:
+        sys.exit(f"--claims {dataset}: not a data set of the paper's Table 2 (known: {', '.join(known)})")
     results = [RunResult(r.model, r.seed, {"test": r.test}, None) for runs in grouped.values() for r in runs]
-    return comparisons_markdown(results, dataset, load_table2())
+    return comparisons_markdown(results, dataset, table2)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -93,3 +93,5 @@ def test_claims_table_reads_the_merged_runs_by_the_library_rule(tmp_path: Path) 
     level = {"sasrec": grouped["sasrec"], "sasrecf": near}
     assert seed_table.claims(level, "sports").splitlines()[-1].endswith("| level (within seed spread) |")
     assert seed_table.claims({"sasrec": grouped["sasrec"]}, "sports") == ""
+    with pytest.raises(SystemExit, match="--claims sport: not a data set of the paper's Table 2 .*sports"):
+        seed_table.claims(grouped, "sport")
