@@ -157,12 +157,17 @@ def compare(a: list[SeedRun], b: list[SeedRun]) -> str:
     return "; ".join(parts)
 
 
-def claims(grouped: dict[str, list[SeedRun]], dataset: str) -> str:
-    """The paper's claims table over these runs, by the library's own rule (so it reads as results.md does)."""
-    table2 = load_table2()
-    known = sorted({d for d, _, _ in table2})
+def check_dataset(dataset: str) -> None:
+    """Exit with the known names when ``dataset`` is not one of the paper's Table 2 data sets."""
+    known = sorted({d for d, _, _ in load_table2()})
     if dataset.lower() not in known:
         sys.exit(f"--claims {dataset}: not a data set of the paper's Table 2 (known: {', '.join(known)})")
+
+
+def claims(grouped: dict[str, list[SeedRun]], dataset: str) -> str:
+    """The paper's claims table over these runs, by the library's own rule (so it reads as results.md does)."""
+    check_dataset(dataset)
+    table2 = load_table2()
     results = [RunResult(r.model, r.seed, {"test": r.test}, None) for runs in grouped.values() for r in runs]
     return comparisons_markdown(results, dataset, table2)
 
@@ -187,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not args.runs_dir.is_dir():
         sys.exit(f"{args.runs_dir}: not a folder")
+    if args.claims:
+        check_dataset(args.claims)  # before any output, so a typo does not follow a full table
     rows = [r for path in args.rows for r in from_csv(path)]
     grouped = merge(from_folders(args.runs_dir), rows)
     if not grouped:

@@ -95,3 +95,14 @@ def test_claims_table_reads_the_merged_runs_by_the_library_rule(tmp_path: Path) 
     assert seed_table.claims({"sasrec": grouped["sasrec"]}, "sports") == ""
     with pytest.raises(SystemExit, match="--claims sport: not a data set of the paper's Table 2 .*sports"):
         seed_table.claims(grouped, "sport")
+
+
+def test_claims_typo_exits_before_any_table_is_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _folder_run(tmp_path, "sasrec", 0, 42, 0.020)
+    with pytest.raises(SystemExit, match="--claims sport: not a data set"):
+        seed_table.main([str(tmp_path), "--claims", "sport"])
+    assert capsys.readouterr().out == ""
+    seed_table.main([str(tmp_path), "--claims", "sports"])
+    assert capsys.readouterr().out.startswith("| model | seeds |")
