@@ -157,17 +157,18 @@ def compare(a: list[SeedRun], b: list[SeedRun]) -> str:
     return "; ".join(parts)
 
 
-def check_dataset(dataset: str) -> None:
-    """Exit with the known names when ``dataset`` is not one of the paper's Table 2 data sets."""
-    known = sorted({d for d, _, _ in load_table2()})
+def check_dataset(dataset: str) -> dict[tuple[str, str, str], float]:
+    """The paper's Table 2; exit with the known names when ``dataset`` is not one of its data sets."""
+    table2 = load_table2()
+    known = sorted({d for d, _, _ in table2})
     if dataset.lower() not in known:
         sys.exit(f"--claims {dataset}: not a data set of the paper's Table 2 (known: {', '.join(known)})")
+    return table2
 
 
 def claims(grouped: dict[str, list[SeedRun]], dataset: str) -> str:
     """The paper's claims table over these runs, by the library's own rule (so it reads as results.md does)."""
-    check_dataset(dataset)
-    table2 = load_table2()
+    table2 = check_dataset(dataset)
     results = [RunResult(r.model, r.seed, {"test": r.test}, None) for runs in grouped.values() for r in runs]
     return comparisons_markdown(results, dataset, table2)
 
