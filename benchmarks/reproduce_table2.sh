@@ -25,7 +25,7 @@
 #                        seeds into the same folder, cheapest first (a seed takes MMMLP ~50 min, BERT4Rec ~75 min,
 #                        FDSA ~1.5 h, MDSRec ~2.1 h on the 2 CPU cores that measured the Sports table, MISSRec ~6.5 h
 #                        and UniSRec ~11 h on the next machine: ~47 h for seeds 43 and 44 of the six, for a machine
-#                        with the time or a GPU; ~29 h after the runs already in benchmarks/records); seed-0 runs
+#                        with the time or a GPU; ~22 h after the runs already in benchmarks/records); seed-0 runs
 #                        of sports-table2 are linked as above
 # Add --dry-run after the steps to see what each would train without training anything.
 # benchmarks/records holds the metrics and epoch logs (no checkpoints) of finished runs, saved with
