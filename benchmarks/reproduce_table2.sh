@@ -25,13 +25,15 @@
 #                        seeds into the same folder, cheapest first (a seed takes MMMLP ~50 min, BERT4Rec ~75 min,
 #                        FDSA ~1.5 h, MDSRec ~2.1 h on the 2 CPU cores that measured the Sports table, MISSRec ~6.5 h
 #                        and UniSRec ~11 h on the next machine: ~47 h for seeds 43 and 44 of the six, for a machine
-#                        with the time or a GPU; ~22 h after the runs already in benchmarks/records); seed-0 runs
-#                        of sports-table2 are linked as above
+#                        with the time or a GPU; ~22 h after the runs already in benchmarks/records, where they
+#                        restore, see below); seed-0 runs of sports-table2 are linked as above
 # Add --dry-run after the steps to see what each would train without training anything.
 # benchmarks/records holds the metrics and epoch logs (no checkpoints) of finished runs, saved with
 # `mdsrec records save OUT_ROOT benchmarks/records` and committed, so that runs outlive the machine that trained
 # them: they are restored into OUT_ROOT first (only onto the same processed data, never over a run with results),
-# and the steps reuse them instead of training them again.
+# and the steps reuse them instead of training them again. The committed records were trained on data whose text was
+# encoded in float32 (before `prepare` made float64, portable, the default): they restore only onto data prepared
+# with --text-precision float32 on a machine whose kernels give the same bytes; elsewhere their runs are retrained.
 set -euo pipefail
 data=$(cd "${1:?DATA_ROOT}" && pwd)
 mkdir -p "${2:?OUT_ROOT}"

@@ -8,15 +8,18 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from mdsrec.cli import main
-from mdsrec.data.encoders import encode_texts
+from mdsrec.data.encoders import PORTABLE_GRID, encode_texts
 from mdsrec.data.prepare import _token_order, prepare
 from mdsrec.data.processed import ProcessedDataset, load_processed, write_processed
 from mdsrec.data.synthetic import SyntheticConfig, write_synthetic
@@ -255,6 +258,77 @@ def test_text_modality_sentence_encoder(text_data: ProcessedDataset) -> None:
     np.testing.assert_array_equal(kw[1], kw[2])  # x and y have the same text
     assert np.abs(kw[1] - kw[3]).max() > 1e-3
     assert text_data.manifest["modalities"]["kw"]["encoder"] == "sentence-transformers:all-MiniLM-L6-v2"
+    encoded_with = text_data.manifest["modalities"]["kw"]["encoded_with"]  # what else the floats depend on
+    assert encoded_with["torch"] == torch.__version__ and encoded_with["sentence-transformers"][0].isdigit()
+    assert text_data.manifest["modalities"]["kw"]["precision"] == "float64"  # the default
+
+
+ENCODE = """
+import hashlib, sys
+from mdsrec.data.encoders import PORTABLE_GRID, encode_texts
+texts = ["red cotton shirt", "steel claw hammer", "blue tent for two"]
+print(" ".join(hashlib.sha256(encode_texts(texts, precision=p).tobytes()).hexdigest() for p in sys.argv[1:]))
+"""
+
+
+def test_float64_text_encoding_gives_the_same_bytes_on_other_cpu_paths(tmp_path: Path) -> None:
+    """The default precision makes the feature bytes (so the data fingerprint) independent of the CPU's instruction
+    set: PyTorch's generic kernels and MKL's compatible branch stand in for another machine. Float32 results differ
+    between these paths on AVX2/AVX-512 machines; rounding a float64 result once to float32 hides that."""
+    script = tmp_path / "encode.py"
+    script.write_text(ENCODE)
+    digests = []
+    for env in ({}, {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}):
+        run = subprocess.run(
+            [sys.executable, str(script), "float64"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        digests.append(run.stdout.split()[-1])
+    assert len(digests[0]) == 64 and digests[0] == digests[1]
+
+
+def test_float64_text_values_lie_on_the_portable_grid(text_data: ProcessedDataset) -> None:
+    kw = text_data.features["kw"].astype(np.float64)
+    scaled = kw * PORTABLE_GRID
+    np.testing.assert_array_equal(scaled, np.round(scaled))
+    assert np.abs(scaled).max() > 1e4  # the grid is fine enough to keep the values' leading digits
+    fast = encode_texts(["red cotton shirt"], precision="float32").astype(np.float64) * PORTABLE_GRID
+    assert not np.array_equal(fast, np.round(fast))  # float32 stores the encoder's values as they come
+
+
+def test_text_precision_must_be_float64_or_float32(tmp_path: Path) -> None:
+    write(tmp_path / "d.inter", TEXT_INTER)
+    write(tmp_path / "kw.txt", KEYWORDS)
+    spec = TEXT_SPEC.split("  - name: brand_title")[0].replace(
+        "format: keyword}", "format: keyword, precision: half}"
+    )
+    assert_prepare_fails(
+        write_spec(tmp_path, spec),
+        tmp_path / "out",
+        ConfigError,
+        "modalities[0].precision ('half') must be one of float64",
+    )
+
+
+def test_cli_text_precision_overrides_the_spec(
+    tmp_path: Path, text_data: ProcessedDataset, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tmp_path / "d.inter", TEXT_INTER)
+    write(tmp_path / "kw.txt", KEYWORDS)
+    spec = write_spec(tmp_path, TEXT_SPEC.split("  - name: brand_title")[0])
+    out = tmp_path / "out"
+    assert (
+        main(["prepare", str(spec), "--out", str(out), "--text-precision", "float32", "--no-progress"]) == 0
+    )
+    fast = load_processed(out)
+    assert fast.manifest["modalities"]["kw"]["precision"] == "float32"
+    assert (
+        fast.manifest["settings"]["spec"]["modalities"][0]["precision"] == "float64"
+    )  # the spec, as written
+    np.testing.assert_allclose(fast.features["kw"], text_data.features["kw"], atol=1e-5)
 
 
 def test_text_pattern_fields_pick_the_named_groups(text_data: ProcessedDataset) -> None:

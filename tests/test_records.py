@@ -75,6 +75,16 @@ def test_restore_skips_other_data_and_never_overwrites(tiny_dir, tiny_data, tmp_
     report = records.restore(rec, fresh, [other])  # trained on tiny, not on other
     assert report.copied == [] and not fresh.exists()
     assert "trained on data fingerprint" in report.skipped[0]
+    # the same data set name prepared with other bytes: the record's per-file hashes name the files that differ
+    differ = "features/style.npy, features/topic.npy, seq_items.npy, seq_offsets.npy"
+    assert report.skipped[0].endswith(f"is data set 'synthetic' prepared again; files that differ: {differ}")
+    saved = rec / "runs" / "pop" / "seed0" / "metrics.json"
+    kept = saved.read_text()
+    old_record = json.loads(kept)
+    del old_record["data"]["files"]  # a record from before per-file hashes were kept
+    saved.write_text(json.dumps(old_record))
+    assert "prepared again with different bytes" in records.restore(rec, fresh, [other]).skipped[0]
+    saved.write_text(kept)
 
     metrics = out / "runs" / "pop" / "seed0" / "metrics.json"
     assert records.restore(rec, out, [tiny_dir]).unchanged == ["runs/pop/seed0"]

@@ -104,6 +104,32 @@ def data_fingerprints(paths: list[str | Path]) -> dict[str, Path]:
     return found
 
 
+def _other_data(saved: dict[str, Any], fingerprints: dict[str, Path]) -> str:
+    """Why a record's data is none of the given sets: its fingerprint against theirs, and where a given set has the
+    record's data set name, the files that differ (records since per-file hashes were kept) or what usually does."""
+    fp = str(saved.get("fingerprint", ""))
+    given = ", ".join(f"{k[:12]} ({d})" for k, d in fingerprints.items())
+    why = f"trained on data fingerprint {fp[:12] or '(none)'}, none of the given data's: {given}"
+    name = saved.get("name")
+    for d in fingerprints.values():
+        manifest = read_manifest(d)
+        if name is None or manifest.get("name") != name:
+            continue
+        files = saved.get("files")
+        if isinstance(files, dict) and files:
+            ours = manifest.get("files", {})
+            differ = sorted(f for f in set(files) | set(ours) if files.get(f) != ours.get(f))
+            why += f". {d} is data set {name!r} prepared again; files that differ: {', '.join(differ)}"
+        else:
+            why += (
+                f". {d} is data set {name!r} prepared again with different bytes (text encoded in float32, the "
+                "default before 2026-12-02, differs in the last bits from one CPU or library version to another; "
+                "see the manifests' precision and encoded_with)"
+            )
+        break
+    return why
+
+
 def restore(records: str | Path, out: str | Path, data: list[str | Path]) -> RecordsReport:
     """Copy each record under RECORDS into OUT/<same relative path> when its data fingerprint is one of DATA's and
     the run directory there has no result yet; a copied run gets ``restored.json`` (no checkpoints)."""
@@ -117,7 +143,7 @@ def restore(records: str | Path, out: str | Path, data: list[str | Path]) -> Rec
         saved = _read_json(result)
         fp = str(saved.get("data", {}).get("fingerprint", ""))
         if fp not in fingerprints:
-            report.skipped.append(f"{rel}: trained on data fingerprint {fp[:12] or '(none)'}, none of {data}")
+            report.skipped.append(f"{rel}: {_other_data(saved.get('data', {}), fingerprints)}")
             continue
         target = out / rel
         there = _result_file(target)

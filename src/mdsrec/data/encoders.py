@@ -18,6 +18,7 @@ from mdsrec.errors import ConfigError
 log = logging.getLogger(__name__)
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+PORTABLE_GRID = float(2**20)  # precision "float64": values are stored as multiples of 1 / PORTABLE_GRID
 
 
 def default_text_model_dir() -> Path:
@@ -32,7 +33,7 @@ def default_text_model_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=2)
-def _load_sentence_model(path: str, device: str) -> Any:
+def _load_sentence_model(path: str, device: str, precision: str = "float32") -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub; the model is a local directory
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
@@ -41,11 +42,31 @@ def _load_sentence_model(path: str, device: str) -> Any:
         raise ConfigError("text modalities need `pip install sentence-transformers`") from e
     if not Path(path).is_dir():
         raise ConfigError(f"text model {path} is not a local directory (models are never downloaded)")
-    return SentenceTransformer(path, device=device)
+    model = SentenceTransformer(path, device=device)
+    return model.double() if precision == "float64" else model
 
 
 def text_model_name(model_dir: str | Path | None) -> str:
     return DEFAULT_TEXT_MODEL if model_dir is None else Path(model_dir).name
+
+
+def text_encoder_environment() -> dict[str, str]:
+    """What the bytes of encoded text depend on besides the texts and the model: the library versions and the
+    CPU instruction set PyTorch dispatches to. The same model on another CPU or library version gives floats that
+    differ in the last bits, hence other feature files and another data fingerprint; the manifest keeps this so that
+    such a difference can be explained."""
+    import importlib.metadata as md
+
+    import torch
+
+    env: dict[str, str] = {}
+    for pkg in ("sentence-transformers", "transformers", "torch"):
+        try:
+            env[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            env[pkg] = "(not installed)"
+    env["cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
+    return env
 
 
 def encode_texts(
@@ -54,10 +75,22 @@ def encode_texts(
     device: str = "cpu",
     batch_size: int = 64,
     progress: bool = False,
+    precision: str = "float64",
 ) -> np.ndarray:
-    """Sentence embeddings [len(texts), d] (float32), in input order."""
+    """Sentence embeddings [len(texts), d] (float32), in input order.
+
+    ``precision`` "float64" (portable) computes in double precision and snaps each value to a multiple of 2^-20
+    (~1e-6, about 1e-5 of a MiniLM value's size) before storing it as float32. In float32 the last bits depend on the
+    CPU's instruction set and the library versions, so the same texts give other bytes, hence another data fingerprint,
+    on another machine. Computed in float64 two machines' values differ by ~1e-16, and the grid is coarse enough that a
+    value falls on different sides of a grid midpoint only by rare chance (about N * 1e-16 / 1e-6 for N values):
+    measured on Sports, 0 of 7 million values differ between two sets of CPU kernels, against 3 when float64 is only
+    rounded to float32 (benchmarks/prepare_reproducibility.py). "float32" is about twice as fast and machine-dependent.
+    """
+    if precision not in ("float64", "float32"):
+        raise ConfigError(f"text precision must be float64 or float32, got {precision!r}")
     path = Path(model_dir) if model_dir is not None else default_text_model_dir()
-    model = _load_sentence_model(str(path.resolve()), device)
+    model = _load_sentence_model(str(path.resolve()), device, precision)
     emb = model.encode(
         texts,
         batch_size=batch_size,
@@ -65,7 +98,11 @@ def encode_texts(
         convert_to_numpy=True,
         normalize_embeddings=False,
     )
-    return np.asarray(emb, dtype=np.float32)
+    emb = np.asarray(emb)
+    if precision == "float64":
+        # exact in float64: scaling by a power of two and rounding to an integer; exact in float32 below 2^4
+        emb = np.round(emb.astype(np.float64) * PORTABLE_GRID) / PORTABLE_GRID
+    return emb.astype(np.float32)
 
 
 def multi_hot(attribute_lists: list[list[str]], min_count: int = 1) -> tuple[np.ndarray, list[str]]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mdsrec.data import formats
-from mdsrec.data.encoders import encode_texts, multi_hot, text_model_name
+from mdsrec.data.encoders import encode_texts, multi_hot, text_encoder_environment, text_model_name
 from mdsrec.data.processed import ModalityInfo, write_processed
 from mdsrec.data.spec import DatasetSpec, ModalitySpec, load_spec
 from mdsrec.errors import ConfigError, DataFormatError
@@ -120,10 +120,12 @@ def build_modality(
     device: str,
     progress: bool,
     dropped: frozenset[str] = frozenset(),
+    text_precision: str | None = None,
 ) -> tuple[np.ndarray, ModalityInfo]:
     """One feature table [N+1, d] with a zero padding row, and its description for the manifest.
 
     ``dropped``: keys of items that only dropped users have; their entries are skipped, not ``extra``.
+    ``text_precision``: overrides the spec's ``precision`` of a text modality.
     """
     path = source / m.path
     details: dict[str, Any] = {"source": m.source, "path": m.path}
@@ -147,10 +149,14 @@ def build_modality(
             details.update(pattern=m.pattern, fields=m.fields)
         values = _lookup(m, path, texts, item_keys, "", dropped)
         model_dir = m.model or text_model
-        emb = encode_texts(values, model_dir, device=device, batch_size=m.batch_size, progress=progress)
+        precision = text_precision or m.precision
+        emb = encode_texts(
+            values, model_dir, device=device, batch_size=m.batch_size, progress=progress, precision=precision
+        )
         absent = np.array([k not in texts for k in item_keys], dtype=bool)
         emb[absent] = 0.0  # `missing: zero`: an item without text gets a zero vector, not the embedding of ""
         details.update(empty_texts=sum(1 for t in values if not t), missing_items=int(absent.sum()))
+        details.update(precision=precision, encoded_with=text_encoder_environment())
         encoder = f"sentence-transformers:{text_model_name(model_dir)}"
     elif m.source == "attributes":
         attrs = formats.read_item_attributes(path)
@@ -188,6 +194,7 @@ def prepare(
     text_model: str | None = None,
     device: str = "cpu",
     progress: bool = True,
+    text_precision: str | None = None,
 ) -> str:
     """Build the processed data set; returns a short human-readable report."""
     t0 = time.perf_counter()
@@ -239,7 +246,7 @@ def prepare(
             (keys, dropped_keys) if m.key == "external" else (tokens, frozenset(dropped_tokens))
         )
         log.info("encoding modality %s (%s)", m.name, m.source)
-        table, info = build_modality(m, src, lookup_keys, text_model, device, progress, skip)
+        table, info = build_modality(m, src, lookup_keys, text_model, device, progress, skip, text_precision)
         features[m.name] = table
         infos.append(info)
 
@@ -277,5 +284,9 @@ def prepare(
         f"  users {len(users)}, items {len(tokens)}, interactions {n_inter}",
         f"  dropped {dropped} users with fewer than {spec.min_interactions} interactions",
     ]
-    lines += [f"  modality {i.name}: dim {i.dim}, encoder {i.encoder}" for i in infos]
+    lines += [
+        f"  modality {i.name}: dim {i.dim}, encoder {i.encoder}"
+        + (f" ({i.details['precision']})" if "precision" in i.details else "")
+        for i in infos
+    ]
     return "\n".join(lines)

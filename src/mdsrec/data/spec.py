@@ -34,6 +34,7 @@ from mdsrec.errors import ConfigError
 SEQUENCE_FORMATS = ("s3rec", "unisrec", "recbole", "mmrec")
 KEY_MAP_FORMATS = ("datamaps", "item2index", "mmrec_item_map", "tsv")
 TEXT_FORMATS = ("unisrec_text", "keyword", "tsv")
+TEXT_PRECISIONS = ("float64", "float32")
 SOURCES = ("text", "attributes", "dense")
 RECIPES = ("scientific", "sports", "toys")
 
@@ -69,6 +70,9 @@ class ModalitySpec:
         None  # text: local sentence-transformers directory (default: bundled all-MiniLM-L6-v2)
     )
     batch_size: int = 64
+    # text: "float64" computes in double precision and stores values on a 2^-20 grid, so the bytes (and the data
+    # fingerprint) are the same on other CPUs and library versions; "float32" is ~2x faster, machine-dependent
+    precision: str = "float64"
     min_count: int = 1  # attributes: drop attribute ids used by fewer items
     dim: int | None = None  # expected feature dimension (checked when given)
     row_map: KeyMapSpec | None = None  # dense: token/key -> row; default row i = item token str(i)
@@ -150,6 +154,7 @@ def parse_spec(values: dict[str, Any], where: str) -> DatasetSpec:
             raise ConfigError(f"{mw}: key 'external' needs an item_keys section")
         if ms.source == "text":
             _choice(f"{mw}.format", ms.format, TEXT_FORMATS)
+            _choice(f"{mw}.precision", ms.precision, TEXT_PRECISIONS)
             if ms.pattern is not None:
                 try:
                     groups = set(re.compile(ms.pattern).groupindex)

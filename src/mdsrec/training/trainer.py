@@ -380,6 +380,9 @@ def finalize(
             "name": data.name,
             "fingerprint": data.fingerprint,
             "path": str(data.path) if data.path else None,
+            # each file's sha256: when a set of the same name is prepared again and its fingerprint differs,
+            # `records restore` can name the files that differ
+            "files": dict(data.manifest.get("files", {})),
         },
         "config": cfg.to_dict(),
     }
