@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from mdsrec.data.spec import TEXT_PRECISIONS
 from mdsrec.errors import MdsrecError
 
 log = logging.getLogger("mdsrec")
@@ -381,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu", help="device for the text encoder (default: %(default)s)")
     pr.add_argument(
         "--text-precision",
-        choices=("float64", "float32"),
+        choices=TEXT_PRECISIONS,
         help="precision text is encoded in (default: each modality's `precision`, float64): float64, stored on a "
         "2^-20 grid, gives the same bytes, hence the same data fingerprint, on other CPUs and library versions; "
         "float32 is ~2x faster and machine-dependent",

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mdsrec.data.spec import TEXT_PRECISIONS
 from mdsrec.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def default_text_model_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=2)
-def _load_sentence_model(path: str, device: str, precision: str = "float32") -> Any:
+def _load_sentence_model(path: str, device: str, precision: str) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub; the model is a local directory
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
@@ -87,8 +88,8 @@ def encode_texts(
     measured on Sports, 0 of 7 million values differ between two sets of CPU kernels, against 3 when float64 is only
     rounded to float32 (benchmarks/prepare_reproducibility.py). "float32" is about twice as fast and machine-dependent.
     """
-    if precision not in ("float64", "float32"):
-        raise ConfigError(f"text precision must be float64 or float32, got {precision!r}")
+    if precision not in TEXT_PRECISIONS:
+        raise ConfigError(f"text precision must be one of {', '.join(TEXT_PRECISIONS)}, got {precision!r}")
     path = Path(model_dir) if model_dir is not None else default_text_model_dir()
     model = _load_sentence_model(str(path.resolve()), device, precision)
     emb = model.encode(
