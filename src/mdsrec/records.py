@@ -92,27 +92,28 @@ def save(src: str | Path, dest: str | Path) -> RecordsReport:
     return report
 
 
-def data_fingerprints(paths: list[str | Path]) -> dict[str, Path]:
-    """fingerprint -> processed data directory, for each PATH that is one (holds manifest.json) or holds some."""
-    found: dict[str, Path] = {}
+def data_manifests(paths: list[str | Path]) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """fingerprint -> (processed data directory, its manifest), for each PATH that is one (holds manifest.json) or
+    holds some."""
+    found: dict[str, tuple[Path, dict[str, Any]]] = {}
     for p in map(Path, paths):
         dirs = [p] if (p / MANIFEST).is_file() else sorted(d for d in p.glob("*") if (d / MANIFEST).is_file())
         if not dirs:
             raise MdsrecError(f"{p}: neither a processed data directory nor a folder of them (no {MANIFEST})")
         for d in dirs:
-            found[str(read_manifest(d)["fingerprint"])] = d
+            manifest = read_manifest(d)
+            found[str(manifest["fingerprint"])] = (d, manifest)
     return found
 
 
-def _other_data(saved: dict[str, Any], fingerprints: dict[str, Path]) -> str:
+def _other_data(saved: dict[str, Any], given_data: dict[str, tuple[Path, dict[str, Any]]]) -> str:
     """Why a record's data is none of the given sets: its fingerprint against theirs, and where a given set has the
     record's data set name, the files that differ (records since per-file hashes were kept) or what usually does."""
     fp = str(saved.get("fingerprint", ""))
-    given = ", ".join(f"{k[:12]} ({d})" for k, d in fingerprints.items())
+    given = ", ".join(f"{k[:12]} ({d})" for k, (d, _) in given_data.items())
     why = f"trained on data fingerprint {fp[:12] or '(none)'}, none of the given data's: {given}"
     name = saved.get("name")
-    for d in fingerprints.values():
-        manifest = read_manifest(d)
+    for d, manifest in given_data.values():
         if name is None or manifest.get("name") != name:
             continue
         files = saved.get("files")
@@ -134,7 +135,7 @@ def restore(records: str | Path, out: str | Path, data: list[str | Path]) -> Rec
     """Copy each record under RECORDS into OUT/<same relative path> when its data fingerprint is one of DATA's and
     the run directory there has no result yet; a copied run gets ``restored.json`` (no checkpoints)."""
     records, out = Path(records), Path(out)
-    fingerprints = data_fingerprints(data)
+    given_data = data_manifests(data)  # each manifest read once, not once per skipped record
     report = RecordsReport()
     for rec in _runs(records):
         rel = rec.relative_to(records)
@@ -142,8 +143,8 @@ def restore(records: str | Path, out: str | Path, data: list[str | Path]) -> Rec
         assert result is not None
         saved = _read_json(result)
         fp = str(saved.get("data", {}).get("fingerprint", ""))
-        if fp not in fingerprints:
-            report.skipped.append(f"{rel}: {_other_data(saved.get('data', {}), fingerprints)}")
+        if fp not in given_data:
+            report.skipped.append(f"{rel}: {_other_data(saved.get('data', {}), given_data)}")
             continue
         target = out / rel
         there = _result_file(target)
@@ -159,7 +160,7 @@ def restore(records: str | Path, out: str | Path, data: list[str | Path]) -> Rec
             target / RESTORED,
             {
                 "from": str(rec.resolve()),
-                "data": str(fingerprints[fp]),
+                "data": str(given_data[fp][0]),
                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "note": "metrics and epoch log only, no checkpoints: train the run again to evaluate or serve it",
             },
