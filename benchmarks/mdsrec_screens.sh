@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# MDSRec variant screens on Sports: each screen is the frozen Sports MDSRec config plus the screen's overrides,
+# trained for 6 epochs without ICA (about half an hour each on 2 CPU cores), one after another (never two at once),
+# each resumable: run the script again after an interruption and a finished screen is skipped, an interrupted one
+# resumes from its last epoch. Every finished screen's metrics and epoch log are saved under
+# benchmarks/records/sports_screens (commit them).
+#
+#   benchmarks/mdsrec_screens.sh DATA_DIR OUT_ROOT [SCREEN ...]
+#
+# DATA_DIR is the processed Sports set (mdsrec prepare sports ... --out DATA_DIR); screens train into
+# OUT_ROOT/sports_screens/runs/<screen>. Default: every screen below, in order. With MDSREC_SRC=DIR the runs import
+# mdsrec from DIR (a git worktree held at a committed state), so that editing this checkout while the queue runs
+# cannot change a run halfway; MDSREC_FOLLOW=1 moves that worktree to this checkout's HEAD before each screen.
+#
+# Promotion rule (set before the screens ran): a variant is promoted to a full run with ICA when, at epoch 6, its
+# validation NDCG@20 beats the baseline screen's by at least 3% and its validation Recall@20 is not below the
+# baseline's.
+set -euo pipefail
+data=$(cd "${1:?DATA_DIR}" && pwd)
+mkdir -p "${2:?OUT_ROOT}/sports_screens"
+out=$(cd "$2" && pwd)/sports_screens
+shift 2
+repo=$(cd "$(dirname "$0")/.." && pwd)
+config=$repo/configs/experiments/sports/mdsrec.yaml
+common=(model.use_ica=false train.epochs=6)
+
+declare -A screens=(
+    [base]=""
+    [mu_m4]="model.mu_m=4.0"
+    [fused_final]="model.fused_loss=final"
+    [no_mrgc]="model.use_mrgc=false"
+)
+order=(base mu_m4 fused_final no_mrgc)
+[[ $# -gt 0 ]] && order=("$@")
+
+for name in "${order[@]}"; do
+    [[ -v screens[$name] ]] || { echo "unknown screen $name (known: ${!screens[*]})" >&2; exit 2; }
+    run=$out/runs/$name
+    if [[ -f $run/metrics.json ]]; then
+        echo "== $name: finished already"
+        continue
+    fi
+    if [[ -n ${MDSREC_SRC:-} && ${MDSREC_FOLLOW:-0} == 1 ]]; then
+        git -C "$MDSREC_SRC" checkout --quiet --detach "$(git -C "$repo" rev-parse HEAD)"
+    fi
+    resume=()
+    [[ -f $run/last.pt ]] && resume=(--resume)
+    read -r -a extra <<<"${screens[$name]}"
+    echo "== $name: $(date -u +%FT%TZ) ${resume[*]:-new} ${common[*]} ${extra[*]}"
+    PYTHONPATH=${MDSREC_SRC:+$MDSREC_SRC/src} python -m mdsrec train --data "$data" --out "$run" \
+        --config "$config" --set "${common[@]}" "${extra[@]}" "${resume[@]}"
+    python -m mdsrec records save "$out" "$repo/benchmarks/records/sports_screens"
+done
