@@ -24,20 +24,28 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 config=$repo/configs/experiments/sports/mdsrec.yaml
 common=(model.use_ica=false train.epochs=6)
 
+# name -> overrides (ext_* fields are extensions beyond the paper, see the MDSRec docstring)
 declare -A screens=(
     [base]=""
-    [mu_m4]="model.mu_m=4.0"
+    [ext_features]="model.ext_modal_features=true"
+    [modal_literal_o]="model.cooc_norm_modal=none"
+    [ext_cosine]="model.ext_cosine_tau=0.07"
     [fused_final]="model.fused_loss=final"
+    [mu_m4]="model.mu_m=4.0"
     [no_mrgc]="model.use_mrgc=false"
 )
-order=(base mu_m4 fused_final no_mrgc)
+order=(base ext_features modal_literal_o ext_cosine fused_final mu_m4 no_mrgc)
 [[ $# -gt 0 ]] && order=("$@")
 
+# one queue at a time per OUT_ROOT: a second one waits here for the first to end
+exec 9>"$out/.queue.lock"
+flock 9
 for name in "${order[@]}"; do
     [[ -v screens[$name] ]] || { echo "unknown screen $name (known: ${!screens[*]})" >&2; exit 2; }
     run=$out/runs/$name
     if [[ -f $run/metrics.json ]]; then
         echo "== $name: finished already"
+        python -m mdsrec records save "$out" "$repo/benchmarks/records/sports_screens" >/dev/null
         continue
     fi
     if [[ -n ${MDSREC_SRC:-} && ${MDSREC_FOLLOW:-0} == 1 ]]; then

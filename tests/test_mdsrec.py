@@ -504,3 +504,49 @@ def test_interest_centres_stay_distinct_with_trained_attention(tiny_data) -> Non
     assert rel > 0.02 and gap > 2e-3
     rel_raw, gap_raw = spread(ica_center_norm=False)
     assert rel_raw < 0.01 and rel > 10 * rel_raw and gap > 3 * gap_raw
+
+
+# --- extensions beyond the paper (ext_*) and the modal part of Eq. 3 ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "over",
+    [{"ext_modal_features": True}, {"ext_cosine_tau": 0.1}, {"cooc_norm_modal": "none"}],
+)
+def test_extension_switches_change_the_scores_keep_causality_and_train(tiny_data, over) -> None:  # type: ignore[no-untyped-def]
+    base, model = make(tiny_data).eval(), make(tiny_data, **over).eval()
+    items = random_items(tiny_data.num_items)
+    lengths = torch.full((3,), 8)
+    batch = Batch(items, lengths)
+    assert not torch.allclose(base.score_all(batch)[:, 1:], model.score_all(batch)[:, 1:])
+    full = model.scores_at_all_positions(items, lengths)
+    for p in (1, 4, 8):
+        torch.testing.assert_close(
+            full[:, p - 1], model.score_all(Batch(items[:, :p], torch.full((3,), p))), rtol=1e-4, atol=1e-5
+        )
+    split = Split(tiny_data.sequences)
+    rows = build_train_rows(split, 8)
+    train = train_batches(rows, DataConfig(max_len=8, batch_size=16), epoch_seed=0)[0]
+    model.train()
+    loss = model.compute_loss(train)
+    loss.backward()
+    assert torch.isfinite(loss)
+    if over.get("ext_modal_features"):
+        assert model.ext_features is not None
+        grads = [p.grad for p in model.ext_features.parameters()]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_modal_cooc_norm_changes_only_the_modal_graphs(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    base, literal = make(tiny_data), make(tiny_data, cooc_norm_modal="none")
+    assert torch.equal(base.cooc_val, literal.cooc_val)  # E-bar_id's O unchanged
+    assert not torch.equal(base.graph_idx_0, literal.graph_idx_0)
+    same = make(tiny_data, cooc_norm_modal="symmetric")  # the default's own normalisation: the same graphs
+    assert torch.equal(base.graph_idx_0, same.graph_idx_0) and torch.equal(base.graph_idx_1, same.graph_idx_1)
+
+
+def test_extension_fields_are_checked() -> None:
+    with pytest.raises(ValueError, match="ext_cosine_tau"):
+        MDSRecConfig(ext_cosine_tau=-1.0)
+    with pytest.raises(ValueError, match="cooc_norm_modal"):
+        MDSRecConfig(cooc_norm_modal="rows")

@@ -307,16 +307,22 @@ def _poison_after(monkeypatch: pytest.MonkeyPatch, evaluations: int) -> None:
     """SASRec's training loss becomes NaN once the trainer has run ``evaluations`` validation passes."""
     seen = {"n": 0}
     real_eval, real_loss = trainer_mod.evaluate, REGISTRY["sasrec"][0].compute_loss
+    real_diagnose = trainer_mod.diagnose
 
     def counting_eval(*a, **k):  # type: ignore[no-untyped-def]
         seen["n"] += 1
         return real_eval(*a, **k)
+
+    def counting_diagnose(*a, **k):  # type: ignore[no-untyped-def]
+        seen["n"] += 1
+        return real_diagnose(*a, **k)
 
     def loss(self, batch):  # type: ignore[no-untyped-def]
         out = real_loss(self, batch)
         return out * float("nan") if seen["n"] >= evaluations else out
 
     monkeypatch.setattr(trainer_mod, "evaluate", counting_eval)
+    monkeypatch.setattr(trainer_mod, "diagnose", counting_diagnose)
     monkeypatch.setattr(REGISTRY["sasrec"][0], "compute_loss", loss)
 
 
@@ -342,15 +348,18 @@ def test_a_non_finite_loss_before_any_evaluation_is_an_error(tiny_data, tmp_path
 
 
 def test_nan_validation_scores_stop_training_like_a_non_finite_loss(tiny_data, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    real = trainer_mod.evaluate
     calls = {"n": 0}
 
-    def evaluate(*a, **k):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 3:  # the third validation pass: epoch 3
-            raise FloatingPointError("model produced NaN scores")
-        return real(*a, **k)
+    def failing_third(real):  # type: ignore[no-untyped-def]
+        def wrapped(*a, **k):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            if calls["n"] == 3:  # the third validation pass: epoch 3
+                raise FloatingPointError("model produced NaN scores")
+            return real(*a, **k)
 
-    monkeypatch.setattr(trainer_mod, "evaluate", evaluate)
+        return wrapped
+
+    monkeypatch.setattr(trainer_mod, "evaluate", failing_third(trainer_mod.evaluate))
+    monkeypatch.setattr(trainer_mod, "diagnose", failing_third(trainer_mod.diagnose))
     m = trainer_mod.train(tiny_cfg(6), tiny_data, tmp_path / "run")
     assert m["diverged_at_epoch"] == 3 and m["epochs"] == 2

@@ -92,6 +92,9 @@ class TrainConfig:
 class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [10, 20])
     exclude_history: bool = False  # RecBole's convention (and the paper's): history items stay rankable
+    # Each epoch's log line and metrics.json also carry every channel's metrics alone and the metrics by the
+    # target's training occurrences (mdsrec.evaluation.evaluator.diagnose); the metrics themselves do not change.
+    diagnostics: bool = True
 
     def __post_init__(self) -> None:
         if not self.ks or any(k <= 0 for k in self.ks):
@@ -115,7 +118,9 @@ class ExperimentConfig:
 
 # Keys that change how a run is shown or how fast it goes, never what it learns or its metrics: a run resumed or
 # reused with other values for them is the same run.
-OPERATIONAL_KEYS = frozenset({"train.progress", "train.num_threads", "data.eval_batch_size"})
+OPERATIONAL_KEYS = frozenset(
+    {"train.progress", "train.num_threads", "data.eval_batch_size", "eval.diagnostics"}
+)
 
 
 def config_differences(

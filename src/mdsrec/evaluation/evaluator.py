@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 import torch
 
 from mdsrec.config import DataConfig, EvalConfig
@@ -23,7 +27,67 @@ def exclude_history(scores: torch.Tensor, batch: Batch, history: torch.Tensor | 
     return scores
 
 
+# Training occurrences of a target item (its count over every user's training part): bucket label -> [low, high].
+POPULARITY_BUCKETS: tuple[tuple[str, int, float], ...] = (
+    ("0", 0, 0),
+    ("1-3", 1, 3),
+    ("4-7", 4, 7),
+    ("8-15", 8, 15),
+    ("16-31", 16, 31),
+    ("32+", 32, float("inf")),
+)
+
+
+def item_train_counts(split: Split, num_items: int) -> np.ndarray:
+    """How often each item occurs in the training parts [N+1] (index 0, the padding id, is 0)."""
+    parts = [split.train_part(u) for u in range(split.num_users)]
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return np.bincount(flat.astype(np.int64), minlength=num_items + 1)[: num_items + 1]
+
+
 @torch.no_grad()
+def channel_ranks(
+    model: SequentialRecommender,
+    split: Split,
+    stage: str,
+    data_cfg: DataConfig,
+    eval_cfg: EvalConfig,
+    device: torch.device | str = "cpu",
+    batches: list[Batch] | None = None,
+    channels: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """(users [U], ranks [U], channel name -> ranks [U]) in batch order: every user's rank of its ``stage`` target
+    under full ranking, history items excluded (the whole history, not the model's window) when
+    ``eval_cfg.exclude_history``. ``ranks`` are those of ``score_all``; with ``channels`` the model's
+    ``channel_scores_all`` is ranked too, channel by channel ('fused' is ``ranks`` and is not repeated)."""
+    was_training = model.training
+    model.eval()
+    users, ranks = [], []
+    per_channel: dict[str, list[torch.Tensor]] = {}
+    for batch in batches if batches is not None else eval_batches(split, stage, data_cfg):
+        batch = batch.to(device)
+        named = model.channel_scores_all(batch) if channels else {"fused": model.score_all(batch)}
+        assert batch.users is not None and batch.target is not None
+        hist: torch.Tensor | None = None
+        if eval_cfg.exclude_history:
+            full = [split.eval_input(int(u), stage)[0] for u in batch.users]  # whole history, not the window
+            hist = torch.zeros(len(full), max(len(h) for h in full), dtype=torch.long)
+            for i, h in enumerate(full):
+                hist[i, : len(h)] = torch.from_numpy(h)
+            hist = hist.to(batch.target.device)
+        for name, scores in named.items():  # scores [B, N+1]
+            if hist is not None:
+                scores = exclude_history(scores, batch, hist)
+            r = target_ranks(scores, batch.target).cpu()
+            if name == "fused":
+                ranks.append(r)
+            else:
+                per_channel.setdefault(name, []).append(r)
+        users.append(batch.users.cpu())
+    model.train(was_training)
+    return torch.cat(users), torch.cat(ranks), {k: torch.cat(v) for k, v in per_channel.items()}
+
+
 def rank_targets(
     model: SequentialRecommender,
     split: Split,
@@ -35,24 +99,8 @@ def rank_targets(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(users [U], ranks [U]) in batch order: every user's rank of its ``stage`` target under full ranking, history
     items excluded (the whole history, not the model's window) when ``eval_cfg.exclude_history``."""
-    was_training = model.training
-    model.eval()
-    users, ranks = [], []
-    for batch in batches if batches is not None else eval_batches(split, stage, data_cfg):
-        batch = batch.to(device)
-        scores = model.score_all(batch)  # [B, N+1]
-        assert batch.users is not None
-        if eval_cfg.exclude_history:
-            full = [split.eval_input(int(u), stage)[0] for u in batch.users]  # whole history, not the window
-            hist = torch.zeros(len(full), max(len(h) for h in full), dtype=torch.long)
-            for i, h in enumerate(full):
-                hist[i, : len(h)] = torch.from_numpy(h)
-            scores = exclude_history(scores, batch, hist.to(scores.device))
-        assert batch.target is not None
-        users.append(batch.users.cpu())
-        ranks.append(target_ranks(scores, batch.target).cpu())
-    model.train(was_training)
-    return torch.cat(users), torch.cat(ranks)
+    users, ranks, _ = channel_ranks(model, split, stage, data_cfg, eval_cfg, device, batches)
+    return users, ranks
 
 
 def evaluate(
@@ -67,3 +115,46 @@ def evaluate(
     """Metrics of ``model`` on ``stage`` ('valid' or 'test'). ``batches`` may be passed to reuse them."""
     _, ranks = rank_targets(model, split, stage, data_cfg, eval_cfg, device, batches)
     return metrics_from_ranks(ranks, list(eval_cfg.ks))
+
+
+@dataclass
+class Diagnosis:
+    """The metrics of ``evaluate`` plus where the ranking comes from."""
+
+    metrics: dict[str, float]  # of the ranked (fused) scores: equal to evaluate()'s
+    channels: dict[
+        str, dict[str, float]
+    ]  # channel name -> its metrics alone (MDSRec: 'id' and each modality)
+    popularity: dict[str, dict[str, Any]]  # bucket label -> {"users": n, metric: value} of the fused ranks
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"channels": self.channels, "popularity": self.popularity}
+
+
+def diagnose(
+    model: SequentialRecommender,
+    split: Split,
+    stage: str,
+    data_cfg: DataConfig,
+    eval_cfg: EvalConfig,
+    counts: np.ndarray,
+    device: torch.device | str = "cpu",
+    batches: list[Batch] | None = None,
+) -> Diagnosis:
+    """``evaluate`` plus every channel's metrics alone and the fused metrics by the target's training occurrences
+    (``counts`` [N+1], ``item_train_counts``; buckets ``POPULARITY_BUCKETS``). One forward pass per batch serves
+    all channels."""
+    users, ranks, channels = channel_ranks(model, split, stage, data_cfg, eval_cfg, device, batches, True)
+    ks = list(eval_cfg.ks)
+    targets = torch.tensor([split.eval_input(int(u), stage)[1] for u in users], dtype=torch.long)
+    occ = torch.from_numpy(np.asarray(counts, dtype=np.int64))[targets]  # [U]
+    popularity: dict[str, dict[str, Any]] = {}
+    for label, low, high in POPULARITY_BUCKETS:
+        inside = (occ >= low) & (occ.double() <= high)
+        n = int(inside.sum())
+        popularity[label] = {"users": n, **(metrics_from_ranks(ranks[inside], ks) if n else {})}
+    return Diagnosis(
+        metrics_from_ranks(ranks, ks),
+        {name: metrics_from_ranks(r, ks) for name, r in channels.items()},
+        popularity,
+    )

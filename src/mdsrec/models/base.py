@@ -61,6 +61,12 @@ class SequentialRecommender(nn.Module):
     def score_all(self, batch: Batch) -> Tensor:
         raise NotImplementedError
 
+    def channel_scores_all(self, batch: Batch) -> dict[str, Tensor]:
+        """Scores [B, N+1] of each channel the ranking is made of, by name: 'fused' is ``score_all``'s (what is
+        ranked), the others are its parts (MDSRec: 'id' for y_s and one per modality). For diagnostics only; a
+        model with one channel returns 'fused' alone."""
+        return {"fused": self.score_all(batch)}
+
     def prepare(self) -> None:
         """Work a model defers until it is known to be trained, not loaded (MISSRec's k-means); the trainer calls it
         once before the first epoch, outside autocast and the epoch timer. The forward pass does it too if needed."""

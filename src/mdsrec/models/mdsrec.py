@@ -35,6 +35,14 @@ Deviations (defaults where the literal text differs or is silent, see DESIGN-NOT
 - Transformer depth 2 and 2 heads (not given); the modality encoders are separate (``share_encoders=False``).
 - The fused channel's loss uses y_s of Eq. 20 (``fused_loss="s"``, the reading of Eq. 23); "final" uses Eq. 22's y.
 - Cross-entropy at every trained position of a row (all prefixes in one pass), averaged over trained positions.
+- ``cooc_norm_modal`` (default: as ``cooc_norm``) normalises O for the modal part of Eq. 3 on its own; "none" is
+  the literal text there (E-bar_m only feeds a scale-free cosine, so raw O fits it).
+
+Extensions (beyond the paper's text; off by default, every field named ``ext_*``):
+- ``ext_modal_features``: each modality table also carries a learned projection of the item's own features,
+  E-hat_m = A_m E_id + W_m x_m (Eq. 6 plus a feature term), in the modal input and the modal scoring table alike.
+- ``ext_cosine_tau`` > 0: every channel scores by cosine over a temperature, cos(e, E) / tau, instead of Eq. 20-21's
+  dot product (as MISSRec and UniSRec score).
 
 Shape legend: B batch, L sequence length, P represented prefixes per row, D hidden, N items, M modalities,
 K centres, h heads.
@@ -69,6 +77,7 @@ from mdsrec.models.base import (
     mask_padding_column,
 )
 from mdsrec.models.layers import MultiHeadSelfAttention, TransformerLayer, position_rows
+from mdsrec.models.modal_features import ModalityProjections
 
 
 @dataclass
@@ -116,6 +125,14 @@ class MDSRecConfig:
         default=None
     )  # one weight per modality (DataInfo.features order); None: 1/M
     fused_loss: str = "s"  # s: CE of y_s (Eq. 20); final: CE of y (Eq. 22)
+    cooc_norm_modal: str | None = None  # O's normalisation in E-bar_m (Eq. 3, modal part); None: cooc_norm
+    # Extensions beyond the paper (off by default):
+    ext_modal_features: bool = (
+        False  # E-hat_m = A_m E_id + W_m x_m: the item's own features in the modal tables
+    )
+    ext_cosine_tau: float = (
+        0.0  # > 0: channels score by cos(e, E) / ext_cosine_tau instead of the dot product
+    )
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "num_heads", "inner_size", "k", "kmeans_iters"):
@@ -134,7 +151,11 @@ class MDSRecConfig:
             )
         if self.init_std <= 0 or self.tau <= 0:
             raise ValueError(f"init_std ({self.init_std}) and tau ({self.tau}) must be > 0")
-        for name in ("cooc_norm", "graph_norm"):
+        if self.ext_cosine_tau < 0:
+            raise ValueError(f"ext_cosine_tau ({self.ext_cosine_tau}) must be >= 0 (0: dot-product scores)")
+        for name in ("cooc_norm", "graph_norm", "cooc_norm_modal"):
+            if name == "cooc_norm_modal" and self.cooc_norm_modal is None:
+                continue
             if getattr(self, name) not in NORMALIZATIONS:
                 raise ValueError(
                     f"{name} ({getattr(self, name)!r}) must be one of {', '.join(NORMALIZATIONS)}"
@@ -337,11 +358,14 @@ class MDSRec(SequentialRecommender):
         # Eq. 1-3: O from the training parts only; E-bar_id is recomputed every forward from the learnable E_id.
         self.item_emb = nn.Embedding(n1, d, padding_idx=0)  # E_id
         o: sp.csr_matrix | None = None
+        o_modal: sp.csr_matrix | None = None  # O as the modal part of Eq. 3 uses it
         if cfg.use_cre:
             if info.train_sequences is None:
                 raise ValueError("MDSRec with use_cre needs DataInfo.train_sequences (the training parts)")
             raw = cooccurrence(info.train_sequences, info.num_items, distance_weighted=cfg.use_distance)
             o = normalize_adjacency(raw, cfg.cooc_norm)
+            modal_norm = cfg.cooc_norm_modal if cfg.cooc_norm_modal is not None else cfg.cooc_norm
+            o_modal = o if modal_norm == cfg.cooc_norm else normalize_adjacency(raw, modal_norm)
             idx, val = _coo_parts(o)
             self.register_buffer("cooc_idx", idx)  # [2, nnz]
             self.register_buffer("cooc_val", val)  # [nnz]
@@ -352,7 +376,11 @@ class MDSRec(SequentialRecommender):
         for i, name in enumerate(self.modalities):
             feats = np.asarray(info.features[name], dtype=np.float32)  # [N+1, d_m]
             if cfg.use_mrgc:
-                bar = feats if o is None or mu_m == 0 else (mu_m * (o @ feats) + feats).astype(np.float32)
+                bar = (
+                    feats
+                    if o_modal is None or mu_m == 0
+                    else (mu_m * (o_modal @ feats) + feats).astype(np.float32)
+                )
                 nb = topk_cosine_neighbours(bar, cfg.h, include_self=cfg.include_self)  # [N+1, H']
                 idx, val = _coo_parts(neighbour_adjacency(nb, info.num_items, cfg.graph_norm))
                 self.register_buffer(f"graph_idx_{i}", idx)  # [2, N H']
@@ -366,6 +394,12 @@ class MDSRec(SequentialRecommender):
                 self.register_buffer(f"member_idx_{i}", idx)  # [2, N]
                 self.register_buffer(f"member_val_{i}", val)
 
+        # Extension: the items' own projected features in every modal table (sparse product for multi-hot tables).
+        self.ext_features = (
+            ModalityProjections(info.features, info.num_items, d, "MDSRec")
+            if cfg.ext_modal_features
+            else None
+        )
         # Eq. 7-9: encoders[0] is the ID channel, encoders[1 + i] modality i (one shared encoder if asked).
         count = 1 if cfg.share_encoders else 1 + m_count
         self.encoders = nn.ModuleList(MDSRecEncoder(cfg, info.max_len) for _ in range(count))
@@ -430,6 +464,10 @@ class MDSRec(SequentialRecommender):
                 )
             else:
                 out.append(self.proj[i](getattr(self, f"features_{i}")))
+        if self.ext_features is not None:  # + W_m x_m, row 0 (padding) kept at zero
+            keep = torch.ones(out[0].size(0), 1, device=out[0].device)
+            keep[0] = 0.0
+            out = [t + keep * self.ext_features.project_table(i) for i, t in enumerate(out)]
         return out
 
     # --- sequence representations ----------------------------------------------------------------------------
@@ -488,8 +526,16 @@ class MDSRec(SequentialRecommender):
     def channel_scores(self, out: MDSRecOutput) -> tuple[Tensor, list[Tensor]]:
         """y_s [..., N+1] (Eq. 20) and y_m per modality (Eq. 21) for representations [..., D]; column 0 is not
         masked here."""
-        y_s = out.e_s @ out.id_table.t()
-        return y_s, [e @ t.t() for e, t in zip(out.e_tilde, out.modal_tables, strict=True)]
+        y_s = self.score(out.e_s, out.id_table)
+        return y_s, [self.score(e, t) for e, t in zip(out.e_tilde, out.modal_tables, strict=True)]
+
+    def score(self, e: Tensor, table: Tensor) -> Tensor:
+        """e [..., D] against an item table [N+1, D] -> [..., N+1]: the dot product (Eq. 20-21), or with
+        ``ext_cosine_tau`` > 0 the cosine over that temperature."""
+        tau = self.cfg.ext_cosine_tau
+        if tau > 0:
+            return F.normalize(e, dim=-1) @ F.normalize(table, dim=-1).t() / tau
+        return e @ table.t()
 
     def fuse(self, y_s: Tensor, y_m: list[Tensor]) -> Tensor:
         """Eq. 22: y = y_s + sum_m rho_m y_m."""
@@ -539,9 +585,16 @@ class MDSRec(SequentialRecommender):
         return loss
 
     def score_all(self, batch: Batch) -> Tensor:
+        return self.channel_scores_all(batch)["fused"]
+
+    def channel_scores_all(self, batch: Batch) -> dict[str, Tensor]:
+        """'fused' (Eq. 22, what is ranked), 'id' (y_s, Eq. 20) and each modality's y_m (Eq. 21), each [B, N+1]
+        with column 0 -inf, from one pass over the full histories."""
         ends = (batch.lengths - 1).clamp(min=0)[:, None]  # [B, 1] only the full history is represented
-        y = self.fuse(*self.channel_scores(self.represent(batch.items, batch.lengths, ends)))[
-            :, 0
-        ]  # [B, N+1]
-        y[:, 0] = float("-inf")
-        return y
+        y_s, y_m = self.channel_scores(self.represent(batch.items, batch.lengths, ends))  # [B, 1, N+1] each
+        out = {"fused": self.fuse(y_s, y_m)[:, 0], "id": y_s[:, 0]}
+        for name, y in zip(self.modalities, y_m, strict=True):
+            out[name if name not in out else f"modality {name}"] = y[:, 0]
+        for y in out.values():
+            y[:, 0] = float("-inf")
+        return out

@@ -369,3 +369,18 @@ class MISSRec(SequentialRecommender):
     def score_all(self, batch: Batch) -> Tensor:
         h, _, _ = self.represent(batch.items, batch.lengths)  # [B, L, D]
         return mask_padding_column(self.scores(gather_last(h, batch.lengths)))  # [B, N+1]
+
+    def channel_scores_all(self, batch: Batch) -> dict[str, Tensor]:
+        """'fused' (what is ranked), each modality's cosine alone (by feature name) and, with ``use_id``, the ID
+        cosine ('id'), all divided by the temperature; [B, N+1] each, column 0 -inf."""
+        h, _, _ = self.represent(batch.items, batch.lengths)  # [B, L, D]
+        last = gather_last(h, batch.lengths)  # [B, D]
+        tables = self.item_tables()
+        out = {"fused": mask_padding_column(self.scores(last))}
+        for name, table in zip(self.tokens.names, tables[: len(self.tokens)], strict=True):
+            out[name if name not in out else f"modality {name}"] = mask_padding_column(
+                last @ table.t() / self.cfg.temperature
+            )
+        if self.item_emb is not None:
+            out["id"] = mask_padding_column(last @ tables[-1].t() / self.cfg.temperature)
+        return out

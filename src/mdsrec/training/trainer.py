@@ -30,7 +30,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import platform
+import shlex
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +49,7 @@ from mdsrec.config import ExperimentConfig, build_config, config_differences
 from mdsrec.data.processed import ProcessedDataset
 from mdsrec.data.protocol import Batch, Split, build_train_rows, eval_batches, train_batches
 from mdsrec.errors import ConfigError, MdsrecError, TrainingDiverged
-from mdsrec.evaluation.evaluator import evaluate
+from mdsrec.evaluation.evaluator import diagnose, evaluate, item_train_counts
 from mdsrec.models import DataInfo, SequentialRecommender, build_model, check_experiment, full_config
 from mdsrec.training.checkpoint import (
     check_fingerprint,
@@ -56,6 +59,7 @@ from mdsrec.training.checkpoint import (
 )
 
 log = logging.getLogger(__name__)
+STAGES = ("valid", "test")
 
 
 @dataclass
@@ -129,6 +133,7 @@ def train(
         if cfg is not None:  # how it is shown and how fast it runs follow the given config
             saved_cfg.train.progress, saved_cfg.train.num_threads = cfg.train.progress, cfg.train.num_threads
             saved_cfg.data.eval_batch_size = cfg.data.eval_batch_size
+            saved_cfg.eval.diagnostics = cfg.eval.diagnostics
         cfg = saved_cfg  # as saved: a run from before full model sections keeps its own
     elif cfg is None:
         raise MdsrecError("a new run needs a config")
@@ -166,6 +171,7 @@ def train(
     model.prepare()  # deferred set-up (MISSRec's k-means): after a resume load, outside autocast and the timer
     rows = build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode)
     valid_batches = eval_batches(exp.split, "valid", cfg.data)
+    counts = item_train_counts(exp.split, data.num_items)  # [N+1] for the popularity buckets
 
     finished = state["bad_epochs"] >= cfg.train.patience or state["epoch"] >= cfg.train.epochs
     diverged: int | None = None  # the epoch whose training loss or validation scores became non-finite
@@ -189,8 +195,13 @@ def train(
             break
         train_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
+        diagnosis: dict[str, Any] = {}
         try:
-            valid = evaluate(model, exp.split, "valid", cfg.data, cfg.eval, device, batches=valid_batches)
+            if cfg.eval.diagnostics:
+                d = diagnose(model, exp.split, "valid", cfg.data, cfg.eval, counts, device, valid_batches)
+                valid, diagnosis = d.metrics, {f"valid_{k}": v for k, v in d.to_dict().items()}
+            else:
+                valid = evaluate(model, exp.split, "valid", cfg.data, cfg.eval, device, batches=valid_batches)
         except FloatingPointError as e:  # NaN scores: the last steps left non-finite parameters
             diverged = _diverged(epoch, f"validation failed ({e})", state["best_epoch"])
             break
@@ -208,6 +219,7 @@ def train(
             "eval_seconds": round(eval_seconds, 3),
             **{f"valid_{k}": v for k, v in valid.items()},
             "best": improved,
+            **diagnosis,  # valid_channels, valid_popularity (eval.diagnostics)
         }
         state["history"].append(record)
         state["epoch"] = epoch
@@ -278,6 +290,39 @@ def _diverged(epoch: int, what: str, best_epoch: int) -> int:
         "epoch %d: %s: training stops, the result is the best epoch so far (%d)", epoch, what, best_epoch
     )
     return epoch
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def provenance(device: torch.device, total_seconds: float) -> dict[str, Any]:
+    """What a reader needs to trust and repeat a finished run: the command, the code's commit, library versions,
+    the hardware and thread count, when it finished and its total training + validation seconds (the
+    ``provenance`` field of metrics.json; records made before it existed lack it)."""
+    import numpy
+
+    return {
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else None,
+        "git_commit": _git_commit(),
+        "versions": {
+            "mdsrec": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+        },
+        "cpu": _cpu_model(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "threads": torch.get_num_threads(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "total_seconds": round(total_seconds, 3),
+    }
 
 
 def _start_run(run_dir: Path, cfg: ExperimentConfig, data: ProcessedDataset) -> None:
@@ -364,8 +409,15 @@ def finalize(
     became non-finite and training stopped, else None)."""
     best = load_checkpoint(run_dir / "best.pt")
     load_model_state(exp.model, best["model_state"], run_dir / "best.pt")
-    valid = evaluate(exp.model, exp.split, "valid", cfg.data, cfg.eval, exp.device)
-    test = evaluate(exp.model, exp.split, "test", cfg.data, cfg.eval, exp.device)
+    diagnostics: dict[str, Any] = {}
+    if cfg.eval.diagnostics:
+        counts = item_train_counts(exp.split, data.num_items)
+        dv, dt = (diagnose(exp.model, exp.split, st, cfg.data, cfg.eval, counts, exp.device) for st in STAGES)
+        valid, test = dv.metrics, dt.metrics
+        diagnostics = {"diagnostics": {"valid": dv.to_dict(), "test": dt.to_dict()}}
+    else:
+        valid = evaluate(exp.model, exp.split, "valid", cfg.data, cfg.eval, exp.device)
+        test = evaluate(exp.model, exp.split, "test", cfg.data, cfg.eval, exp.device)
     hist = state["history"]
     metrics = {
         "valid": valid,
@@ -385,6 +437,8 @@ def finalize(
             "files": dict(data.manifest.get("files", {})),
         },
         "config": cfg.to_dict(),
+        "provenance": provenance(exp.device, sum(r["train_seconds"] + r["eval_seconds"] for r in hist)),
+        **diagnostics,  # per channel and per popularity bucket, valid and test (eval.diagnostics)
     }
     write_json(run_dir / "metrics.json", metrics)
     return metrics
