@@ -526,3 +526,14 @@ def test_comparisons_say_whether_the_papers_claims_hold() -> None:
         .endswith("| level (within seed spread) |")
     )
     assert comparisons_markdown(runs("pop", [0.1], [0.2]), "scientific", load_table2()) == ""
+
+
+def test_frozen_configs_ship_with_the_package_and_a_missing_folder_is_an_error(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from mdsrec.benchmark import DEFAULT_CONFIGS, run_config
+
+    monkeypatch.chdir(tmp_path)  # found from any working directory
+    assert DEFAULT_CONFIGS.is_absolute() and (DEFAULT_CONFIGS / "sports" / "mdsrec.yaml").is_file()
+    cfg = run_config("mdsrec", "sports", DEFAULT_CONFIGS, [])
+    assert cfg.model["hidden_size"] == 300 and cfg.model["h"] == 20
+    with pytest.raises(ConfigError, match="frozen configs folder"):
+        run_config("mdsrec", "sports", tmp_path / "nowhere", [])

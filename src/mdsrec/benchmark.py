@@ -75,7 +75,9 @@ PAPER_NAMES = {
 }
 # (dataset, metric, model) -> (as printed, as read): a misprint in the published table.
 TABLE2_MISPRINTS = {("Scientific", "R@20", "GRU4Rec"): (0.9590, 0.0959)}
-DEFAULT_CONFIGS = Path("configs/experiments")
+# The frozen configs of the reported numbers, CONFIGS/<dataset>/<model>.yaml, shipped inside the package (the
+# repository's configs/experiments links here), so a benchmark finds them from any working directory.
+DEFAULT_CONFIGS = Path(__file__).resolve().parent / "configs" / "experiments"
 # In a searched run directory: the training loss became non-finite before the first evaluation (config and data
 # kept for the reuse check, so a rerun does not train it again).
 DIVERGED = "diverged.json"
@@ -150,13 +152,18 @@ def split_overrides(sets: list[str], models: list[str]) -> dict[str, list[str]]:
 
 def run_config(model: str, dataset: str, configs_dir: Path | None, sets: list[str]) -> ExperimentConfig:
     """The frozen config CONFIGS/<dataset>/<model>.yaml if it exists (else the defaults), ``sets`` on top."""
-    frozen = configs_dir / dataset / f"{model}.yaml" if configs_dir is not None else None
+    if configs_dir is not None and not Path(configs_dir).is_dir():
+        raise ConfigError(
+            f"frozen configs folder {configs_dir} not found (it should hold <dataset>/<model>.yaml); "
+            "pass an existing --configs folder"
+        )
+    frozen = Path(configs_dir) / dataset / f"{model}.yaml" if configs_dir is not None else None
     if frozen is not None and frozen.is_file():
         log.info("%s: frozen config %s", model, frozen)
         cfg = resolve_config(frozen, sets, model=model)
     else:
         if frozen is not None:
-            log.info("%s: no frozen config %s, the defaults", model, frozen)
+            log.warning("%s: no frozen config %s: training with the model's default hyper-parameters", model, frozen)
         cfg = resolve_config(None, sets, model=model)
     check_experiment(cfg)  # the model section too, so a bad override fails before anything trains
     return cfg
