@@ -363,3 +363,35 @@ def test_nan_validation_scores_stop_training_like_a_non_finite_loss(tiny_data, t
     monkeypatch.setattr(trainer_mod, "diagnose", failing_third(trainer_mod.diagnose))
     m = trainer_mod.train(tiny_cfg(6), tiny_data, tmp_path / "run")
     assert m["diverged_at_epoch"] == 3 and m["epochs"] == 2
+
+
+def test_a_second_process_cannot_train_into_a_run_directory_in_use(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+    import textwrap
+
+    run = tmp_path / "run"
+    holder = textwrap.dedent(
+        f"""
+        import sys, time
+        from mdsrec.atomic import locked_directory
+        with locked_directory({str(run)!r}):
+            print("held", flush=True)
+            sys.stdin.readline()
+        """
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "held"
+        with pytest.raises(MdsrecError, match=rf"in use by another mdsrec process \(pid {p.pid}\)"):
+            trainer_mod.train(tiny_cfg(1), tiny_data, run)
+        assert not (run / "config.yaml").exists()  # nothing written by the refused run
+    finally:
+        assert p.stdin is not None
+        p.stdin.write("\n")
+        p.stdin.flush()
+        p.wait(timeout=30)
+    trainer_mod.train(tiny_cfg(1), tiny_data, run)  # the lock ended with its process
+    assert (run / "metrics.json").is_file()

@@ -98,3 +98,34 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def locked_directory(directory: str | Path, what: str = "run") -> Iterator[Path]:
+    """Hold an exclusive lock on DIRECTORY (created if needed) for the duration of the block: a second process
+    that asks for it while it is held gets an MdsrecError naming the directory and the holder's pid, instead of
+    writing into the same files. The lock is ``flock`` on DIRECTORY/.lock, so it ends with the process that holds
+    it (a killed run leaves no stale lock); the file itself stays, holding the last holder's pid."""
+    import fcntl
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise MdsrecError(
+                f"{directory} is in use by another mdsrec process (pid {holder}): one {what} writes into one "
+                "directory at a time; wait for it to end or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield directory
+    finally:
+        os.close(fd)  # releases the flock

@@ -44,7 +44,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from mdsrec import __version__
-from mdsrec.atomic import write_json, write_text
+from mdsrec.atomic import locked_directory, write_json, write_text
 from mdsrec.config import ExperimentConfig, build_config, config_differences
 from mdsrec.data.processed import ProcessedDataset
 from mdsrec.data.protocol import Batch, Split, build_train_rows, eval_batches, train_batches
@@ -113,6 +113,13 @@ def train(
     compared, ``full_config``). A new run saves ``cfg`` in full form.
     """
     run_dir = Path(run_dir)
+    with locked_directory(run_dir, "training run"):  # two processes never train into one run directory
+        return _train(cfg, data, run_dir, resume)
+
+
+def _train(
+    cfg: ExperimentConfig | None, data: ProcessedDataset, run_dir: Path, resume: bool
+) -> dict[str, Any]:
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if resume:
         if (run_dir / "config.yaml").is_file() and not last_path.exists():
