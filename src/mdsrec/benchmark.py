@@ -163,7 +163,9 @@ def run_config(model: str, dataset: str, configs_dir: Path | None, sets: list[st
         cfg = resolve_config(frozen, sets, model=model)
     else:
         if frozen is not None:
-            log.warning("%s: no frozen config %s: training with the model's default hyper-parameters", model, frozen)
+            log.warning(
+                "%s: no frozen config %s: training with the model's default hyper-parameters", model, frozen
+            )
         cfg = resolve_config(None, sets, model=model)
     check_experiment(cfg)  # the model section too, so a bad override fails before anything trains
     return cfg

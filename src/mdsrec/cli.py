@@ -17,6 +17,7 @@ mdsrec sweep --data DATA_DIR --model NAME --param model.h --values 0,5,10,20 --o
              [--set key=value ...] [--seed S]
 mdsrec records save SRC DEST
 mdsrec records restore RECORDS OUT --data DATA_DIR [DATA_DIR ...]
+mdsrec report RECORDS [RECORDS ...] --out DIR
 """
 
 from __future__ import annotations
@@ -347,6 +348,24 @@ def cmd_records(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from mdsrec.report import load_records, update_readme, write_report
+
+    t0 = time.perf_counter()
+    records = load_records(args.records)
+    written = write_report(records, args.out)
+    if args.readme:
+        changed = update_readme(args.readme, records)
+        print(f"{args.readme}: headline tables {'updated' if changed else 'already up to date'}")
+    n = len({r.study for r in records})
+    studies = f"{n} stud{'ies' if n != 1 else 'y'}"
+    print(
+        f"read {len(records)} run records ({studies}) from {', '.join(args.records)}; wrote "
+        f"{', '.join(str(p) for p in written)} ({time.perf_counter() - t0:.1f}s)"
+    )
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -423,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="output directory (runs/ and results files)")
     b.add_argument(
         "--configs",
-        help="frozen configs, DIR/<dataset>/<model>.yaml (default: configs/experiments when it exists)",
+        help="frozen configs, DIR/<dataset>/<model>.yaml (default: the ones shipped with mdsrec)",
     )
     b.add_argument(
         "--set",
@@ -558,6 +577,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="processed data directories (or folders of them); only records trained on one of them are restored",
     )
     rc.set_defaults(func=cmd_records)
+
+    rp = sub.add_parser(
+        "report", help="results.md, headline.md and report.html from run records (Table 2, claims, curves)"
+    )
+    rp.add_argument(
+        "records",
+        nargs="+",
+        help="records folders (`mdsrec records save`), study folders or benchmark folders",
+    )
+    rp.add_argument("--out", required=True, help="output folder (new, or one a report wrote before)")
+    rp.add_argument(
+        "--readme", help="also write the headline tables into this file's <!-- report:headline --> block"
+    )
+    rp.set_defaults(func=cmd_report)
     return p
 
 

@@ -14,7 +14,7 @@ Example (the built-in ``scientific`` recipe)::
         pattern: '^(?P<title>.*?)\\. (?P<categories>Industrial & Scientific.*?|)\\. (?P<brand>.*?)\\.?$'
         fields: [title]
 
-Paths are relative to the source directory (``--source``, default the spec file's directory). See the README for
+Paths are relative to the source directory (``--source``, default the spec file's directory). See docs/data.md for
 every field.
 """
 
