@@ -284,3 +284,26 @@ def test_update_readme_replaces_only_the_block(tmp_path: Path) -> None:
     readme.write_text("no markers\n", encoding="utf-8")
     with pytest.raises(MdsrecError, match="report:headline"):
         update_readme(readme, records)
+
+
+def test_runs_with_diagnostics_get_channel_and_popularity_tables(tmp_path: Path) -> None:
+    from mdsrec.report import render_results
+
+    buckets = ["0", "1-3", "4-7", "8-15", "16-31", "32+"]
+    diag = {
+        "channels": {
+            "text": {"ndcg@20": 0.02, "recall@20": 0.05},
+            "id": {"ndcg@20": 0.03, "recall@20": 0.06},
+        },
+        "popularity": {b: {"users": 10 * (i + 1), "recall@20": 0.01 * i} for i, b in enumerate(buckets)},
+    }
+    _record(
+        tmp_path / "screens", "base", "mdsrec", 42, 0.04, extra={"diagnostics": {"valid": diag, "test": diag}}
+    )
+    _record(tmp_path / "screens", "other", "mdsrec", 42, 0.05)  # no diagnostics: not in those tables
+    text = render_results(load_records([tmp_path]))
+    assert "| run | fused | id | text |" in text  # id first, then the modalities by name
+    assert "| `screens/base` | 0.0400 / 0.0400 | 0.0300 / 0.0600 | 0.0200 / 0.0500 |" in text
+    assert "| run | 0 (10 users) | 1-3 (20 users) |" in text
+    assert "| `screens/base` | 0.0000 | 0.0100 | 0.0200 | 0.0300 | 0.0400 | 0.0500 |" in text
+    assert "`screens/other` | 0.0500 / " not in text

@@ -67,6 +67,7 @@ from mdsrec.benchmark import (
     results_png,
 )
 from mdsrec.errors import MdsrecError
+from mdsrec.evaluation.evaluator import POPULARITY_BUCKETS
 
 SCHEMAS = ("legacy", "current")
 # Dotted paths every metrics.json must hold (the test and valid metrics are checked key by key as well).
@@ -537,6 +538,57 @@ def single_runs_markdown(study: str, runs: list[Record]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _diagnosis(r: Record) -> dict[str, Any] | None:
+    """The test-stage diagnostics of a record (metrics.json ``diagnostics.test``, eval.diagnostics), else None."""
+    d = r.metrics.get("diagnostics")
+    test = d.get("test") if isinstance(d, dict) else None
+    return test if isinstance(test, dict) else None
+
+
+def diagnostics_markdown(dataset: str, records: list[Record]) -> str:
+    """Where the ranking of each run with diagnostics comes from: test N@20 / R@20 of the fused score and of each
+    channel alone, then test R@20 by the target's training occurrences (users per bucket in the header)."""
+    runs = sorted((r for r in records if _diagnosis(r) is not None), key=lambda r: (r.study, r.name))
+    if not runs:
+        return ""
+    channels = sorted(
+        {c for r in runs for c in (_diagnosis(r) or {}).get("channels", {})}, key=lambda c: (c != "id", c)
+    )
+    lines = [
+        f"### Diagnostics: {_title(dataset)}",
+        "",
+        "Test NDCG@20 / Recall@20 of the ranked (fused) scores and of each channel's scores alone:",
+        "",
+        *_head(["run", "fused", *channels]),
+    ]
+    for r in runs:
+        ch = (_diagnosis(r) or {}).get("channels", {})
+        cells = [
+            f"`{r.study}/{r.name}`",
+            f"{r.metrics['test']['ndcg@20']:.4f} / {r.metrics['test']['recall@20']:.4f}",
+        ]
+        for c in channels:
+            m = ch.get(c)
+            cells.append(
+                f"{m['ndcg@20']:.4f} / {m['recall@20']:.4f}"
+                if isinstance(m, dict) and "ndcg@20" in m
+                else "-"
+            )
+        lines.append(_row(cells))
+    buckets = [label for label, _, _ in POPULARITY_BUCKETS]
+    first = (_diagnosis(runs[0]) or {}).get("popularity", {})
+    head = [f"{b} ({int(first[b]['users'])} users)" if b in first else b for b in buckets]
+    lines += ["", "Test Recall@20 by the target item's training occurrences:", "", *_head(["run", *head])]
+    for r in runs:
+        pop = (_diagnosis(r) or {}).get("popularity", {})
+        cells = [f"`{r.study}/{r.name}`"]
+        for b in buckets:
+            m = pop.get(b)
+            cells.append(f"{m['recall@20']:.4f}" if isinstance(m, dict) and "recall@20" in m else "-")
+        lines.append(_row(cells))
+    return "\n".join(lines) + "\n"
+
+
 def _protocol(records: list[Record]) -> str:
     excl = {bool(r.metrics.get("exclude_history")) for r in records}
     how = "excluded" if excl == {True} else "not excluded" if excl == {False} else "excluded in some runs"
@@ -645,6 +697,9 @@ def render_results(records: list[Record]) -> str:
         parts.append("\n".join(intro) + "\n")
         parts += [seed_table_markdown(t, table2) for t in tables.get(dataset, [])]
         parts += [single_runs_markdown(s, rs) for s, rs in singles.get(dataset, {}).items()]
+        diagnostics = diagnostics_markdown(dataset, in_data)
+        if diagnostics:
+            parts.append(diagnostics)
     parts.append(_records_section(records))
     return "\n".join(parts)
 
