@@ -271,6 +271,7 @@ print(hashlib.sha256(encode_texts(texts, precision="float64").tobytes()).hexdige
 """
 
 
+@pytest.mark.slow
 def test_float64_text_encoding_gives_the_same_bytes_on_other_cpu_paths(tmp_path: Path) -> None:
     """The default precision makes the feature bytes (so the data fingerprint) independent of the CPU's instruction
     set: PyTorch's generic kernels and MKL's compatible branch stand in for another machine. Float32 results differ

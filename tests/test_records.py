@@ -28,6 +28,7 @@ def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(trainer_mod, "train", fail)
 
 
+@pytest.mark.slow
 def test_saved_records_restore_into_runs_that_benchmark_reuses(
     tiny_dir, tiny_data, tmp_path, monkeypatch, capsys
 ) -> None:  # type: ignore[no-untyped-def]

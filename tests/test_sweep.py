@@ -39,6 +39,7 @@ def train_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     return calls
 
 
+@pytest.mark.slow
 def test_sweep_cli_runs_writes_skips_and_resumes(tiny_dir, tiny_data, tmp_path, train_calls, capsys) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "sweep"
     argv = ["sweep", "--data", str(tiny_dir), "--model", "mdsrec", "--param", "model.h", "--values", "0,2"]

@@ -65,6 +65,7 @@ def test_early_stopping_stops_after_patience(tiny_data, tmp_path) -> None:  # ty
     assert m["epochs"] < 40 and m["epochs"] - m["best_epoch"] == 2
 
 
+@pytest.mark.slow
 def test_min_delta_counts_only_larger_rises_as_improvements(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
     def logged(run):  # type: ignore[no-untyped-def]
         return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -106,6 +107,7 @@ def test_min_delta_counts_only_larger_rises_as_improvements(tiny_data, tmp_path)
             TrainConfig(min_delta=bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["sasrec", "gru4rec", "mdsrec"])
 def test_resume_after_interruption_gives_the_same_result(
     tiny_data, tmp_path, monkeypatch, model: str
