@@ -397,3 +397,36 @@ def test_a_second_process_cannot_train_into_a_run_directory_in_use(tiny_data, tm
         p.wait(timeout=30)
     trainer_mod.train(tiny_cfg(1), tiny_data, run)  # the lock ended with its process
     assert (run / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [("train", "--resume"), ("prepare", "--out was not written"), ("sweep", "run the same command again")],
+)
+def test_ctrl_c_says_what_each_command_can_do_next(monkeypatch, capsys, command, says) -> None:  # type: ignore[no-untyped-def]
+    import mdsrec.cli as cli
+
+    def interrupted(args):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    argv = {
+        "train": ["train", "--data", "d", "--model", "sasrec", "--out", "o"],
+        "prepare": ["prepare", "sports", "--out", "o"],
+        "sweep": [
+            "sweep",
+            "--data",
+            "d",
+            "--model",
+            "sasrec",
+            "--param",
+            "model.h",
+            "--values",
+            "1",
+            "--out",
+            "o",
+        ],
+    }[command]
+    monkeypatch.setattr(cli, f"cmd_{command}", interrupted)
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert says in err and ("--resume" not in err or command == "train")

@@ -607,8 +607,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted (a run can continue with --resume)", file=sys.stderr)
+        print(f"interrupted: {INTERRUPTED.get(args.command, 'nothing to continue')}", file=sys.stderr)
         return 130
+
+
+# What a user can do after Ctrl-C, per command (only train has --resume; benchmark and sweep resume by running
+# again; prepare writes --out only when it has finished).
+INTERRUPTED = {
+    "train": "continue the run with the same command and --resume",
+    "benchmark": "run the same command again: finished runs are reused and the interrupted one resumes",
+    "sweep": "run the same command again: finished runs are reused and the interrupted one resumes",
+    "quickstart": "run it again to start over",
+    "prepare": "--out was not written (it is written only when prepare finishes); run the same command again",
+}
 
 
 if __name__ == "__main__":
