@@ -483,6 +483,12 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
+def mean_std_cell(values: list[float]) -> str:
+    """A table cell: "mean ± sd" to 4 decimals, the mean alone for one value."""
+    mean, sd = mean_std(values)
+    return f"{mean:.4f}" if sd is None else f"{mean:.4f} ± {sd:.4f}"
+
+
 def _epoch_seconds_total(m: dict[str, Any]) -> float | str:
     """Training plus validation seconds over every epoch of a run, from metrics.json's per-epoch means (one history
     record per epoch, kept across resumes, so mean x epochs is the sum up to rounding); "" when metrics.json lacks
@@ -540,8 +546,7 @@ def results_markdown(
         if param:
             cells.append(runs[0].searched.split("=", 1)[1] if runs[0].searched else "-")
         for k in METRICS:
-            mean, sd = mean_std([r.metrics["test"][k] for r in runs])
-            cells.append(f"{mean:.4f}" if sd is None else f"{mean:.4f} ± {sd:.4f}")
+            cells.append(mean_std_cell([r.metrics["test"][k] for r in runs]))
         spe, _ = mean_std([float(r.metrics["seconds_per_epoch"]) for r in runs])
         cells.append(f"{spe:.2f}")
         cells.append(", ".join(epochs_cell(r.metrics) for r in runs))

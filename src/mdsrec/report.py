@@ -63,6 +63,7 @@ from mdsrec.benchmark import (
     epochs_cell,
     load_table2,
     mean_std,
+    mean_std_cell,
     paper_name,
     results_png,
 )
@@ -377,11 +378,6 @@ def lr_text(lr: float | None) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def _mean_sd(values: list[float]) -> str:
-    mean, sd = mean_std(values)
-    return f"{mean:.4f}" if sd is None else f"{mean:.4f} ± {sd:.4f}"
-
-
 def _seconds(value: float) -> str:
     return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
@@ -453,7 +449,7 @@ def seed_table_markdown(table: SeedTable, table2: dict[tuple[str, str, str], flo
     for row in table.rows:
         ms = [r.metrics for r in row.runs]
         cells = [display_name(row.model), str(len(row.runs)), lr_text(row.lr)]
-        cells += [_mean_sd([float(m["test"][k]) for m in ms]) for k in METRICS]
+        cells += [mean_std_cell([float(m["test"][k]) for m in ms]) for k in METRICS]
         cells.append(_seconds(statistics.mean(float(m["seconds_per_epoch"]) for m in ms)))
         cells.append(", ".join(epochs_cell(m) for m in ms))
         if in_paper:
@@ -730,8 +726,8 @@ def render_headline(records: list[Record]) -> str:
                     display_name(row.model),
                     str(len(ms)),
                     lr_text(row.lr),
-                    _mean_sd([float(m["test"]["recall@20"]) for m in ms]),
-                    _mean_sd([float(m["test"]["ndcg@20"]) for m in ms]),
+                    mean_std_cell([float(m["test"]["recall@20"]) for m in ms]),
+                    mean_std_cell([float(m["test"]["ndcg@20"]) for m in ms]),
                     "-" if v is None else f"{v:.4f}",
                 ]
                 lines.append(_row(cells))

@@ -55,14 +55,14 @@ def channel_ranks(
     device: torch.device | str = "cpu",
     batches: list[Batch] | None = None,
     channels: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """(users [U], ranks [U], channel name -> ranks [U]) in batch order: every user's rank of its ``stage`` target
-    under full ranking, history items excluded (the whole history, not the model's window) when
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """(users [U], targets [U], ranks [U], channel name -> ranks [U]) in batch order: every user's rank of its
+    ``stage`` target under full ranking, history items excluded (the whole history, not the model's window) when
     ``eval_cfg.exclude_history``. ``ranks`` are those of ``score_all``; with ``channels`` the model's
     ``channel_scores_all`` is ranked too, channel by channel ('fused' is ``ranks`` and is not repeated)."""
     was_training = model.training
     model.eval()
-    users, ranks = [], []
+    users, targets, ranks = [], [], []
     per_channel: dict[str, list[torch.Tensor]] = {}
     for batch in batches if batches is not None else eval_batches(split, stage, data_cfg):
         batch = batch.to(device)
@@ -84,8 +84,10 @@ def channel_ranks(
             else:
                 per_channel.setdefault(name, []).append(r)
         users.append(batch.users.cpu())
+        targets.append(batch.target.cpu())
     model.train(was_training)
-    return torch.cat(users), torch.cat(ranks), {k: torch.cat(v) for k, v in per_channel.items()}
+    channel_out = {k: torch.cat(v) for k, v in per_channel.items()}
+    return torch.cat(users), torch.cat(targets), torch.cat(ranks), channel_out
 
 
 def rank_targets(
@@ -99,7 +101,7 @@ def rank_targets(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(users [U], ranks [U]) in batch order: every user's rank of its ``stage`` target under full ranking, history
     items excluded (the whole history, not the model's window) when ``eval_cfg.exclude_history``."""
-    users, ranks, _ = channel_ranks(model, split, stage, data_cfg, eval_cfg, device, batches)
+    users, _, ranks, _ = channel_ranks(model, split, stage, data_cfg, eval_cfg, device, batches)
     return users, ranks
 
 
@@ -144,9 +146,10 @@ def diagnose(
     """``evaluate`` plus every channel's metrics alone and the fused metrics by the target's training occurrences
     (``counts`` [N+1], ``item_train_counts``; buckets ``POPULARITY_BUCKETS``). One forward pass per batch serves
     all channels."""
-    users, ranks, channels = channel_ranks(model, split, stage, data_cfg, eval_cfg, device, batches, True)
+    _, targets, ranks, channels = channel_ranks(
+        model, split, stage, data_cfg, eval_cfg, device, batches, True
+    )
     ks = list(eval_cfg.ks)
-    targets = torch.tensor([split.eval_input(int(u), stage)[1] for u in users], dtype=torch.long)
     occ = torch.from_numpy(np.asarray(counts, dtype=np.int64))[targets]  # [U]
     popularity: dict[str, dict[str, Any]] = {}
     for label, low, high in POPULARITY_BUCKETS:
