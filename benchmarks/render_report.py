@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mdsrec.report import load_records, write_report
+from mdsrec.studies.report import load_records, write_report
 
 
 def main() -> int:

@@ -1,5 +1,5 @@
 """Shared by the benchmark scripts: train a run directory once, resuming or reusing it the way `mdsrec benchmark`
-does (``mdsrec.runs.train_or_reuse``: a finished run is reused only when its config and data set match)."""
+does (``mdsrec.studies.runs.train_or_reuse``: a finished run is reused only when its config and data set match)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import torch
 from mdsrec.config import ExperimentConfig, resolve_config
 from mdsrec.data.processed import ProcessedDataset, load_processed
 from mdsrec.errors import MdsrecError
-from mdsrec.runs import ACTIONS, check_finished, run_state, train_or_reuse
+from mdsrec.rundir import ACTIONS, run_state
+from mdsrec.studies.runs import check_finished, train_or_reuse
 
 _DATA: dict[str, ProcessedDataset] = {}
 

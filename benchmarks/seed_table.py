@@ -25,16 +25,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mdsrec.benchmark import (
-    METRICS,
-    PAPER_METRICS,
-    RunResult,
-    comparisons_markdown,
-    display_name,
-    epochs_cell,
-    load_table2,
-    mean_std,
-)
+from mdsrec.studies.paper import PAPER_METRICS, display_name, load_table2
+from mdsrec.studies.results import METRICS, RunResult, comparisons_markdown, epochs_cell, mean_std
 
 SHORT = {**PAPER_METRICS, "mrr@20": "MRR@20"}  # metric -> table header, for every one of METRICS
 

@@ -35,7 +35,6 @@ def measure(data_dir: str, config: Path, precision: str, batches: int, sets: lis
 
     cfg = resolve_config(config, ["train.progress=false", *sets, f"train.precision={precision}"])
     exp = make_experiment(cfg, load_processed(data_dir))
-    exp.model.prepare()  # deferred set-up (MISSRec's k-means), as the trainer does before its timer
     opt = torch.optim.Adam(exp.model.parameters(), lr=cfg.train.lr)
     epoch = train_batches(build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode), cfg.data, 1)
     exp.model.train()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from mdsrec.data.processed import ProcessedDataset, load_processed
+from mdsrec.data.protocol import Split
 from mdsrec.data.synthetic import SyntheticConfig, write_synthetic
+from mdsrec.models import DataInfo, SequentialRecommender, build_model
+from mdsrec.training import trainer as trainer_mod
 
 TINY = SyntheticConfig(num_users=80, num_items=60, clusters_per_modality=4, feature_dim=8, seed=3)
 
@@ -59,3 +64,29 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_data(tiny_dir: Path) -> ProcessedDataset:
     return load_processed(tiny_dir)
+
+
+def make_model(
+    name: str, data: ProcessedDataset, max_len: int = 20, **overrides: Any
+) -> tuple[SequentialRecommender, Split]:
+    """The tiny ``name`` model (seed 0) for ``data``'s catalogue and training parts, and the data's split."""
+    torch.manual_seed(0)
+    split = Split(data.sequences)
+    info = DataInfo(
+        data.num_items, max_len, data.features, [split.train_part(u) for u in range(split.num_users)]
+    )
+    return build_model({"name": name, **TINY_MODEL[name], **overrides}, info), split
+
+
+@pytest.fixture
+def train_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Records trainer.train calls as ("<parent>/<run directory>", resume), still training."""
+    calls: list[tuple[str, bool]] = []
+    real = trainer_mod.train
+
+    def counting(cfg, data, run_dir, resume=False):
+        calls.append((f"{run_dir.parent.name}/{run_dir.name}", resume))
+        return real(cfg, data, run_dir, resume=resume)
+
+    monkeypatch.setattr(trainer_mod, "train", counting)
+    return calls

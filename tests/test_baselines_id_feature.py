@@ -7,24 +7,18 @@ import torch
 import torch.nn.functional as F
 
 from mdsrec.config import DataConfig
-from mdsrec.data.protocol import Batch, Split, build_train_rows, eval_batches, train_batches
+from mdsrec.data.protocol import Batch, build_train_rows, eval_batches, train_batches
 from mdsrec.errors import ConfigError
 from mdsrec.models import DataInfo, build_model
 from mdsrec.models.bert4rec import BERT4Rec, append_item
 from mdsrec.models.fdsa import FDSA
 from mdsrec.models.modal_features import ModalityProjections
-from tests.conftest import TINY_MODEL
+from tests.conftest import make_model
 
 FEATURE_MODELS = ["gru4recf", "sasrecf", "fdsa"]
 
 
-def make(name: str, data, max_len: int = 20, **overrides):  # type: ignore[no-untyped-def]
-    torch.manual_seed(0)
-    split = Split(data.sequences)
-    info = DataInfo(
-        data.num_items, max_len, data.features, [split.train_part(u) for u in range(split.num_users)]
-    )
-    return build_model({"name": name, **TINY_MODEL[name], **overrides}, info), split
+make = make_model
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -45,7 +39,7 @@ def test_append_item_by_hand() -> None:
 
 
 @pytest.mark.parametrize("mode", ["all_prefix", "materialized"])
-def test_bert4rec_cloze_sequences_are_windows_of_the_training_part(mode: str, tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_bert4rec_cloze_sequences_are_windows_of_the_training_part(mode: str, tiny_data) -> None:
     max_len = 6
     model, split = make("bert4rec", tiny_data, max_len=max_len)
     assert isinstance(model, BERT4Rec)
@@ -78,7 +72,7 @@ def test_bert4rec_cloze_sequences_are_windows_of_the_training_part(mode: str, ti
         assert set(range(len(split.train_part(u)))) <= positions
 
 
-def test_bert4rec_scores_the_appended_mask_position(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_bert4rec_scores_the_appended_mask_position(tiny_data) -> None:
     model, split = make("bert4rec", tiny_data)
     assert isinstance(model, BERT4Rec)
     model.eval()
@@ -91,7 +85,7 @@ def test_bert4rec_scores_the_appended_mask_position(tiny_data) -> None:  # type:
         torch.testing.assert_close(model.score_all(b), expected)
 
 
-def test_bert4rec_full_window_keeps_every_item(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_bert4rec_full_window_keeps_every_item(tiny_data) -> None:
     model, _ = make("bert4rec", tiny_data, max_len=8)
     assert isinstance(model, BERT4Rec)
     assert model.pos_emb.num_embeddings == 9  # max_len history positions plus the [MASK]
@@ -109,7 +103,7 @@ def test_bert4rec_full_window_keeps_every_item(tiny_data) -> None:  # type: igno
         assert not torch.allclose(model.score_all(Batch(changed, torch.full((4,), 8))), full)
 
 
-def test_bert4rec_is_bidirectional(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_bert4rec_is_bidirectional(tiny_data) -> None:
     model, _ = make("bert4rec", tiny_data)
     model.eval()
     items = torch.randint(1, tiny_data.num_items + 1, (4, 6), generator=torch.Generator().manual_seed(3))
@@ -125,7 +119,7 @@ def test_bert4rec_is_bidirectional(tiny_data) -> None:  # type: ignore[no-untype
         )
 
 
-def test_bert4rec_columns_are_items_and_mask_is_never_scored(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_bert4rec_columns_are_items_and_mask_is_never_scored(tiny_data) -> None:
     model, _ = make("bert4rec", tiny_data)
     assert isinstance(model, BERT4Rec)
     model.eval()
@@ -152,7 +146,7 @@ def test_bert4rec_columns_are_items_and_mask_is_never_scored(tiny_data) -> None:
         assert not torch.allclose(model.score_all(b)[:, 1:], after[:, 1:])  # but it is the scored input
 
 
-def test_bert4rec_encoder_sees_mask_at_masked_positions_only(tiny_data, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_bert4rec_encoder_sees_mask_at_masked_positions_only(tiny_data, monkeypatch) -> None:
     """No leakage: the encoder gets [MASK] at every masked position and the original items everywhere else, and the
     loss targets are the original items of the masked positions."""
     model, split = make("bert4rec", tiny_data, mask_prob=0.3)
@@ -187,7 +181,7 @@ def test_bert4rec_encoder_sees_mask_at_masked_positions_only(tiny_data, monkeypa
     )
 
 
-def test_bert4rec_loss_weighs_every_masked_position_the_same_whatever_the_batch(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_bert4rec_loss_weighs_every_masked_position_the_same_whatever_the_batch(tiny_data) -> None:
     """Every masked position weighs 1/B: the loss of two batches joined is the row-weighted mean of their losses,
     and padding a batch wider changes nothing (so length-bucketed batches train the RecBole objective)."""
     model, split = make("bert4rec", tiny_data, max_len=20, mask_prob=1.0, mask_last_ratio=0.0)
@@ -216,7 +210,7 @@ def test_bert4rec_loss_weighs_every_masked_position_the_same_whatever_the_batch(
     assert la != pytest.approx(lb, rel=1e-3)  # the batches differ, so the check above can fail
 
 
-def test_bert4rec_mask_rate_padding_and_at_least_one(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_bert4rec_mask_rate_padding_and_at_least_one(tiny_data) -> None:
     model, _ = make("bert4rec", tiny_data, max_len=50, mask_prob=0.2, mask_last_ratio=0.0)
     assert isinstance(model, BERT4Rec)
     torch.manual_seed(0)
@@ -233,7 +227,7 @@ def test_bert4rec_mask_rate_padding_and_at_least_one(tiny_data) -> None:  # type
     assert (sparse.cloze_mask(short, 5).sum(dim=1) >= 1).all()
 
 
-def test_bert4rec_default_masks_only_the_last_item_in_half_the_rows(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_bert4rec_default_masks_only_the_last_item_in_half_the_rows(tiny_data) -> None:
     model, _ = make("bert4rec", tiny_data, max_len=50, mask_prob=0.2)  # default mask_last_ratio 0.5 (RecBole)
     assert isinstance(model, BERT4Rec)
     torch.manual_seed(0)
@@ -243,7 +237,7 @@ def test_bert4rec_default_masks_only_the_last_item_in_half_the_rows(tiny_data) -
     assert 0.47 < last_only.float().mean().item() < 0.53
 
 
-def test_bert4rec_mask_last_ratio_one_masks_only_the_last_item(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_bert4rec_mask_last_ratio_one_masks_only_the_last_item(tiny_data) -> None:
     model, _ = make("bert4rec", tiny_data, mask_last_ratio=1.0)
     assert isinstance(model, BERT4Rec)
     lengths = torch.randint(1, 11, (300,))
@@ -252,7 +246,7 @@ def test_bert4rec_mask_last_ratio_one_masks_only_the_last_item(tiny_data) -> Non
     assert masked[torch.arange(300), lengths - 1].all()
 
 
-def test_bert4rec_loss_is_seeded_by_torch(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_bert4rec_loss_is_seeded_by_torch(tiny_data) -> None:
     model, split = make("bert4rec", tiny_data)
     batch = train_batches(build_train_rows(split, 20), DataConfig(batch_size=64), epoch_seed=0)[0]
     model.eval()  # masking is the only randomness left
@@ -269,7 +263,7 @@ def test_bert4rec_loss_is_seeded_by_torch(tiny_data) -> None:  # type: ignore[no
 
 
 @pytest.mark.parametrize("name", FEATURE_MODELS)
-def test_feature_rows_of_history_items_change_the_scores(name: str, tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_feature_rows_of_history_items_change_the_scores(name: str, tiny_data) -> None:
     model, split = make(name, tiny_data)
     model.eval()
     b = eval_batches(split, "test", DataConfig(max_len=20, eval_batch_size=16))[0]
@@ -288,7 +282,7 @@ def test_feature_rows_of_history_items_change_the_scores(name: str, tiny_data) -
 
 
 @pytest.mark.parametrize("name", FEATURE_MODELS)
-def test_feature_tables_are_fixed_buffers_in_the_checkpoint(name: str, tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_feature_tables_are_fixed_buffers_in_the_checkpoint(name: str, tiny_data) -> None:
     model, _ = make(name, tiny_data)
     state = model.state_dict()
     for i, table in enumerate(tiny_data.features.values()):
@@ -335,7 +329,7 @@ def test_feature_models_refuse_a_data_set_without_features(name: str) -> None:
         build_model({"name": name}, bad)
 
 
-def test_fdsa_feature_attention_weights_sum_to_one(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_fdsa_feature_attention_weights_sum_to_one(tiny_data) -> None:
     model, split = make("fdsa", tiny_data)
     assert isinstance(model, FDSA)
     b = eval_batches(split, "test", DataConfig(max_len=20, eval_batch_size=16))[0]
@@ -364,7 +358,7 @@ def test_fdsa_feature_attention_weights_sum_to_one(tiny_data) -> None:  # type: 
         ("missrec", "attn_dropout", 1.0, r"attn_dropout \(1.0\) must lie in"),
     ],
 )
-def test_bad_config_values_are_named(name: str, key: str, value: object, message: str, tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_bad_config_values_are_named(name: str, key: str, value: object, message: str, tiny_data) -> None:
     extra = {"num_heads": 4} if key == "hidden_size" else {}
     with pytest.raises(ConfigError, match=message):
         make(name, tiny_data, **{**extra, key: value})

@@ -20,13 +20,13 @@ from mdsrec.training.checkpoint import save_checkpoint
 from tests.conftest import TINY_MODEL
 
 
-def info_of(data, max_len: int = 10, features: dict[str, np.ndarray] | None = None) -> DataInfo:  # type: ignore[no-untyped-def]
+def info_of(data, max_len: int = 10, features: dict[str, np.ndarray] | None = None) -> DataInfo:
     split = Split(data.sequences)
     train = [split.train_part(u) for u in range(split.num_users)]
     return DataInfo(data.num_items, max_len, data.features if features is None else features, train)
 
 
-def make(name: str, info: DataInfo, **over):  # type: ignore[no-untyped-def]
+def make(name: str, info: DataInfo, **over):
     torch.manual_seed(0)
     return build_model({"name": name, **TINY_MODEL[name], **over}, info)
 
@@ -36,7 +36,7 @@ def random_items(n_items: int, b: int = 4, n: int = 9, seed: int = 1) -> torch.T
     return torch.randint(1, n_items + 1, (b, n), generator=g)
 
 
-def a_train_batch(data, max_len: int = 10) -> Batch:  # type: ignore[no-untyped-def]
+def a_train_batch(data, max_len: int = 10) -> Batch:
     rows = build_train_rows(Split(data.sequences), max_len)
     return train_batches(rows, DataConfig(max_len=max_len, batch_size=64), epoch_seed=0)[0]
 
@@ -47,7 +47,7 @@ def a_train_batch(data, max_len: int = 10) -> Batch:  # type: ignore[no-untyped-
 
 
 @pytest.mark.parametrize("temperature", [0.07, 0.5])
-def test_unisrec_scores_are_cosines_over_temperature(tiny_data, temperature: float) -> None:  # type: ignore[no-untyped-def]
+def test_unisrec_scores_are_cosines_over_temperature(tiny_data, temperature: float) -> None:
     model = make("unisrec", info_of(tiny_data), temperature=temperature).eval()
     items = random_items(tiny_data.num_items)
     scores = model.score_all(Batch(items, torch.full((4,), 9)))[:, 1:]  # [B, N]
@@ -58,7 +58,7 @@ def test_unisrec_scores_are_cosines_over_temperature(tiny_data, temperature: flo
     torch.testing.assert_close(table.norm(dim=-1) * temperature, torch.ones(table.size(0)))
 
 
-def test_unisrec_moe_gates_sum_to_one_and_noise_only_in_training(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_unisrec_moe_gates_sum_to_one_and_noise_only_in_training(tiny_data) -> None:
     model = make("unisrec", info_of(tiny_data), adaptor_dropout=0.0)
     assert isinstance(model, UniSRec)
     x = model.features[1:]  # [N, d]
@@ -102,7 +102,7 @@ def test_unisrec_whitening_is_x_minus_b_times_w_in_value_and_gradient() -> None:
     assert expert.bias.grad.abs().sum() > 0
 
 
-def test_unisrec_without_ids_scores_items_by_text_only(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_unisrec_without_ids_scores_items_by_text_only(tiny_data) -> None:
     feats = {k: v.copy() for k, v in tiny_data.features.items()}
     first = next(iter(feats))
     feats[first][7] = feats[first][3]  # items 3 and 7 share their text
@@ -116,7 +116,7 @@ def test_unisrec_without_ids_scores_items_by_text_only(tiny_data) -> None:  # ty
     assert not torch.allclose(s[:, 3], s[:, 7])  # the ID embeddings tell them apart
 
 
-def test_unisrec_text_feature_picks_the_table(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_unisrec_text_feature_picks_the_table(tiny_data) -> None:
     names = list(tiny_data.features)
     model = make("unisrec", info_of(tiny_data), text_feature=names[1])
     assert isinstance(model, UniSRec) and model.feature_name == names[1]
@@ -134,7 +134,7 @@ def test_unisrec_text_feature_picks_the_table(tiny_data) -> None:  # type: ignor
         make("unisrec", info_of(tiny_data), text_feature=[names[0], names[0]])
 
 
-def other_catalogue(data, n_items: int = 37, seed: int = 5) -> DataInfo:  # type: ignore[no-untyped-def]
+def other_catalogue(data, n_items: int = 37, seed: int = 5) -> DataInfo:
     """A different data set: another catalogue size, the same feature size (as two domains with one text encoder)."""
     rng = np.random.default_rng(seed)
     feats = {}
@@ -146,7 +146,7 @@ def other_catalogue(data, n_items: int = 37, seed: int = 5) -> DataInfo:  # type
     return DataInfo(n_items, 10, feats, seqs)
 
 
-def pretrained_checkpoint(data, path: Path, **over) -> UniSRec:  # type: ignore[no-untyped-def]
+def pretrained_checkpoint(data, path: Path, **over) -> UniSRec:
     """A UniSRec 'pre-trained' on the tiny data (weights moved away from their init) saved as a run's best.pt."""
     source = make("unisrec", info_of(data), **over)
     assert isinstance(source, UniSRec)
@@ -158,11 +158,24 @@ def pretrained_checkpoint(data, path: Path, **over) -> UniSRec:  # type: ignore[
     return source
 
 
-def test_unisrec_init_from_loads_transferable_weights_across_catalogues(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def transferred(info: DataInfo, **over):
+    """A new UniSRec run's model as the trainer starts it: built, then its init_from checkpoint applied."""
+    from mdsrec.training.transfer import load_transferable
+
+    model = make("unisrec", info, **over)
+    load_transferable(model, over["init_from"])
+    return model
+
+
+def test_unisrec_init_from_loads_transferable_weights_across_catalogues(tiny_data, tmp_path) -> None:
     source = pretrained_checkpoint(tiny_data, tmp_path / "best.pt")
     info = other_catalogue(tiny_data)
     fresh = make("unisrec", info)
-    target = make("unisrec", info, init_from=str(tmp_path / "best.pt"))
+    assert torch.equal(  # building alone reads no checkpoint: the transfer is the trainer's step
+        make("unisrec", info, init_from=str(tmp_path / "best.pt")).state_dict()["pos_emb.weight"],
+        fresh.state_dict()["pos_emb.weight"],
+    )
+    target = transferred(info, init_from=str(tmp_path / "best.pt"))
     src, tgt, new = source.state_dict(), target.state_dict(), fresh.state_dict()
     transferable = [k for k in tgt if k.startswith(TRANSFERABLE)]
     assert any(k.startswith("adaptor.experts.") for k in transferable)
@@ -176,9 +189,9 @@ def test_unisrec_init_from_loads_transferable_weights_across_catalogues(tiny_dat
     assert not torch.allclose(target.eval().item_table(), fresh.eval().item_table())
 
 
-def test_unisrec_freeze_encoder_trains_only_adaptor_and_ids(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_unisrec_freeze_encoder_trains_only_adaptor_and_ids(tiny_data, tmp_path) -> None:
     pretrained_checkpoint(tiny_data, tmp_path / "best.pt")
-    model = make("unisrec", info_of(tiny_data), init_from=str(tmp_path / "best.pt"), freeze_encoder=True)
+    model = transferred(info_of(tiny_data), init_from=str(tmp_path / "best.pt"), freeze_encoder=True)
     model.compute_loss(a_train_batch(tiny_data)).backward()
     for name, p in model.named_parameters():
         frozen = name.startswith(("layers.", "pos_emb."))
@@ -187,22 +200,39 @@ def test_unisrec_freeze_encoder_trains_only_adaptor_and_ids(tiny_data, tmp_path)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.adaptor.parameters())
 
 
-def test_unisrec_freeze_encoder_needs_init_from(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_unisrec_freeze_encoder_needs_init_from(tiny_data) -> None:
     with pytest.raises(ValueError, match=r"freeze_encoder \(True\) needs init_from"):
         UniSRecConfig(freeze_encoder=True)
     with pytest.raises(ConfigError, match="needs init_from"):
         make("unisrec", info_of(tiny_data), freeze_encoder=True)
 
 
-def test_unisrec_init_from_refuses_mismatches(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_unisrec_init_from_refuses_mismatches(tiny_data, tmp_path) -> None:
     pretrained_checkpoint(tiny_data, tmp_path / "wide.pt", hidden_size=32)
     with pytest.raises(ConfigError, match=r"shape .*hidden_size"):
-        make("unisrec", info_of(tiny_data), init_from=str(tmp_path / "wide.pt"))
+        transferred(info_of(tiny_data), init_from=str(tmp_path / "wide.pt"))
     sasrec = build_model({"name": "sasrec", **TINY_MODEL["sasrec"]}, info_of(tiny_data))
     cfg = ExperimentConfig(model={"name": "sasrec"})
     save_checkpoint(tmp_path / "sasrec.pt", {"config": cfg.to_dict(), "model_state": sasrec.state_dict()})
     with pytest.raises(ConfigError, match="checkpoint of model 'sasrec'"):
-        make("unisrec", info_of(tiny_data), init_from=str(tmp_path / "sasrec.pt"))
+        transferred(info_of(tiny_data), init_from=str(tmp_path / "sasrec.pt"))
+
+
+def test_a_fine_tuned_unisrec_run_loads_without_its_pre_training_checkpoint(tiny_data, tmp_path) -> None:
+    from mdsrec.training.trainer import load_run, train
+
+    pretrained_checkpoint(tiny_data, tmp_path / "pre.pt")
+    model = {"name": "unisrec", **TINY_MODEL["unisrec"], "init_from": str(tmp_path / "pre.pt")}
+    cfg = ExperimentConfig(model=model)
+    cfg.train.epochs, cfg.train.progress, cfg.data.max_len = 1, False, 10
+    train(cfg, tiny_data, tmp_path / "run")
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model_state"]
+    (
+        tmp_path / "pre.pt"
+    ).unlink()  # the pre-training run is gone: its parameters live in the run's own checkpoint
+    exp = load_run(tmp_path / "run", tiny_data)
+    for k, v in exp.model.state_dict().items():
+        assert torch.equal(v, best[k]), k
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -236,7 +266,7 @@ def test_mmmlp_token_mixer_mixes_earlier_positions_only() -> None:
     assert (mixer.w2.grad * (1 - mixer.mask2)).abs().sum() == 0
 
 
-def test_mmmlp_token_mixer_starts_at_pytorch_default_init(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_mmmlp_token_mixer_starts_at_pytorch_default_init(tiny_data) -> None:
     torch.manual_seed(0)
     mixer = MMMLPCausalTokenMixer(hidden=4, max_len=50, expansion=4, dropout=0.0)
     for p, fan_in in ((mixer.w1, 50), (mixer.b1, 50), (mixer.w2, 200), (mixer.b2, 200)):
@@ -249,7 +279,7 @@ def test_mmmlp_token_mixer_starts_at_pytorch_default_init(tiny_data) -> None:  #
     assert 0.3 < w1.abs().max() <= 10**-0.5
 
 
-def test_mmmlp_every_modality_stream_reaches_the_scores(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_mmmlp_every_modality_stream_reaches_the_scores(tiny_data) -> None:
     model = make("mmmlp", info_of(tiny_data)).eval()
     assert isinstance(model, MMMLP) and len(model.streams) == 1 + len(tiny_data.features)
     b = Batch(random_items(tiny_data.num_items), torch.full((4,), 9))
@@ -263,7 +293,7 @@ def test_mmmlp_every_modality_stream_reaches_the_scores(tiny_data) -> None:  # t
     torch.testing.assert_close(model.score_all(b), base)
 
 
-def test_mmmlp_full_token_mixing_is_the_unmasked_mixer_over_the_max_len_window(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_mmmlp_full_token_mixing_is_the_unmasked_mixer_over_the_max_len_window(tiny_data) -> None:
     info = info_of(tiny_data)
     model = make("mmmlp", info, token_mixing="full").eval()
     assert isinstance(model, MMMLP) and model.full_mixing and MMMLP.needs_materialized(model.cfg)
@@ -284,7 +314,7 @@ def test_mmmlp_full_token_mixing_is_the_unmasked_mixer_over_the_max_len_window(t
     torch.testing.assert_close(causal.encode(later, lengths)[1, :5], causal.encode(items, lengths)[1, :5])
 
 
-def test_mmmlp_full_token_mixing_trains_only_materialized_rows(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_mmmlp_full_token_mixing_trains_only_materialized_rows(tiny_data, tmp_path) -> None:
     from mdsrec.config import resolve_config
     from mdsrec.training.trainer import train
 
@@ -303,12 +333,12 @@ def test_mmmlp_full_token_mixing_trains_only_materialized_rows(tiny_data, tmp_pa
     assert np.isfinite(metrics["test"]["ndcg@20"]) and metrics["epochs"] == 1
 
 
-def test_mmmlp_refuses_a_token_mixing_it_does_not_know(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_mmmlp_refuses_a_token_mixing_it_does_not_know(tiny_data) -> None:
     with pytest.raises(ConfigError, match=r"token_mixing \('bidirectional'\) must be 'causal' or 'full'"):
         make("mmmlp", info_of(tiny_data), token_mixing="bidirectional")
 
 
-def test_mmmlp_refuses_data_without_features(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_mmmlp_refuses_data_without_features(tiny_data) -> None:
     with pytest.raises(ConfigError, match="MMMLP needs at least one modality"):
         make("mmmlp", info_of(tiny_data, features={}))
 
@@ -318,7 +348,7 @@ def test_mmmlp_refuses_data_without_features(tiny_data) -> None:  # type: ignore
 # --------------------------------------------------------------------------------------------------------------
 
 
-def test_missrec_causality_and_one_pass_equals_every_prefix(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_missrec_causality_and_one_pass_equals_every_prefix(tiny_data) -> None:
     model = make("missrec", info_of(tiny_data)).eval()
     assert isinstance(model, MISSRec)
     items = random_items(tiny_data.num_items)
@@ -340,7 +370,7 @@ def test_missrec_causality_and_one_pass_equals_every_prefix(tiny_data) -> None: 
             torch.testing.assert_close(later_changed, alone)
 
 
-def test_missrec_interest_table_is_the_centroid_of_adapted_tokens(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_missrec_interest_table_is_the_centroid_of_adapted_tokens(tiny_data) -> None:
     model = make("missrec", info_of(tiny_data)).eval()
     assert isinstance(model, MISSRec)
     k = model.cfg.k
@@ -356,12 +386,11 @@ def test_missrec_interest_table_is_the_centroid_of_adapted_tokens(tiny_data) -> 
     assert not model.interest_table().requires_grad  # detached like the original's buffer
 
 
-def test_missrec_repeated_interests_do_not_add_memory(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_missrec_repeated_interests_do_not_add_memory(tiny_data) -> None:
     """An item repeated later adds no new interest tokens: the pooled interest states of the prefix (their count and
     the norm of their sum) are unchanged by appending a repeat, and change when a new cluster appears."""
     model = make("missrec", info_of(tiny_data)).eval()
     assert isinstance(model, MISSRec)
-    model.ensure_interests()
     ids = model.interest_ids
     a = 1
     new = next(j for j in range(2, tiny_data.num_items + 1) if bool((ids[j] != ids[a]).all()))
@@ -373,7 +402,7 @@ def test_missrec_repeated_interests_do_not_add_memory(tiny_data) -> None:  # typ
     assert n[0].tolist() == [m, m, 2 * m]
 
 
-def test_missrec_scores_bounded_and_loss_has_the_regulariser(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_missrec_scores_bounded_and_loss_has_the_regulariser(tiny_data) -> None:
     model = make("missrec", info_of(tiny_data), gamma=0.0).eval()
     b = Batch(random_items(tiny_data.num_items), torch.full((4,), 9))
     assert model.score_all(b)[:, 1:].abs().max() <= 1 / 0.07 + 1e-3
@@ -390,7 +419,7 @@ def test_missrec_scores_bounded_and_loss_has_the_regulariser(tiny_data) -> None:
     assert int(t.sum()) > 1 and (expected - plain).item() > sq[t].mean().item() / 4  # a sum, not a mean
 
 
-def test_missrec_dynamic_fusion_weight_learns(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_missrec_dynamic_fusion_weight_learns(tiny_data) -> None:
     model = make("missrec", info_of(tiny_data))
     assert isinstance(model, MISSRec) and model.fusion_factor is not None
     model.compute_loss(a_train_batch(tiny_data)).backward()
@@ -399,9 +428,11 @@ def test_missrec_dynamic_fusion_weight_learns(tiny_data) -> None:  # type: ignor
     assert isinstance(static, MISSRec) and static.fusion_factor is None and static.item_emb is None
 
 
-def test_missrec_k_means_runs_at_first_use_and_never_for_a_loaded_model(
+def test_missrec_k_means_runs_when_a_run_is_built_and_never_for_a_loaded_model(
     tiny_data, monkeypatch, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
+    import dataclasses
+
     import mdsrec.models.missrec as missrec_mod
     from mdsrec.atomic import torch_save
     from mdsrec.training.checkpoint import load_checkpoint, load_model_state
@@ -409,45 +440,42 @@ def test_missrec_k_means_runs_at_first_use_and_never_for_a_loaded_model(
     calls: list[int] = []
     real = missrec_mod.kmeans
 
-    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def counting(*args, **kwargs):
         calls.append(args[1])
-        assert not torch.is_autocast_enabled("cpu")  # k-means in fp32, also when training runs in bf16
         return real(*args, **kwargs)
 
     monkeypatch.setattr(missrec_mod, "kmeans", counting)
     trained = make("missrec", info_of(tiny_data)).eval()
-    assert isinstance(trained, MISSRec) and calls == []  # building clusters nothing
-    batch = Batch(random_items(tiny_data.num_items), torch.full((4,), 9))
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # a first forward pass under bf16 autocast
-        trained.score_all(batch)
-    scores = trained.score_all(batch)
     m = len(tiny_data.features)
-    assert calls == [trained.cfg.k] * m  # one k-means per modality, at the first forward pass
-    trained.score_all(batch)
+    assert (
+        isinstance(trained, MISSRec) and calls == [trained.cfg.k] * m
+    )  # one k-means per modality, when built
+    batch = Batch(random_items(tiny_data.num_items), torch.full((4,), 9))
+    scores = trained.score_all(batch)
     trained.state_dict()
-    assert len(calls) == m  # once
-    eager = make("missrec", info_of(tiny_data)).eval()
-    eager.ensure_interests()  # the seeded k-means gives the same clusters whenever it runs
-    assert torch.equal(eager.interest_ids, trained.interest_ids)
-    unused = make("missrec", info_of(tiny_data)).eval()
-    assert torch.equal(unused.state_dict()["interest_ids"], trained.interest_ids)  # saving clusters first
-    loaded = make("missrec", info_of(tiny_data)).eval()
-    assert isinstance(loaded, MISSRec)
+    assert len(calls) == m  # the forward pass and saving cluster nothing more
+    again = make("missrec", info_of(tiny_data)).eval()
+    assert torch.equal(again.interest_ids, trained.interest_ids)  # the seeded k-means: the same clusters
     torch_save({"checkpoint_version": 1, "model_state": trained.state_dict()}, tmp_path / "m.pt")
+    state = load_checkpoint(tmp_path / "m.pt")["model_state"]
     calls.clear()
-    load_model_state(loaded, load_checkpoint(tmp_path / "m.pt")["model_state"], tmp_path / "m.pt")
+    loaded = make("missrec", dataclasses.replace(info_of(tiny_data), saved_state=state)).eval()
+    assert (
+        isinstance(loaded, MISSRec) and calls == []
+    )  # rebuilt to load a checkpoint: the clusters come with it
+    load_model_state(loaded, state, tmp_path / "m.pt")
     torch.testing.assert_close(loaded.score_all(batch), scores)
-    assert calls == []  # the clusters came with the checkpoint
+    assert calls == []
 
 
-def test_missrec_refuses_too_many_clusters(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_missrec_refuses_too_many_clusters(tiny_data) -> None:
     with pytest.raises(ConfigError, match=r"k \(500\) must not exceed"):
         make("missrec", info_of(tiny_data), k=500)
     with pytest.raises(ConfigError, match=r"interest_ratio \(1.5\) must lie in \[0, 1\]"):
         make("missrec", info_of(tiny_data), interest_ratio=1.5)
 
 
-def test_missrec_interest_ratio_sets_clusters_per_modality_from_the_catalogue(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_missrec_interest_ratio_sets_clusters_per_modality_from_the_catalogue(tiny_data) -> None:
     n = tiny_data.num_items
     feats = dict(tiny_data.features)
     name = next(iter(feats))
@@ -459,7 +487,6 @@ def test_missrec_interest_ratio_sets_clusters_per_modality_from_the_catalogue(ti
     )  # the ratio wins over k
     assert isinstance(model, MISSRec)
     assert model.clusters == [5] + [-(-n // 2)] * (len(feats) - 1)
-    model.ensure_interests()
     ids, start = model.interest_ids[1:], 0  # [N, M]
     for i, k in enumerate(
         model.clusters
@@ -489,12 +516,12 @@ def test_missrec_interest_ratio_sets_clusters_per_modality_from_the_catalogue(ti
 )
 def test_item_table_is_built_once_per_weights_in_evaluation(
     name: str, compute: str, tiny_data, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     model = make(name, info_of(tiny_data)).eval()
     calls = []
     real = getattr(model, compute)
 
-    def counting():  # type: ignore[no-untyped-def]
+    def counting():
         calls.append(1)
         return real()
 

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 import mdsrec.training.trainer as trainer_mod
-from mdsrec.benchmark import benchmark, load_table2, split_overrides
 from mdsrec.cli import main
 from mdsrec.data.processed import load_processed
 from mdsrec.data.synthetic import write_synthetic
 from mdsrec.errors import ConfigError, MdsrecError, TrainingDiverged
+from mdsrec.studies.benchmark import benchmark, split_overrides
+from mdsrec.studies.paper import load_table2
 from tests.conftest import TINY
 
 TINY_SETS = [
@@ -31,20 +32,6 @@ TINY_SETS = [
     "sasrec:model.attn_dropout=0.1",
     "gru4rec:model.embedding_size=16",
 ]
-
-
-@pytest.fixture
-def train_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
-    """Counts trainer.train calls (run directory name, resume) while still training."""
-    calls: list[tuple[str, bool]] = []
-    real = trainer_mod.train
-
-    def counting(cfg, data, run_dir, resume=False):  # type: ignore[no-untyped-def]
-        calls.append((f"{run_dir.parent.name}/{run_dir.name}", resume))
-        return real(cfg, data, run_dir, resume=resume)
-
-    monkeypatch.setattr(trainer_mod, "train", counting)
-    return calls
 
 
 def bench_argv(data: Path, models: str, seeds: int, out: Path, configs: Path, *extra: str) -> list[str]:
@@ -67,7 +54,7 @@ def bench_argv(data: Path, models: str, seeds: int, out: Path, configs: Path, *e
 
 def test_benchmark_cli_writes_results_skips_and_resumes(
     tiny_dir, tiny_data, tmp_path, train_calls, capsys
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     out = tmp_path / "bench"
     argv = bench_argv(tiny_dir, "sasrec,gru4rec", 2, out, tmp_path / "no-configs-here", "--set", *TINY_SETS)
     (tmp_path / "no-configs-here").mkdir()
@@ -161,7 +148,7 @@ def test_benchmark_cli_writes_results_skips_and_resumes(
     assert not list(out.glob(".*tmp*")) and not list(out.glob("runs/*/*/.*tmp*"))
 
 
-def test_finished_run_on_other_data_is_not_reused(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_finished_run_on_other_data_is_not_reused(tiny_data, tmp_path) -> None:
     sets = ["train.progress=false"]
     out = tmp_path / "b"
     benchmark(tiny_data, ["pop"], 1, out, None, sets)
@@ -172,7 +159,7 @@ def test_finished_run_on_other_data_is_not_reused(tiny_data, tmp_path) -> None: 
     benchmark(tiny_data, ["pop"], 1, out, None, sets)  # the same data: reused
 
 
-def test_operational_keys_do_not_block_reuse(tiny_data, tmp_path, train_calls) -> None:  # type: ignore[no-untyped-def]
+def test_operational_keys_do_not_block_reuse(tiny_data, tmp_path, train_calls) -> None:
     """A progress bar, a thread count or an eval batch size does not change what a run learned: the run is reused."""
     out = tmp_path / "b"
     benchmark(tiny_data, ["pop"], 1, out, None, ["train.progress=false"])
@@ -184,7 +171,7 @@ def test_operational_keys_do_not_block_reuse(tiny_data, tmp_path, train_calls) -
         benchmark(tiny_data, ["pop"], 1, out, None, [*sets, "train.seed=43"])
 
 
-def test_reference_models_run_once_and_frozen_configs_apply(tiny_data, tmp_path, train_calls) -> None:  # type: ignore[no-untyped-def]
+def test_reference_models_run_once_and_frozen_configs_apply(tiny_data, tmp_path, train_calls) -> None:
     configs = tmp_path / "configs"
     (configs / "synthetic").mkdir(parents=True)
     (configs / "synthetic" / "cooc.yaml").write_text(
@@ -201,7 +188,7 @@ def test_reference_models_run_once_and_frozen_configs_apply(tiny_data, tmp_path,
     assert "| pop | 1 | " in md and "±" not in md.split("\n\n")[-1]  # one run: no spread to show
 
 
-def test_table2_is_package_data_and_shown_for_the_papers_data_sets(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_table2_is_package_data_and_shown_for_the_papers_data_sets(tiny_data, tmp_path) -> None:
     t = load_table2()
     assert t[("scientific", "ndcg@20", "MDSRec")] == 0.0873
     assert t[("sports", "recall@10", "SASRec")] == 0.0423
@@ -213,7 +200,7 @@ def test_table2_is_package_data_and_shown_for_the_papers_data_sets(tiny_data, tm
     assert md.splitlines()[-1].endswith("| - | - | - | - |")
 
 
-def test_override_scoping_and_errors(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_override_scoping_and_errors(tiny_data, tmp_path) -> None:
     got = split_overrides(
         ["train.lr=0.1", "sasrec:model.num_heads=4", "train.device=cuda:0"], ["sasrec", "pop"]
     )
@@ -232,7 +219,7 @@ def test_override_scoping_and_errors(tiny_data, tmp_path) -> None:  # type: igno
 
 def test_search_chooses_on_validation_and_trains_the_other_seeds_with_it(
     tiny_data, tmp_path, train_calls, capsys
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     out = tmp_path / "b"
     sets = [s for s in TINY_SETS if not s.startswith(("gru4rec:", "train.lr=", "model."))]
     sets += ["sasrec:model.hidden_size=16", "sasrec:model.dropout=0.1"]
@@ -339,7 +326,7 @@ def test_search_chooses_on_validation_and_trains_the_other_seeds_with_it(
         ("train.lr=0.01,0.1", ["sasrec:train.lr=0.5"], "both searched"),
     ],
 )
-def test_search_errors_come_before_any_training(tiny_data, tmp_path, search, extra, match) -> None:  # type: ignore[no-untyped-def]
+def test_search_errors_come_before_any_training(tiny_data, tmp_path, search, extra, match) -> None:
     out = tmp_path / "b"
     with pytest.raises(ConfigError, match=match):
         benchmark(tiny_data, ["sasrec"], 1, out, None, ["train.progress=false", *extra], search=search)
@@ -348,13 +335,13 @@ def test_search_errors_come_before_any_training(tiny_data, tmp_path, search, ext
 
 def test_a_searched_value_that_diverges_at_once_is_left_out(
     tiny_data, tmp_path, monkeypatch, train_calls, capsys
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """lr >= 0.5 'diverges' in epoch 1 (the trainer's TrainingDiverged): the search marks it, chooses among the
     others, and a rerun does not train it again; a model whose every value diverges is left out, the queue goes on;
     a later seed that diverges is an error naming the run; any other FloatingPointError is not a divergence."""
     real = trainer_mod.train
 
-    def diverging(cfg, data, run_dir, resume=False):  # type: ignore[no-untyped-def]
+    def diverging(cfg, data, run_dir, resume=False):
         if cfg.train.lr >= 0.5 or cfg.train.seed == 99:
             run_dir.mkdir(parents=True, exist_ok=True)
             raise TrainingDiverged("epoch 1: training loss became nan before any epoch was evaluated")
@@ -428,7 +415,7 @@ def test_a_searched_value_that_diverges_at_once_is_left_out(
             search="train.lr=0.5,0.01",
         )
 
-    def nan_scores(cfg, data, run_dir, resume=False):  # type: ignore[no-untyped-def]
+    def nan_scores(cfg, data, run_dir, resume=False):
         raise FloatingPointError("model produced NaN scores")  # not a divergence of training: not marked
 
     monkeypatch.setattr(trainer_mod, "train", nan_scores)
@@ -439,13 +426,13 @@ def test_a_searched_value_that_diverges_at_once_is_left_out(
 
 def test_the_search_compares_validation_never_test_and_keeps_the_first_on_a_tie(
     tiny_data, tmp_path, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """Stubbed runs: lr 0.1 and 0.3 tie on validation, lr 0.2 is best on test only -> 0.1 is chosen."""
     from mdsrec.models import full_config
 
     scores = {0.1: (0.3, 0.1), 0.2: (0.2, 0.9), 0.3: (0.3, 0.5)}  # lr -> (valid ndcg@20, test ndcg@20)
 
-    def fake(cfg, data, run_dir, resume=False):  # type: ignore[no-untyped-def]
+    def fake(cfg, data, run_dir, resume=False):
         v, t = scores[cfg.train.lr]
         stage = {k: 0.0 for k in ("recall@10", "ndcg@10", "recall@20", "mrr@20")}
         m = {
@@ -472,7 +459,7 @@ def test_the_search_compares_validation_never_test_and_keeps_the_first_on_a_tie(
 
 def test_a_model_config_that_cannot_train_on_the_batches_fails_before_anything_trains(
     tiny_data, tmp_path, train_calls
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     sets = ["train.progress=false", "mmmlp:model.token_mixing=full"]  # full mixing needs materialized rows
     with pytest.raises(ConfigError, match=r"model mmmlp: .*not causal.*set data.train_mode=materialized"):
         benchmark(tiny_data, ["sasrec", "mmmlp"], 1, tmp_path / "b", None, sets)
@@ -483,10 +470,10 @@ def test_a_model_config_that_cannot_train_on_the_batches_fails_before_anything_t
     assert train_calls == [] and not (tmp_path / "b").exists()
 
 
-def test_dry_run_without_a_search_lists_every_seed(tiny_data, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_dry_run_without_a_search_lists_every_seed(tiny_data, tmp_path, caplog) -> None:
     import logging
 
-    caplog.set_level(logging.INFO, logger="mdsrec.benchmark")
+    caplog.set_level(logging.INFO, logger="mdsrec.studies.benchmark")
     benchmark(tiny_data, ["sasrec", "pop"], 3, tmp_path / "b", None, ["train.progress=false"], dry_run=True)
     assert "sasrec seed 44: would train" in caplog.text
     assert "4 would train, 0 wait for a search" in caplog.text and "0 of 4 runs finished" in caplog.text
@@ -494,7 +481,7 @@ def test_dry_run_without_a_search_lists_every_seed(tiny_data, tmp_path, caplog) 
 
 
 def test_comparisons_say_whether_the_papers_claims_hold() -> None:
-    from mdsrec.benchmark import RunResult, comparisons_markdown
+    from mdsrec.studies.results import RunResult, comparisons_markdown
 
     def runs(model: str, ndcg: list[float], recall: list[float]) -> list[RunResult]:
         return [
@@ -528,8 +515,8 @@ def test_comparisons_say_whether_the_papers_claims_hold() -> None:
     assert comparisons_markdown(runs("pop", [0.1], [0.2]), "scientific", load_table2()) == ""
 
 
-def test_frozen_configs_ship_with_the_package_and_a_missing_folder_is_an_error(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from mdsrec.benchmark import DEFAULT_CONFIGS, run_config
+def test_frozen_configs_ship_with_the_package_and_a_missing_folder_is_an_error(tmp_path, monkeypatch) -> None:
+    from mdsrec.studies.benchmark import DEFAULT_CONFIGS, run_config
 
     monkeypatch.chdir(tmp_path)  # found from any working directory
     assert DEFAULT_CONFIGS.is_absolute() and (DEFAULT_CONFIGS / "sports" / "mdsrec.yaml").is_file()

@@ -12,7 +12,7 @@ def test_overrides_are_typed() -> None:
     assert cfg.data.max_len == 20
 
 
-def test_unknown_keys_and_bad_types_are_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_keys_and_bad_types_are_errors(tmp_path) -> None:
     with pytest.raises(ConfigError, match="unknown key.*lrr"):
         resolve_config(None, ["train.lrr=1"])
     with pytest.raises(ConfigError, match="unknown config section"):
@@ -31,7 +31,7 @@ def test_unknown_keys_and_bad_types_are_errors(tmp_path) -> None:  # type: ignor
         model_config({"name": "nope"})
 
 
-def test_config_file_and_model_flag(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_config_file_and_model_flag(tmp_path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("model: {name: gru4rec, hidden_size: 32}\ntrain: {lr: 1e-2}\n")
     cfg = resolve_config(f, ["model.dropout=0.1"])

@@ -17,15 +17,14 @@ from tests.conftest import TINY_MODEL
 SETS = ["data.max_len=12", "data.batch_size=32", "train.progress=false", "train.lr=0.01"]
 
 
-def _cfg(model: str, epochs: int = 1):  # type: ignore[no-untyped-def]
+def _cfg(model: str, epochs: int = 1):
     sets = SETS + [f"train.epochs={epochs}"] + [f"model.{k}={v}" for k, v in TINY_MODEL[model].items()]
     return resolve_config(None, sets, model=model)
 
 
 @pytest.mark.parametrize("model", ["mdsrec", "missrec", "sasrec"])
-def test_diagnosis_metrics_equal_evaluate_and_buckets_add_up(tiny_data, model) -> None:  # type: ignore[no-untyped-def]
+def test_diagnosis_metrics_equal_evaluate_and_buckets_add_up(tiny_data, model) -> None:
     exp = trainer_mod.make_experiment(_cfg(model), tiny_data)
-    exp.model.prepare()
     counts = item_train_counts(exp.split, tiny_data.num_items)
     for stage in ("valid", "test"):
         plain = evaluate(exp.model, exp.split, stage, exp.cfg.data, exp.cfg.eval)
@@ -45,7 +44,7 @@ def test_diagnosis_metrics_equal_evaluate_and_buckets_add_up(tiny_data, model) -
     assert set(d.channels) == expected[model]
 
 
-def test_mdsrec_channels_are_the_parts_of_the_fused_score(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_mdsrec_channels_are_the_parts_of_the_fused_score(tiny_data) -> None:
     exp = trainer_mod.make_experiment(_cfg("mdsrec"), tiny_data)
     model = exp.model.eval()
     batch = eval_batches(exp.split, "test", exp.cfg.data)[0]
@@ -65,7 +64,7 @@ def test_item_train_counts_count_only_training_parts() -> None:
     assert item_train_counts(split, 5).tolist() == [0, 1, 2, 0, 0, 0]
 
 
-def test_a_run_logs_diagnostics_and_provenance(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_run_logs_diagnostics_and_provenance(tiny_data, tmp_path) -> None:
     run = tmp_path / "run"
     trainer_mod.train(_cfg("mdsrec", epochs=2), tiny_data, run)
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
@@ -79,7 +78,7 @@ def test_a_run_logs_diagnostics_and_provenance(tiny_data, tmp_path) -> None:  # 
     assert p["finished"] and "command" in p
 
 
-def test_diagnostics_off_leaves_the_log_as_before(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_diagnostics_off_leaves_the_log_as_before(tiny_data, tmp_path) -> None:
     cfg = _cfg("sasrec")
     cfg.eval.diagnostics = False
     run = tmp_path / "run"

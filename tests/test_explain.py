@@ -14,10 +14,11 @@ import torch
 from mdsrec.cli import main
 from mdsrec.config import resolve_config
 from mdsrec.data.protocol import Split, eval_batches
+from mdsrec.data.users import resolve_user
 from mdsrec.errors import MdsrecError
 from mdsrec.evaluation.evaluator import rank_targets
-from mdsrec.evaluation.metrics import target_ranks
-from mdsrec.explain import explain, render_text, resolve_user
+from mdsrec.evaluation.ranking import target_ranks
+from mdsrec.explain import explain, render_text
 from mdsrec.models.mdsrec import MDSRec
 from mdsrec.training.trainer import load_run, make_experiment, train
 from tests.conftest import TINY_MODEL
@@ -33,20 +34,20 @@ SETS = [f"model.{k}={v}" for k, v in MODEL.items()] + [
 ]
 
 
-def tiny_cfg(model: str = "mdsrec", extra: list[str] | None = None):  # type: ignore[no-untyped-def]
+def tiny_cfg(model: str = "mdsrec", extra: list[str] | None = None):
     sets = SETS if model == "mdsrec" else [s for s in SETS if not s.startswith("model.")]
     return resolve_config(None, sets + (extra or []), model=model)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_data, tmp_path_factory):  # type: ignore[no-untyped-def]
+def run_dir(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("explain") / "run"
     train(tiny_cfg(), tiny_data, out)
     return out
 
 
 @pytest.fixture(scope="module")
-def exp(run_dir, tiny_data):  # type: ignore[no-untyped-def]
+def exp(run_dir, tiny_data):
     return load_run(run_dir, tiny_data)
 
 
@@ -58,7 +59,7 @@ def graph_rows(model: MDSRec, m: int) -> dict[int, set[int]]:
     return rows
 
 
-def test_top_n_per_channel_and_fused_equals_score_all(exp, tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_top_n_per_channel_and_fused_equals_score_all(exp, tiny_data) -> None:
     split = Split(tiny_data.sequences)
     users = [0, 7, 33]
     batches = eval_batches(split, "test", exp.cfg.data)
@@ -88,7 +89,7 @@ def test_top_n_per_channel_and_fused_equals_score_all(exp, tiny_data) -> None:  
         assert [h["id"] for h in report["history"]] == window
 
 
-def test_neighbours_are_graph_neighbours_in_history_and_centres_are_the_buffers(exp, tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_neighbours_are_graph_neighbours_in_history_and_centres_are_the_buffers(exp, tiny_data) -> None:
     model = exp.model
     assert isinstance(model, MDSRec)
     found = 0
@@ -118,7 +119,7 @@ def test_neighbours_are_graph_neighbours_in_history_and_centres_are_the_buffers(
     assert found > 0  # the check above ran on real neighbours
 
 
-def test_gamma_is_the_noise_free_softmax(exp, tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_gamma_is_the_noise_free_softmax(exp, tiny_data) -> None:
     model = exp.model
     model.train()  # explain itself must switch off dropout and Gumbel noise
     report = explain(exp, "u4", top=3)
@@ -134,7 +135,7 @@ def test_gamma_is_the_noise_free_softmax(exp, tiny_data) -> None:  # type: ignor
     assert not model.training
 
 
-def test_user_lookup(exp, tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_user_lookup(exp, tiny_data) -> None:
     assert resolve_user(tiny_data, "u12") == (12, "token")
     assert resolve_user(tiny_data, "12", by_index=True) == (12, "index")
     assert resolve_user(tiny_data, "12") == (12, "index")  # no token looks like a number: unambiguous
@@ -153,7 +154,7 @@ def test_user_lookup(exp, tiny_data) -> None:  # type: ignore[no-untyped-def]
     assert resolve_user(tiny_data, " 12 ") == (12, "index")
 
 
-def test_stages(exp, tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_stages(exp, tiny_data) -> None:
     seq = [int(i) for i in tiny_data.sequences[3]]
     max_len = exp.cfg.data.max_len
     nxt = explain(exp, "u3", stage="next", top=2)
@@ -166,7 +167,7 @@ def test_stages(exp, tiny_data) -> None:  # type: ignore[no-untyped-def]
         explain(exp, "u3", stage="train")
 
 
-def test_short_window_with_history_excluded_ranks_as_the_evaluator(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_short_window_with_history_excluded_ranks_as_the_evaluator(tiny_data) -> None:
     """data.max_len 4 (most histories are longer than the window) and eval.exclude_history: the fused target_rank
     of every user equals the evaluator's rank in both stages, which excludes the WHOLE history, not the window;
     in_history flags that whole history."""
@@ -205,7 +206,7 @@ def test_short_window_with_history_excluded_ranks_as_the_evaluator(tiny_data) ->
 
 
 @pytest.mark.parametrize("model", ["mdsrec", "sasrec"])
-def test_nan_scores_are_refused(tiny_data, model: str) -> None:  # type: ignore[no-untyped-def]
+def test_nan_scores_are_refused(tiny_data, model: str) -> None:
     extra = [] if model == "mdsrec" else [f"model.{k}={v}" for k, v in TINY_MODEL[model].items()]
     broken = make_experiment(tiny_cfg(model, extra), tiny_data)
     with torch.no_grad():
@@ -218,7 +219,7 @@ def test_nan_scores_are_refused(tiny_data, model: str) -> None:  # type: ignore[
     "flag, note, key",
     [("use_mrgc", "w/o MRGC", "history_neighbours"), ("use_ica", "w/o ICA", "centre")],
 )
-def test_ablations_say_what_is_missing(tiny_data, flag, note, key) -> None:  # type: ignore[no-untyped-def]
+def test_ablations_say_what_is_missing(tiny_data, flag, note, key) -> None:
     ablated = make_experiment(tiny_cfg(extra=[f"model.{flag}=false"]), tiny_data)
     report = explain(ablated, "u2", top=4)
     assert any(note in n for n in report["notes"])
@@ -229,7 +230,7 @@ def test_ablations_say_what_is_missing(tiny_data, flag, note, key) -> None:  # t
     assert note in render_text(report)
 
 
-def test_other_models_get_score_all_only(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_other_models_get_score_all_only(tiny_data) -> None:
     sas = make_experiment(
         tiny_cfg("sasrec", [f"model.{k}={v}" for k, v in TINY_MODEL["sasrec"].items()]), tiny_data
     )
@@ -245,7 +246,7 @@ def test_other_models_get_score_all_only(tiny_data) -> None:  # type: ignore[no-
     assert report["channels"][0]["items"][0]["id"] == int(s.argmax())
 
 
-def test_cli_text_and_json_round_trip(run_dir, exp, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_text_and_json_round_trip(run_dir, exp, tmp_path, capsys) -> None:
     out = tmp_path / "explain.json"
     assert main(["explain", "--run", str(run_dir), "--user", "u9", "--top", "3", "--json", str(out)]) == 0
     printed = capsys.readouterr().out

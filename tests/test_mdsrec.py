@@ -23,13 +23,13 @@ from tests.conftest import TINY_MODEL
 TINY = {**TINY_MODEL["mdsrec"], "num_layers": 2, "init_std": 0.3}
 
 
-def info_of(data, max_len: int = 8, features: dict[str, np.ndarray] | None = None) -> DataInfo:  # type: ignore[no-untyped-def]
+def info_of(data, max_len: int = 8, features: dict[str, np.ndarray] | None = None) -> DataInfo:
     split = Split(data.sequences)
     train = [split.train_part(u) for u in range(split.num_users)]
     return DataInfo(data.num_items, max_len, data.features if features is None else features, train)
 
 
-def make(data, max_len: int = 8, features: dict[str, np.ndarray] | None = None, **over) -> MDSRec:  # type: ignore[no-untyped-def]
+def make(data, max_len: int = 8, features: dict[str, np.ndarray] | None = None, **over) -> MDSRec:
     torch.manual_seed(0)
     model = build_model({"name": "mdsrec", **TINY, **over}, info_of(data, max_len, features))
     assert isinstance(model, MDSRec)
@@ -44,10 +44,10 @@ def random_items(n_items: int, b: int = 3, n: int = 8, seed: int = 1) -> torch.T
 @pytest.mark.parametrize(
     "over", [{}, {"share_encoders": True}, {"num_layers": 3, "ica_activation": "sigmoid"}]
 )
-def test_one_pass_equals_every_prefix_separately(tiny_data, over) -> None:  # type: ignore[no-untyped-def]
+def test_one_pass_equals_every_prefix_separately(tiny_data, over) -> None:
     model = make(tiny_data, **over).eval()
     items = random_items(tiny_data.num_items)
-    full = model.scores_at_all_positions(items, torch.full((3,), 8))  # [B, L, N+1]
+    full = model.prefix_scores(items, torch.full((3,), 8))  # [B, L, N+1]
     out = model.represent(items, torch.full((3,), 8), torch.arange(8).expand(3, -1))
     assert (out.e_tilde[0] - out.e_m[0]).norm() > 0.1 * out.e_m[
         0
@@ -57,7 +57,7 @@ def test_one_pass_equals_every_prefix_separately(tiny_data, over) -> None:  # ty
         torch.testing.assert_close(full[:, p - 1], alone, rtol=1e-4, atol=1e-5)
 
 
-def test_loss_at_every_position_equals_loss_of_single_target_rows(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_loss_at_every_position_equals_loss_of_single_target_rows(tiny_data) -> None:
     model = make(tiny_data).eval()
     items = random_items(tiny_data.num_items, b=2, n=6)
     targets = random_items(tiny_data.num_items, b=2, n=6, seed=2)
@@ -74,19 +74,19 @@ def test_loss_at_every_position_equals_loss_of_single_target_rows(tiny_data) -> 
     torch.testing.assert_close(one_pass, materialised, rtol=1e-5, atol=1e-6)
 
 
-def test_later_items_never_change_earlier_scores(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_later_items_never_change_earlier_scores(tiny_data) -> None:
     model = make(tiny_data).eval()
     items = random_items(tiny_data.num_items)
     changed = items.clone()
     changed[:, 5:] = random_items(tiny_data.num_items, n=3, seed=7)
     lengths = torch.full((3,), 8)
-    before = model.scores_at_all_positions(items, lengths)
-    after = model.scores_at_all_positions(changed, lengths)
+    before = model.prefix_scores(items, lengths)
+    after = model.prefix_scores(changed, lengths)
     torch.testing.assert_close(after[:, :5], before[:, :5])
     assert not torch.allclose(after[:, 5:, 1:], before[:, 5:, 1:])  # the change is visible where it may be
 
 
-def test_padding_and_what_lies_beyond_the_length_change_nothing(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_padding_and_what_lies_beyond_the_length_change_nothing(tiny_data) -> None:
     model = make(tiny_data).eval()
     items = random_items(tiny_data.num_items, n=5)
     lengths = torch.tensor([5, 3, 1])
@@ -99,12 +99,12 @@ def test_padding_and_what_lies_beyond_the_length_change_nothing(tiny_data) -> No
     ref = model.score_all(Batch(items, lengths))
     torch.testing.assert_close(model.score_all(Batch(wider, lengths)), ref)
     torch.testing.assert_close(model.score_all(Batch(garbage, lengths)), ref)
-    full = model.scores_at_all_positions(garbage, lengths)
+    full = model.prefix_scores(garbage, lengths)
     for b, n in enumerate(lengths.tolist()):
         torch.testing.assert_close(full[b, n - 1], ref[b], rtol=1e-4, atol=1e-5)
 
 
-def test_gumbel_noise_only_in_training(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_gumbel_noise_only_in_training(tiny_data) -> None:
     model = make(tiny_data, dropout=0.0, attn_dropout=0.0)
     items = random_items(tiny_data.num_items)
     lengths = torch.full((3,), 8)
@@ -134,7 +134,7 @@ def buffer_names(model: torch.nn.Module) -> set[str]:
     return {n for n, _ in model.named_buffers()}
 
 
-def test_cooccurrence_comes_from_the_training_parts(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_cooccurrence_comes_from_the_training_parts(tiny_data) -> None:
     model = make(tiny_data)
     info = info_of(tiny_data)
     assert info.train_sequences is not None
@@ -145,7 +145,7 @@ def test_cooccurrence_comes_from_the_training_parts(tiny_data) -> None:  # type:
     torch.testing.assert_close(model.bar_id().detach(), 16.0 * torch.from_numpy(o.toarray()) @ e + e)
 
 
-def test_bar_id_rows_equal_the_full_product_with_the_same_gradients(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_bar_id_rows_equal_the_full_product_with_the_same_gradients(tiny_data) -> None:
     """The ID channel reads only the batch's rows of E-bar_id (``bar_id_of``): same values and same gradient on
     E_id as indexing the full product, rows without any co-occurrence (padding) included."""
     model = make(tiny_data)
@@ -153,7 +153,7 @@ def test_bar_id_rows_equal_the_full_product_with_the_same_gradients(tiny_data) -
     weights = torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(2))
     part = model.bar_id_of(items)  # [2, 4, D]
     (part * weights).sum().backward()
-    grad_part = model.item_emb.weight.grad.clone()  # type: ignore[union-attr]
+    grad_part = model.item_emb.weight.grad.clone()
     model.zero_grad()
     full = model.bar_id()[items]
     (full * weights).sum().backward()
@@ -163,7 +163,7 @@ def test_bar_id_rows_equal_the_full_product_with_the_same_gradients(tiny_data) -
 
 
 @pytest.mark.parametrize("on_bar", [False, True])
-def test_represent_computes_bar_id_once(tiny_data, monkeypatch, on_bar: bool) -> None:  # type: ignore[no-untyped-def]
+def test_represent_computes_bar_id_once(tiny_data, monkeypatch, on_bar: bool) -> None:
     """With graph_on_bar_id the full E-bar_id is computed once and the ID channel reads its rows; without it only
     the batch's rows are computed. Either way the ID channel's input is E-bar_id[S]."""
     model = make(tiny_data, graph_on_bar_id=on_bar).eval()
@@ -171,7 +171,7 @@ def test_represent_computes_bar_id_once(tiny_data, monkeypatch, on_bar: bool) ->
     calls: list[bool] = []
     real = model.bar_id
 
-    def counting(select=None):  # type: ignore[no-untyped-def]
+    def counting(select=None):
         calls.append(select is None)
         return real(select)
 
@@ -193,7 +193,7 @@ def dense_buffer(model: MDSRec, idx_name: str, rows: int) -> torch.Tensor:
     return torch.sparse_coo_tensor(idx, val, shape, check_invariants=True).to_dense()
 
 
-def test_no_cooccurrence_through_validation_or_test_targets(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_no_cooccurrence_through_validation_or_test_targets(tmp_path) -> None:
     """Built the way training builds it (processed files -> make_experiment), O holds no pair that co-occurs only
     through held-out targets: 11 and 12 are user 0's (valid, test) targets; user 1 has 11 in training and 12 as its
     test target; 12 never occurs in a training part. 1 and 2 co-occur in training and are related."""
@@ -232,7 +232,7 @@ def test_no_cooccurrence_through_validation_or_test_targets(tmp_path) -> None:  
     assert o[1, 2] > 0 and o[2, 1] > 0  # a pair that co-occurs in training is there
 
 
-def test_ablation_switches(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_ablation_switches(tiny_data) -> None:
     full = make(tiny_data)
     params, buffers = param_names(full), buffer_names(full)
     assert not torch.equal(full.bar_id(), full.item_emb.weight)
@@ -251,7 +251,7 @@ def test_ablation_switches(tiny_data) -> None:  # type: ignore[no-untyped-def]
     graphs = {f"graph_{w}_{i}" for w in ("idx", "val") for i in range(2)}
     assert buffers - buffer_names(no_mrgc) == graphs
     assert buffer_names(no_mrgc) - buffers == {"features_0", "features_1"}
-    feats = no_mrgc.features_0  # type: ignore[attr-defined]
+    feats = no_mrgc.features_0
     torch.testing.assert_close(no_mrgc.modal_tables(no_mrgc.bar_id())[0], no_mrgc.proj[0](feats))
 
     no_ica = make(tiny_data, use_ica=False)  # w/o ICA: no centres, e-tilde == e
@@ -273,7 +273,7 @@ def test_ablation_switches(tiny_data) -> None:  # type: ignore[no-untyped-def]
     assert {n.split(".")[1] for n in param_names(shared) if n.startswith("encoders.")} == {"0"}
 
 
-def test_ablations_change_nothing_else(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_ablations_change_nothing_else(tiny_data) -> None:
     full = make(tiny_data)
     n1 = tiny_data.num_items + 1
     members = {f"member_{w}_{i}" for w in ("idx", "val") for i in range(2)}
@@ -308,7 +308,7 @@ def test_ablations_change_nothing_else(tiny_data) -> None:  # type: ignore[no-un
     assert set(got) == set(ref) and graphs <= set(got)
 
 
-def test_gumbel_softmax_formula(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_gumbel_softmax_formula(tiny_data) -> None:
     """Training-mode gamma = softmax((log d - log(1 - d) + e_m E_c^T) / tau) with d the model's own uniform draw,
     one rand_like per modality in modality order (re-drawn here from the same seed). tau != 1, so adding the noise
     after dividing by tau, or standard Gumbel noise -log(-log d), would not match."""
@@ -333,14 +333,14 @@ def test_gumbel_softmax_formula(tiny_data) -> None:  # type: ignore[no-untyped-d
         )
 
 
-def test_kmeans_seed_changes_the_clusters(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_kmeans_seed_changes_the_clusters(tiny_data) -> None:
     """Features without cluster structure: k-means++ from another seed ends in another partition of the items
     (not just renumbered clusters), so kmeans_seed reaches k-means."""
     feats = np.random.default_rng(0).normal(size=(tiny_data.num_items + 1, 6)).astype(np.float32)
     feats[0] = 0
 
     def partition(model: MDSRec) -> set[frozenset[int]]:
-        cluster, item = model.member_idx_0  # type: ignore[attr-defined]
+        cluster, item = model.member_idx_0
         return {frozenset(item[cluster == c].tolist()) for c in range(model.cfg.k)}
 
     first = partition(make(tiny_data, features={"m": feats}, kmeans_seed=0))
@@ -349,7 +349,7 @@ def test_kmeans_seed_changes_the_clusters(tiny_data) -> None:  # type: ignore[no
 
 
 @pytest.mark.parametrize("shared", [True, False])
-def test_ica_layer_matches_the_equations_written_out(tiny_data, shared: bool) -> None:  # type: ignore[no-untyped-def]
+def test_ica_layer_matches_the_equations_written_out(tiny_data, shared: bool) -> None:
     """Eq. 12-15 per prefix, unfolded (Q applied to the centres, U then W1 then W2 applied to the concatenated
     heads), with the shared Q/K/V: for layer-0 centres shared by every prefix and for per-prefix centres (layer >= 2),
     where the layer folds the maps into the keys and values."""
@@ -378,14 +378,14 @@ def test_ica_layer_matches_the_equations_written_out(tiny_data, shared: bool) ->
         torch.testing.assert_close(got[i], want, rtol=1e-5, atol=1e-5)
 
 
-def test_ica_layer_l_reads_the_transformer_input_of_layer_l(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_ica_layer_l_reads_the_transformer_input_of_layer_l(tiny_data) -> None:
     """Centres of layer l attend over E_u^{m,l-1} (the input of Transformer layer l) with that layer's Q/K/V,
     starting from the cluster means of E-hat_m (Eq. 11-16), for the prefix of the whole sequence."""
     model = make(tiny_data).eval()
     items = random_items(tiny_data.num_items, b=1)
     out = model.represent(items, torch.tensor([8]), torch.tensor([[7]]))
     table = model.modal_tables(model.bar_id())[1]
-    cluster, item = model.member_idx_1  # type: ignore[attr-defined]  # [N] each: (cluster, item) pairs
+    cluster, item = model.member_idx_1  # [N] each: (cluster, item) pairs
     means = torch.stack([table[item[cluster == j]].mean(0) for j in range(4)])  # [K, D]
     c = model.encoder(2).ln(means)[None, None]  # [1, 1, K, D] through the encoder's input LayerNorm
     states = model.encoder(2)(table[items])
@@ -395,19 +395,19 @@ def test_ica_layer_l_reads_the_transformer_input_of_layer_l(tiny_data) -> None: 
     torch.testing.assert_close(out.e_m[1][0, 0], states[-1][0, 7])
 
 
-def test_graphs_and_kmeans_reproducible(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_graphs_and_kmeans_reproducible(tiny_data) -> None:
     a, b = make(tiny_data), make(tiny_data)
     for (name, x), (_, y) in zip(a.named_buffers(), b.named_buffers(), strict=True):
         assert torch.equal(x, y), name
     member = torch.sparse_coo_tensor(
         a.member_idx_0, a.member_val_0, (4, tiny_data.num_items + 1), check_invariants=True
-    ).to_dense()  # type: ignore[attr-defined]
+    ).to_dense()
     torch.testing.assert_close(member.sum(1), torch.ones(4))  # each centre is a mean of its items
     assert ((member > 0).sum(0)[1:] == 1).all() and (member[:, 0] == 0).all()  # one cluster per item
 
 
 @pytest.mark.parametrize("dims", [[5], [3, 8, 12]])
-def test_any_number_of_modalities(tiny_data, dims: list[int]) -> None:  # type: ignore[no-untyped-def]
+def test_any_number_of_modalities(tiny_data, dims: list[int]) -> None:
     rng = np.random.default_rng(0)
     feats = {
         f"m{i}": rng.normal(size=(tiny_data.num_items + 1, d)).astype(np.float32) for i, d in enumerate(dims)
@@ -429,7 +429,7 @@ def test_any_number_of_modalities(tiny_data, dims: list[int]) -> None:  # type: 
     assert make(tiny_data, features=feats, rho=rho).rho == rho
 
 
-def test_clear_errors(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_clear_errors(tiny_data) -> None:
     with pytest.raises(ConfigError, match="at least one modality"):
         make(tiny_data, features={})
     with pytest.raises(ConfigError, match=r"k \(61\) must not exceed the number of items N \(60\)"):
@@ -465,7 +465,7 @@ def test_defaults_follow_the_paper_and_design_notes() -> None:
     assert cfg.ica_activation == "gelu" and cfg.rho is None
 
 
-def test_ica_maps_keep_the_input_norm_on_average(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_ica_maps_keep_the_input_norm_on_average(tiny_data) -> None:
     """Default ica_init_std (1/sqrt(D)): the folded map W2 W1 U keeps the norm of its input on average (it is not an
     isometry: single directions shrink or grow), so the centres carry signal from the first step; at the generic
     init_std 0.02 the map would shrink it by (0.02 sqrt(D))^3, ~250-fold at D = 64."""
@@ -481,7 +481,7 @@ def test_ica_maps_keep_the_input_norm_on_average(tiny_data) -> None:  # type: ig
     assert gain(ica_init_std=0.02) < 0.01
 
 
-def test_interest_centres_stay_distinct_with_trained_attention(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_interest_centres_stay_distinct_with_trained_attention(tiny_data) -> None:
     """E_id at N(0, 0.02) makes raw cluster means ~100x smaller than the LayerNorm-ed states the shared Q/K weights
     are trained on. With peaked (trained-like) attention, normalised centres keep distinct queries, so the K centres
     differ and gamma is not uniform; raw means (ica_center_norm=False) give every centre the same query and collapse
@@ -513,13 +513,13 @@ def test_interest_centres_stay_distinct_with_trained_attention(tiny_data) -> Non
     "over",
     [{"ext_modal_features": True}, {"ext_cosine_tau": 0.1}, {"cooc_norm_modal": "none"}],
 )
-def test_extension_switches_change_the_scores_keep_causality_and_train(tiny_data, over) -> None:  # type: ignore[no-untyped-def]
+def test_extension_switches_change_the_scores_keep_causality_and_train(tiny_data, over) -> None:
     base, model = make(tiny_data).eval(), make(tiny_data, **over).eval()
     items = random_items(tiny_data.num_items)
     lengths = torch.full((3,), 8)
     batch = Batch(items, lengths)
     assert not torch.allclose(base.score_all(batch)[:, 1:], model.score_all(batch)[:, 1:])
-    full = model.scores_at_all_positions(items, lengths)
+    full = model.prefix_scores(items, lengths)
     for p in (1, 4, 8):
         torch.testing.assert_close(
             full[:, p - 1], model.score_all(Batch(items[:, :p], torch.full((3,), p))), rtol=1e-4, atol=1e-5
@@ -537,7 +537,7 @@ def test_extension_switches_change_the_scores_keep_causality_and_train(tiny_data
         assert all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
-def test_modal_cooc_norm_changes_only_the_modal_graphs(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_modal_cooc_norm_changes_only_the_modal_graphs(tiny_data) -> None:
     base, literal = make(tiny_data), make(tiny_data, cooc_norm_modal="none")
     assert torch.equal(base.cooc_val, literal.cooc_val)  # E-bar_id's O unchanged
     assert not torch.equal(base.graph_idx_0, literal.graph_idx_0)

@@ -8,7 +8,7 @@ from mdsrec.errors import ConfigError
 SEQS = [np.array(s, dtype=np.int64) for s in ([1, 2, 3], [4, 5, 6, 7, 8], list(range(1, 12)), [9, 3, 9, 2])]
 
 
-def prefix_pairs(rows) -> list[tuple[tuple[int, ...], int]]:  # type: ignore[no-untyped-def]
+def prefix_pairs(rows) -> list[tuple[tuple[int, ...], int]]:
     """Every (history window, target) pair a set of training rows trains."""
     out = []
     for x, y in zip(rows.inputs, rows.targets, strict=True):
@@ -82,7 +82,7 @@ def test_eval_batches_truncate_to_max_len() -> None:
     assert int(b.lengths.max()) == 3
 
 
-def batch_pairs(batches) -> list[tuple[tuple[int, ...], int]]:  # type: ignore[no-untyped-def]
+def batch_pairs(batches) -> list[tuple[tuple[int, ...], int]]:
     """Every (history window, target) pair a list of training batches trains."""
     out = []
     for b in batches:

@@ -11,18 +11,18 @@ from dataclasses import replace
 import pytest
 
 import mdsrec.training.trainer as trainer_mod
-from mdsrec import records
-from mdsrec.benchmark import benchmark
 from mdsrec.cli import main
 from mdsrec.data.synthetic import write_synthetic
 from mdsrec.errors import MdsrecError
+from mdsrec.studies import records
+from mdsrec.studies.benchmark import benchmark
 from tests.conftest import TINY
 
 SETS = ["train.progress=false", "train.epochs=1", "sasrec:model.hidden_size=16", "data.batch_size=64"]
 
 
 def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def fail(*args, **kwargs):
         raise AssertionError("a restored run was trained again")
 
     monkeypatch.setattr(trainer_mod, "train", fail)
@@ -31,7 +31,7 @@ def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.slow
 def test_saved_records_restore_into_runs_that_benchmark_reuses(
     tiny_dir, tiny_data, tmp_path, monkeypatch, capsys
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     out = tmp_path / "bench"
     first = benchmark(tiny_data, ["pop", "sasrec"], 1, out, None, SETS)
     # a step that reuses another's run through a symbolic link (as reproduce_table2.sh does) is recorded too
@@ -65,7 +65,7 @@ def test_saved_records_restore_into_runs_that_benchmark_reuses(
     assert (out / "results.csv").is_file()
 
 
-def test_restore_skips_other_data_and_never_overwrites(tiny_dir, tiny_data, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_restore_skips_other_data_and_never_overwrites(tiny_dir, tiny_data, tmp_path, capsys) -> None:
     out = tmp_path / "bench"
     benchmark(tiny_data, ["pop"], 1, out, None, ["train.progress=false"])
     rec = tmp_path / "records"

@@ -177,7 +177,7 @@ def test_featsim_config_errors() -> None:
 
 
 @pytest.mark.parametrize("name", ["pop", "cooc", "featsim"])
-def test_references_have_no_parameters_and_a_finite_loss(name: str, tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_references_have_no_parameters_and_a_finite_loss(name: str, tiny_data) -> None:
     split = Split(tiny_data.sequences)
     inf = DataInfo(
         tiny_data.num_items, 20, tiny_data.features, [split.train_part(u) for u in range(split.num_users)]
@@ -192,7 +192,7 @@ def test_references_have_no_parameters_and_a_finite_loss(name: str, tiny_data) -
 @pytest.mark.parametrize("name", ["pop", "cooc", "featsim"])
 def test_train_writes_a_run_without_epochs_and_evaluate_reproduces_it(
     name: str, tiny_dir, tiny_data, tmp_path, capsys
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     run = tmp_path / "run"
     cfg = resolve_config(None, ["train.progress=false"], model=name)
     metrics = trainer_mod.train(cfg, tiny_data, run)
@@ -215,7 +215,7 @@ def test_train_writes_a_run_without_epochs_and_evaluate_reproduces_it(
     assert again["test"] == metrics["test"] and again["epochs"] == 0
 
 
-def test_cooc_beats_pop_on_the_synthetic_data(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cooc_beats_pop_on_the_synthetic_data(tiny_data, tmp_path) -> None:
     """The synthetic users stay inside one cluster: the last item's neighbours must beat global popularity."""
     res = {}
     for name in ("pop", "cooc", "featsim"):

@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from mdsrec.benchmark import METRICS
 from mdsrec.cli import main
 from mdsrec.errors import MdsrecError
-from mdsrec.report import (
+from mdsrec.studies.report import (
     REQUIRED_FIELDS,
     load_records,
     render_headline,
@@ -20,6 +19,7 @@ from mdsrec.report import (
     render_results,
     write_report,
 )
+from mdsrec.studies.results import METRICS
 
 REPO = Path(__file__).resolve().parents[1]
 FP = "f" * 64
@@ -263,7 +263,7 @@ def test_committed_results_md_is_what_the_committed_records_give(tmp_path: Path)
 def test_readme_headline_block_is_what_the_committed_records_give() -> None:
     """README.md's headline tables are rewritten with `mdsrec report benchmarks/records --out DIR --readme
     README.md` whenever records are added."""
-    from mdsrec.report import README_BEGIN, README_END, readme_block
+    from mdsrec.studies.report import README_BEGIN, README_END, readme_block
 
     text = (REPO / "README.md").read_text(encoding="utf-8")
     start, end = text.index(README_BEGIN) + len(README_BEGIN), text.index(README_END)
@@ -271,7 +271,7 @@ def test_readme_headline_block_is_what_the_committed_records_give() -> None:
 
 
 def test_update_readme_replaces_only_the_block(tmp_path: Path) -> None:
-    from mdsrec.report import README_BEGIN, README_END, readme_block, update_readme
+    from mdsrec.studies.report import README_BEGIN, README_END, readme_block, update_readme
 
     records = load_records([REPO / "benchmarks" / "records"])
     readme = tmp_path / "README.md"
@@ -287,7 +287,7 @@ def test_update_readme_replaces_only_the_block(tmp_path: Path) -> None:
 
 
 def test_runs_with_diagnostics_get_channel_and_popularity_tables(tmp_path: Path) -> None:
-    from mdsrec.report import render_results
+    from mdsrec.studies.report import render_results
 
     buckets = ["0", "1-3", "4-7", "8-15", "16-31", "32+"]
     diag = {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mdsrec.benchmark import METRICS
+from mdsrec.studies.results import METRICS
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_table.py"
 _spec = importlib.util.spec_from_file_location("seed_table", _PATH)

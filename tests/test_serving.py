@@ -22,7 +22,9 @@ from mdsrec.config import resolve_config
 from mdsrec.errors import MdsrecError
 from mdsrec.evaluation.evaluator import rank_targets
 from mdsrec.models import REGISTRY
-from mdsrec.serving import Recommender, make_server, read_sessions
+from mdsrec.serving import Recommender
+from mdsrec.serving.http import make_server
+from mdsrec.serving.requests import read_sessions
 from mdsrec.training.trainer import make_experiment, train
 from tests.conftest import TINY_MODEL
 
@@ -36,19 +38,19 @@ SETS = [f"model.{k}={v}" for k, v in TINY_MODEL["sasrec"].items()] + [
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_data, tmp_path_factory):  # type: ignore[no-untyped-def]
+def run_dir(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("serving") / "run"
     train(resolve_config(None, SETS, model="sasrec"), tiny_data, out)
     return out
 
 
 @pytest.fixture(scope="module")
-def rec(run_dir) -> Recommender:  # type: ignore[no-untyped-def]
+def rec(run_dir) -> Recommender:
     return Recommender.from_run(run_dir)
 
 
 @pytest.fixture(scope="module", params=sorted(REGISTRY))
-def any_rec(request, tiny_data) -> Recommender:  # type: ignore[no-untyped-def]
+def any_rec(request, tiny_data) -> Recommender:
     """Every registered model, untrained (serving must not depend on what the weights learned)."""
     name = request.param
     sets = [f"model.{k}={v}" for k, v in TINY_MODEL[name].items()] + SETS[len(TINY_MODEL["sasrec"]) :]
@@ -188,7 +190,7 @@ def test_session_file_errors_name_the_line(rec: Recommender, tmp_path: Path) -> 
             read_sessions(rec, bad)
 
 
-def test_cli_recommend_outputs(run_dir: Path, rec: Recommender, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_recommend_outputs(run_dir: Path, rec: Recommender, tmp_path: Path, capsys) -> None:
     out = tmp_path / "all.jsonl"
     assert main(["recommend", "--run", str(run_dir), "--all-users", "--top", "4", "--out", str(out)]) == 0
     lines = [json.loads(s) for s in out.read_text().splitlines()]
@@ -241,7 +243,7 @@ def server(rec: Recommender) -> Iterator[str]:
         srv.server_close()
 
 
-def _get(url: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+def _get(url: str) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url, timeout=30) as r:
             return r.status, json.loads(r.read())
@@ -249,7 +251,7 @@ def _get(url: str) -> tuple[int, dict]:  # type: ignore[type-arg]
         return e.code, json.loads(e.read())
 
 
-def _post(url: str, body: bytes) -> tuple[int, dict]:  # type: ignore[type-arg]
+def _post(url: str, body: bytes) -> tuple[int, dict]:
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
@@ -305,7 +307,7 @@ def test_http_server_answers_like_the_library(server: str, rec: Recommender) -> 
 
 def test_cold_start_sessions_get_the_most_popular_items(
     rec: Recommender, run_dir: Path, tmp_path: Path, capsys
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     with pytest.raises(MdsrecError, match="cold_start 'popular'"):
         rec.session_request("new", ["NOPE"], skip_unknown=True)
     with pytest.raises(MdsrecError, match="cold_start"):

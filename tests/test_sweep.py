@@ -10,12 +10,11 @@ from dataclasses import replace
 import pytest
 import yaml
 
-import mdsrec.training.trainer as trainer_mod
 from mdsrec.cli import main
 from mdsrec.data.processed import load_processed
 from mdsrec.data.synthetic import write_synthetic
 from mdsrec.errors import ConfigError, MdsrecError
-from mdsrec.sweep import sweep, sweep_configs
+from mdsrec.studies.sweep import sweep, sweep_configs
 from tests.conftest import TINY, TINY_MODEL
 
 SETS = [f"model.{k}={v}" for k, v in TINY_MODEL["mdsrec"].items()] + [
@@ -25,27 +24,13 @@ SETS = [f"model.{k}={v}" for k, v in TINY_MODEL["mdsrec"].items()] + [
 ]
 
 
-@pytest.fixture
-def train_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
-    """Records trainer.train calls (run directory name, resume) while still training."""
-    calls: list[tuple[str, bool]] = []
-    real = trainer_mod.train
-
-    def counting(cfg, data, run_dir, resume=False):  # type: ignore[no-untyped-def]
-        calls.append((run_dir.name, resume))
-        return real(cfg, data, run_dir, resume=resume)
-
-    monkeypatch.setattr(trainer_mod, "train", counting)
-    return calls
-
-
 @pytest.mark.slow
-def test_sweep_cli_runs_writes_skips_and_resumes(tiny_dir, tiny_data, tmp_path, train_calls, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_sweep_cli_runs_writes_skips_and_resumes(tiny_dir, tiny_data, tmp_path, train_calls, capsys) -> None:
     out = tmp_path / "sweep"
     argv = ["sweep", "--data", str(tiny_dir), "--model", "mdsrec", "--param", "model.h", "--values", "0,2"]
     argv += ["--out", str(out), "--seed", "7", "--set", *SETS]
     assert main(argv) == 0
-    assert train_calls == [("model.h=0", False), ("model.h=2", False)]
+    assert train_calls == [("runs/model.h=0", False), ("runs/model.h=2", False)]
     assert "sweep.png" in capsys.readouterr().out
     for h in (0, 2):
         metrics = json.loads((out / "runs" / f"model.h={h}" / "metrics.json").read_text())
@@ -77,13 +62,13 @@ def test_sweep_cli_runs_writes_skips_and_resumes(tiny_dir, tiny_data, tmp_path, 
     assert train_calls == []
     (out / "runs" / "model.h=2" / "metrics.json").unlink()
     assert main(argv) == 0
-    assert train_calls == [("model.h=2", True)]
+    assert train_calls == [("runs/model.h=2", True)]
     # another base config must not reuse the finished runs
     assert main([*argv[: -len(SETS)], *SETS, "train.lr=0.01"]) == 2
     assert "another config" in capsys.readouterr().err
 
 
-def test_finished_run_on_other_data_is_not_reused(tiny_data, tmp_path, train_calls) -> None:  # type: ignore[no-untyped-def]
+def test_finished_run_on_other_data_is_not_reused(tiny_data, tmp_path, train_calls) -> None:
     out = tmp_path / "s"
     args = ("cooc", "model.window", ["2", "3"], out)
     sets = ["train.progress=false"]
@@ -100,7 +85,7 @@ def test_finished_run_on_other_data_is_not_reused(tiny_data, tmp_path, train_cal
     assert train_calls == []
 
 
-def test_finished_run_saved_with_only_the_given_keys_is_reused(tiny_data, tmp_path, train_calls) -> None:  # type: ignore[no-untyped-def]
+def test_finished_run_saved_with_only_the_given_keys_is_reused(tiny_data, tmp_path, train_calls) -> None:
     """A run finished before configs were saved in full (model section: the given keys only) equals the same
     config saved in full; a real difference is named, key by key."""
     out = tmp_path / "s"
@@ -126,7 +111,7 @@ def test_finished_run_saved_with_only_the_given_keys_is_reused(tiny_data, tmp_pa
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["directed"] is False
 
 
-def test_values_take_the_config_type(tiny_data) -> None:  # type: ignore[no-untyped-def]
+def test_values_take_the_config_type(tiny_data) -> None:
     assert [v for v, _ in sweep_configs("mdsrec", "model.k", ["4", "8"], sets=SETS)] == [4, 8]
     lr = sweep_configs("mdsrec", "train.lr", ["1e-3", "0.01"], sets=SETS)
     assert [v for v, _ in lr] == [0.001, 0.01] and lr[0][1].train.lr == 0.001
@@ -153,12 +138,12 @@ def test_values_take_the_config_type(tiny_data) -> None:  # type: ignore[no-unty
         ("model.h", [], "empty"),
     ],
 )
-def test_bad_param_or_value_is_a_config_error(param, values, match) -> None:  # type: ignore[no-untyped-def]
+def test_bad_param_or_value_is_a_config_error(param, values, match) -> None:
     with pytest.raises(ConfigError, match=match):
         sweep_configs("mdsrec", param, values, sets=SETS)
 
 
-def test_bad_param_fails_before_training(tiny_data, tmp_path, train_calls) -> None:  # type: ignore[no-untyped-def]
+def test_bad_param_fails_before_training(tiny_data, tmp_path, train_calls) -> None:
     with pytest.raises(ConfigError, match="'hh'"):
         sweep(tiny_data, "mdsrec", "model.hh", ["1", "2"], tmp_path / "x", sets=SETS)
     with pytest.raises(ConfigError, match="'x' is not a valid model.h"):
@@ -166,7 +151,7 @@ def test_bad_param_fails_before_training(tiny_data, tmp_path, train_calls) -> No
     assert train_calls == [] and not (tmp_path / "x").exists()
 
 
-def test_cli_needs_a_model(tiny_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_needs_a_model(tiny_dir, tmp_path, capsys) -> None:
     argv = [
         "sweep",
         "--data",

@@ -16,12 +16,12 @@ from tests.conftest import TINY_MODEL
 SETS = ["train.progress=false", "data.batch_size=64", "train.lr=0.01", "train.patience=50"]
 
 
-def tiny_cfg(epochs: int, model: str = "sasrec"):  # type: ignore[no-untyped-def]
+def tiny_cfg(epochs: int, model: str = "sasrec"):
     sets = SETS + [f"train.epochs={epochs}"] + [f"model.{k}={v}" for k, v in TINY_MODEL[model].items()]
     return resolve_config(None, sets, model=model)
 
 
-def test_train_writes_the_run_contract(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_train_writes_the_run_contract(tiny_data, tmp_path) -> None:
     run = tmp_path / "run"
     metrics = trainer_mod.train(tiny_cfg(3), tiny_data, run)
     on_disk = json.loads((run / "metrics.json").read_text())
@@ -38,7 +38,7 @@ def test_train_writes_the_run_contract(tiny_data, tmp_path) -> None:  # type: ig
         trainer_mod.train(tiny_cfg(3), tiny_data, run)
 
 
-def test_bf16_training_runs_and_is_part_of_the_run(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_bf16_training_runs_and_is_part_of_the_run(tiny_data, tmp_path) -> None:
     cfg = tiny_cfg(2)
     cfg.train.precision = "bf16"
     m = trainer_mod.train(cfg, tiny_data, tmp_path / "bf16")
@@ -57,7 +57,7 @@ def test_bf16_training_runs_and_is_part_of_the_run(tiny_data, tmp_path) -> None:
         trainer_mod.train(cfg, tiny_data, tmp_path / "bf16", resume=True)
 
 
-def test_early_stopping_stops_after_patience(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_early_stopping_stops_after_patience(tiny_data, tmp_path) -> None:
     cfg = tiny_cfg(40)
     cfg.train.patience = 2
     cfg.train.lr = 1e-6  # barely moves: validation stops improving quickly
@@ -66,8 +66,8 @@ def test_early_stopping_stops_after_patience(tiny_data, tmp_path) -> None:  # ty
 
 
 @pytest.mark.slow
-def test_min_delta_counts_only_larger_rises_as_improvements(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    def logged(run):  # type: ignore[no-untyped-def]
+def test_min_delta_counts_only_larger_rises_as_improvements(tiny_data, tmp_path) -> None:
+    def logged(run):
         return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
     metric = tiny_cfg(1).train.valid_metric
@@ -111,13 +111,13 @@ def test_min_delta_counts_only_larger_rises_as_improvements(tiny_data, tmp_path)
 @pytest.mark.parametrize("model", ["sasrec", "gru4rec", "mdsrec"])
 def test_resume_after_interruption_gives_the_same_result(
     tiny_data, tmp_path, monkeypatch, model: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     straight = trainer_mod.train(tiny_cfg(4, model), tiny_data, tmp_path / "a")
 
     real_save = trainer_mod.save_checkpoint
     calls = {"last": 0}
 
-    def crash_after_two_epochs(path, state):  # type: ignore[no-untyped-def]
+    def crash_after_two_epochs(path, state):
         real_save(path, state)
         if str(path).endswith("last.pt"):
             calls["last"] += 1
@@ -136,8 +136,8 @@ def test_resume_after_interruption_gives_the_same_result(
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_run_cut_in_its_first_epoch_says_to_start_over_and_can(tiny_data, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    def cut(*args, **kwargs):  # type: ignore[no-untyped-def]
+def test_a_run_cut_in_its_first_epoch_says_to_start_over_and_can(tiny_data, tmp_path, monkeypatch) -> None:
+    def cut(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer_mod, "save_checkpoint", cut)  # interrupted before the first last.pt
@@ -151,7 +151,7 @@ def test_a_run_cut_in_its_first_epoch_says_to_start_over_and_can(tiny_data, tmp_
     assert m["epochs"] == 2 and (tmp_path / "r" / "last.pt").is_file()
 
 
-def test_cli_train_and_evaluate_agree(tiny_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_train_and_evaluate_agree(tiny_dir, tmp_path, capsys) -> None:
     run = tmp_path / "run"
     sets = SETS + ["train.epochs=2"] + [f"model.{k}={v}" for k, v in TINY_MODEL["gru4rec"].items()]
     assert (
@@ -161,9 +161,9 @@ def test_cli_train_and_evaluate_agree(tiny_dir, tmp_path, capsys) -> None:  # ty
     assert "test metrics match" in capsys.readouterr().out
 
 
-def test_checkpoint_loading_is_weights_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_checkpoint_loading_is_weights_only(tmp_path) -> None:
     class Evil:
-        def __reduce__(self):  # type: ignore[no-untyped-def]
+        def __reduce__(self):
             return (print, ("pwned",))
 
     torch.save({"checkpoint_version": 1, "x": Evil()}, tmp_path / "evil.pt")
@@ -171,7 +171,7 @@ def test_checkpoint_loading_is_weights_only(tmp_path) -> None:  # type: ignore[n
         load_checkpoint(tmp_path / "evil.pt")
 
 
-def test_strict_load_lists_keys(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_strict_load_lists_keys(tiny_data, tmp_path) -> None:
     exp = trainer_mod.make_experiment(tiny_cfg(1), tiny_data)
     state = exp.model.state_dict()
     state.pop("pos_emb.weight")
@@ -180,7 +180,7 @@ def test_strict_load_lists_keys(tiny_data, tmp_path) -> None:  # type: ignore[no
         trainer_mod.load_model_state(exp.model, state, tmp_path / "x.pt")
 
 
-def test_resume_refuses_a_changed_config_and_uses_the_saved_one(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_resume_refuses_a_changed_config_and_uses_the_saved_one(tiny_data, tmp_path) -> None:
     run = tmp_path / "run"
     trainer_mod.train(tiny_cfg(1), tiny_data, run)
     changed = tiny_cfg(1)
@@ -197,7 +197,7 @@ def test_resume_refuses_a_changed_config_and_uses_the_saved_one(tiny_data, tmp_p
 
 
 @pytest.mark.parametrize("model", ["sasrec", "mdsrec"])
-def test_a_run_saves_every_model_field(tiny_data, tmp_path, model: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_run_saves_every_model_field(tiny_data, tmp_path, model: str) -> None:
     """config.yaml, both checkpoints and metrics.json hold the whole model section, defaults included, so a later
     change of a default (e.g. MDSRec's ica_center_norm) cannot make an old run look like a new one."""
     cfg = tiny_cfg(1, model)
@@ -217,13 +217,13 @@ def test_a_run_saves_every_model_field(tiny_data, tmp_path, model: str) -> None:
     assert {k: saved[0]["model"][k] for k in cfg.model} == cfg.model
 
 
-def test_resume_of_a_run_saved_with_only_the_given_keys(tiny_data, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_resume_of_a_run_saved_with_only_the_given_keys(tiny_data, tmp_path, monkeypatch) -> None:
     """Runs saved before full model sections hold only the given keys: they resume with the given config (compared
     in full form), with the full form of it, or with none, and keep their saved config as it was."""
     run = tmp_path / "run"
     real_save = trainer_mod.save_checkpoint
 
-    def crash_after_one_epoch(path, state):  # type: ignore[no-untyped-def]
+    def crash_after_one_epoch(path, state):
         real_save(path, state)
         if str(path).endswith("last.pt"):
             raise KeyboardInterrupt
@@ -255,11 +255,11 @@ def test_resume_of_a_run_saved_with_only_the_given_keys(tiny_data, tmp_path, mon
     assert trainer_mod.train(None, tiny_data, run, resume=True)["test"] == metrics["test"]
 
 
-def test_crash_between_last_and_best_is_repaired(tiny_data, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_crash_between_last_and_best_is_repaired(tiny_data, tmp_path, monkeypatch) -> None:
     run = tmp_path / "run"
     real_save = trainer_mod.save_checkpoint
 
-    def crash_before_best(path, state):  # type: ignore[no-untyped-def]
+    def crash_before_best(path, state):
         if str(path).endswith("best.pt") and state["epoch"] == 1:  # epoch 1 always improves
             raise KeyboardInterrupt
         real_save(path, state)
@@ -274,7 +274,7 @@ def test_crash_between_last_and_best_is_repaired(tiny_data, tmp_path, monkeypatc
     assert best["epoch"] == json.loads((run / "metrics.json").read_text())["best_epoch"]
 
 
-def test_quickstart_refuses_a_foreign_data_directory(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_quickstart_refuses_a_foreign_data_directory(tmp_path, capsys) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "precious.txt").write_text("keep me")
     assert main(["quickstart", "--out", str(tmp_path)]) == 2
@@ -311,15 +311,15 @@ def _poison_after(monkeypatch: pytest.MonkeyPatch, evaluations: int) -> None:
     real_eval, real_loss = trainer_mod.evaluate, REGISTRY["sasrec"][0].compute_loss
     real_diagnose = trainer_mod.diagnose
 
-    def counting_eval(*a, **k):  # type: ignore[no-untyped-def]
+    def counting_eval(*a, **k):
         seen["n"] += 1
         return real_eval(*a, **k)
 
-    def counting_diagnose(*a, **k):  # type: ignore[no-untyped-def]
+    def counting_diagnose(*a, **k):
         seen["n"] += 1
         return real_diagnose(*a, **k)
 
-    def loss(self, batch):  # type: ignore[no-untyped-def]
+    def loss(self, batch):
         out = real_loss(self, batch)
         return out * float("nan") if seen["n"] >= evaluations else out
 
@@ -328,7 +328,7 @@ def _poison_after(monkeypatch: pytest.MonkeyPatch, evaluations: int) -> None:
     monkeypatch.setattr(REGISTRY["sasrec"][0], "compute_loss", loss)
 
 
-def test_a_non_finite_loss_stops_training_at_the_best_epoch_so_far(tiny_data, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_non_finite_loss_stops_training_at_the_best_epoch_so_far(tiny_data, tmp_path, monkeypatch) -> None:
     _poison_after(monkeypatch, 2)  # epochs 1 and 2 train; the loss is NaN in epoch 3
     run = tmp_path / "run"
     m = trainer_mod.train(tiny_cfg(6), tiny_data, run)
@@ -340,7 +340,7 @@ def test_a_non_finite_loss_stops_training_at_the_best_epoch_so_far(tiny_data, tm
     assert all(torch.isfinite(v).all() for v in best["model_state"].values() if v.is_floating_point())
 
 
-def test_a_non_finite_loss_before_any_evaluation_is_an_error(tiny_data, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_non_finite_loss_before_any_evaluation_is_an_error(tiny_data, tmp_path, monkeypatch) -> None:
     _poison_after(monkeypatch, 0)
     with pytest.raises(
         TrainingDiverged, match="epoch 1: training loss became nan before any epoch was evaluated"
@@ -349,11 +349,11 @@ def test_a_non_finite_loss_before_any_evaluation_is_an_error(tiny_data, tmp_path
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-def test_nan_validation_scores_stop_training_like_a_non_finite_loss(tiny_data, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_nan_validation_scores_stop_training_like_a_non_finite_loss(tiny_data, tmp_path, monkeypatch) -> None:
     calls = {"n": 0}
 
-    def failing_third(real):  # type: ignore[no-untyped-def]
-        def wrapped(*a, **k):  # type: ignore[no-untyped-def]
+    def failing_third(real):
+        def wrapped(*a, **k):
             calls["n"] += 1
             if calls["n"] == 3:  # the third validation pass: epoch 3
                 raise FloatingPointError("model produced NaN scores")
@@ -367,7 +367,7 @@ def test_nan_validation_scores_stop_training_like_a_non_finite_loss(tiny_data, t
     assert m["diverged_at_epoch"] == 3 and m["epochs"] == 2
 
 
-def test_a_second_process_cannot_train_into_a_run_directory_in_use(tiny_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_second_process_cannot_train_into_a_run_directory_in_use(tiny_data, tmp_path) -> None:
     import subprocess
     import sys
     import textwrap
@@ -403,10 +403,10 @@ def test_a_second_process_cannot_train_into_a_run_directory_in_use(tiny_data, tm
     ("command", "says"),
     [("train", "--resume"), ("prepare", "--out was not written"), ("sweep", "run the same command again")],
 )
-def test_ctrl_c_says_what_each_command_can_do_next(monkeypatch, capsys, command, says) -> None:  # type: ignore[no-untyped-def]
+def test_ctrl_c_says_what_each_command_can_do_next(monkeypatch, capsys, command, says) -> None:
     import mdsrec.cli as cli
 
-    def interrupted(args):  # type: ignore[no-untyped-def]
+    def interrupted(args):
         raise KeyboardInterrupt
 
     argv = {

@@ -37,14 +37,14 @@ from mdsrec.errors import MdsrecError
 
 log = logging.getLogger("mdsrec")
 
-METRIC_COLUMNS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@20")
-
 
 def _table(rows: list[tuple[str, dict[str, Any]]], extra: tuple[str, ...] = ()) -> str:
-    head = ["model", *METRIC_COLUMNS, *extra]
+    from mdsrec.studies.results import METRICS
+
+    head = ["model", *METRICS, *extra]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in rows:
-        cells = [name] + [f"{m['test'][c]:.4f}" if c in m["test"] else "-" for c in METRIC_COLUMNS]
+        cells = [name] + [f"{m['test'][c]:.4f}" if c in m["test"] else "-" for c in METRICS]
         cells += [str(m.get(e, "")) for e in extra]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -71,17 +71,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from mdsrec.data.processed import load_processed
     from mdsrec.evaluation.evaluator import evaluate
-    from mdsrec.serving import run_data_path
-    from mdsrec.training.trainer import load_run
+    from mdsrec.rundir import METRICS
+    from mdsrec.training.trainer import open_run
 
     run = Path(args.run)
-    data = load_processed(run_data_path(run, args.data))
-    exp = load_run(run, data, which="best", device=args.device)
+    exp = open_run(run, args.data, device=args.device)
     test = evaluate(exp.model, exp.split, args.stage, exp.cfg.data, exp.cfg.eval, exp.device)
     print(json.dumps({args.stage: test}, indent=2))
-    saved = run / "metrics.json"
+    saved = run / METRICS
     if saved.is_file():
         ref = json.loads(saved.read_text())[args.stage]
         diff = max(abs(ref[k] - test[k]) for k in test)
@@ -163,8 +161,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from mdsrec.benchmark import DEFAULT_CONFIGS, benchmark
     from mdsrec.data.processed import load_processed
+    from mdsrec.studies.benchmark import DEFAULT_CONFIGS, benchmark
 
     data = load_processed(args.data)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -177,7 +175,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             data, models, args.seeds, args.out, configs, args.set or [], args.dataset, args.search, True
         )
         if so_far.results:
-            from mdsrec.benchmark import load_table2, parse_search, results_markdown
+            from mdsrec.studies.benchmark import parse_search
+            from mdsrec.studies.paper import load_table2
+            from mdsrec.studies.results import results_markdown
 
             param, values = parse_search(args.search) if args.search else ("", [])
             table = results_markdown(
@@ -197,14 +197,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from mdsrec.atomic import write_json
-    from mdsrec.data.processed import load_processed
     from mdsrec.explain import explain, render_text
-    from mdsrec.serving import run_data_path
-    from mdsrec.training.trainer import load_run
+    from mdsrec.training.trainer import open_run
 
     run = Path(args.run)
-    data = load_processed(run_data_path(run, args.data))
-    exp = load_run(run, data, which="best", device=args.device)
+    exp = open_run(run, args.data, device=args.device)
     report = explain(exp, args.user, by_index=args.index, stage=args.stage, top=args.top, run=run)
     print(render_text(report), end="")
     if args.json:
@@ -215,7 +212,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     from mdsrec.atomic import write_text
-    from mdsrec.serving import Recommender, Request, read_lines, read_sessions
+    from mdsrec.serving import Recommender, Request
+    from mdsrec.serving.requests import format_results, read_lines, read_sessions
 
     sources = [args.user, args.users_file, args.all_users or None, args.history, args.sessions]
     if sum(s is not None for s in sources) != 1:
@@ -259,25 +257,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     results: Iterable[dict[str, Any]] = rec.iter_recommend(requests, args.top, args.exclude_history, blocked)
     results = tqdm(results, total=len(requests), desc="recommend", unit="user", disable=len(requests) < 1000)
-    if args.format == "jsonl":
-        text = "".join(json.dumps(r) + "\n" for r in results)
-    else:
-        lines = ["id,rank,item_id,key,token,score"]
-        for r in results:
-            lines += [
-                ",".join(
-                    [
-                        _csv(r["id"]),
-                        str(i["rank"]),
-                        str(i["id"]),
-                        _csv(i["key"]),
-                        _csv(i["token"]),
-                        repr(i["score"]),
-                    ]
-                )
-                for i in r["items"]
-            ]
-        text = "\n".join(lines) + "\n"
+    text = format_results(results, args.format)
     if args.out:
         write_text(args.out, text)
         print(f"wrote {len(requests)} recommendation list(s) to {args.out}", file=sys.stderr)
@@ -286,15 +266,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
-def _csv(value: str) -> str:
-    """A CSV field, quoted when it holds a comma, quote or line break."""
-    if any(c in value for c in ',"\n\r'):
-        return '"' + value.replace('"', '""') + '"'
-    return value
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mdsrec.serving import Recommender, make_server
+    from mdsrec.serving import Recommender
+    from mdsrec.serving.http import make_server
 
     rec = Recommender.from_run(args.run, args.data, device=args.device)
     server = make_server(rec, args.host, args.port, cold_start=args.cold_start)
@@ -312,7 +286,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from mdsrec.data.processed import load_processed
-    from mdsrec.sweep import sweep
+    from mdsrec.studies.sweep import sweep
 
     if not args.model and not args.config:
         raise MdsrecError("pass --model NAME (or a --config file with model.name)")
@@ -328,7 +302,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_records(args: argparse.Namespace) -> int:
-    from mdsrec import records
+    from mdsrec.studies import records
 
     if args.action == "save":
         report = records.save(args.src, args.dest)
@@ -349,7 +323,7 @@ def cmd_records(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mdsrec.report import load_records, update_readme, write_report
+    from mdsrec.studies.report import load_records, update_readme, write_report
 
     t0 = time.perf_counter()
     records = load_records(args.records)

@@ -36,112 +36,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mdsrec.data.processed import ProcessedDataset
+from mdsrec.data.protocol import STAGES as _STAGES
 from mdsrec.data.protocol import Batch
+from mdsrec.data.users import item_ref, resolve_user, user_history
 from mdsrec.errors import MdsrecError
+from mdsrec.evaluation.ranking import exclusion_mask, masked, pad_histories, target_ranks, top_k
 from mdsrec.models.mdsrec import MDSRec
 from mdsrec.training.trainer import Experiment
 
 log = logging.getLogger(__name__)
 
-STAGES = ("test", "valid", "next")
+STAGES = _STAGES  # test (default), valid, next
 TOP_CENTRES = 3  # interest centres listed per modality in the summary
 FLAT_GAMMA = 1e-3  # max - min gamma below this: the report notes that no centre stands out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Users, histories, items
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def resolve_user(data: ProcessedDataset, user: str, by_index: bool = False) -> tuple[int, str]:
-    """The internal user index (0-based row of users.tsv) of ``user`` and how it was resolved ("token"/"index").
-
-    ``user`` is the external token of users.tsv; with ``by_index`` it is the internal index. Without the flag an
-    integer that is not a token is taken as an index only when no token of the file looks like an integer (so a
-    number can never mean two users)."""
-    users_file = Path(data.path) / "users.tsv" if data.path is not None else Path("users.tsv")
-    count = len(data.user_tokens)
-    if by_index:
-        try:
-            index = int(user)
-        except ValueError:
-            raise MdsrecError(
-                f"user index {user!r} is not an integer ({users_file} has {count} users)"
-            ) from None
-        if not 0 <= index < count:
-            raise MdsrecError(f"user index {index} is outside 0..{count - 1} (the rows of {users_file})")
-        return index, "index"
-    matches = [i for i, t in enumerate(data.user_tokens) if t == user]
-    if len(matches) == 1:
-        return matches[0], "token"
-    if len(matches) > 1:
-        raise MdsrecError(
-            f"user {user!r} occurs {len(matches)} times in {users_file}: pass --index with its row"
-        )
-    # isdecimal, not isdigit: int() reads exactly the decimal digits ('²' is a digit, not a number).
-    numeric_tokens = any(t.strip().lstrip("-").isdecimal() for t in data.user_tokens)
-    if user.strip().isdecimal() and int(user) < count and not numeric_tokens:
-        log.info("user %r is not a token of %s: taken as the internal index", user, users_file)
-        return int(user), "index"
-    hint = f" (tokens look like {data.user_tokens[0]!r}; --index takes a 0-based row)" if count else ""
-    raise MdsrecError(f"user {user!r} not found in {users_file}{hint}")
-
-
-def user_history(data: ProcessedDataset, index: int, stage: str) -> tuple[np.ndarray, int | None]:
-    """The whole history before the stage's held-out item, and that item (None for ``next``)."""
-    seq = data.sequences[index]
-    if stage == "test":
-        return seq[:-1], int(seq[-1])
-    if stage == "valid":
-        return seq[:-2], int(seq[-2])
-    if stage == "next":
-        return seq, None
-    raise MdsrecError(f"stage ({stage!r}) must be one of {', '.join(STAGES)}")
-
-
-def item_ref(data: ProcessedDataset, item: int) -> dict[str, Any]:
-    """An item as the report shows it: internal id, external key (e.g. ASIN) and source token (items.tsv holds no
-    titles)."""
-    return {"id": int(item), "key": data.item_keys[item - 1], "token": data.item_tokens[item - 1]}
-
-
-def _ranking(scores: Tensor, top: int) -> list[tuple[int, float]]:
-    """The ``top`` best (item, score) of scores [N+1] (-inf = not rankable); ties: lower id first."""
-    order = torch.sort(-scores, stable=True).indices  # [N+1] descending, equal scores by ascending id
-    finite = int(torch.isfinite(scores).sum())
-    return [(int(i), float(scores[i])) for i in order[: min(top, finite)]]
-
-
-def _rank_of(scores: Tensor, item: int) -> int:
-    """1 + the number of other items scoring >= the item (ties count against it, as the evaluator)."""
-    return int((scores >= scores[item]).sum())
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# MDSRec's graphs and centres, read from the model's buffers
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def graph_row(model: MDSRec, modality: int, item: int) -> list[int]:
-    """Item ids of row ``item`` of modality ``modality``'s relation graph (the item itself included when
-    ``include_self``); [] without MRGC."""
-    if not model.cfg.use_mrgc:
-        return []
-    idx = getattr(model, f"graph_idx_{modality}").cpu()  # [2, nnz] row-major
-    lo = int(torch.searchsorted(idx[0], item, side="left"))
-    hi = int(torch.searchsorted(idx[0], item, side="right"))
-    return [int(c) for c in idx[1, lo:hi]]
-
-
-def centre_labels(model: MDSRec, modality: int) -> np.ndarray | None:
-    """k-means centre of every item, int64 [N+1] (-1 for padding), from the membership buffer; None without ICA."""
-    if not model.cfg.use_ica:
-        return None
-    idx = getattr(model, f"member_idx_{modality}").cpu().numpy()  # [2, N]: (centre, item)
-    labels = np.full(model.num_items + 1, -1, dtype=np.int64)
-    labels[idx[1]] = idx[0]
-    return labels
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -181,20 +88,16 @@ def explain(
     lengths = torch.tensor([len(window)], device=exp.device)  # [1]
     model.eval()  # no dropout, no Gumbel noise
 
-    mask = torch.zeros(data.num_items + 1, dtype=torch.bool)  # [N+1] True: not rankable
-    mask[0] = True
-    if cfg.eval.exclude_history:
-        mask[torch.from_numpy(full_history.astype(np.int64))] = True
-        if target is not None:
-            mask[target] = False  # a repeated held-out item stays rankable, as in the evaluator
+    history = pad_histories([full_history]) if cfg.eval.exclude_history else None  # [1, H]
+    keep = torch.tensor([0 if target is None else target])  # [1] a repeated held-out item stays rankable
+    mask = exclusion_mask(data.num_items, history, keep)[0]  # [N+1] True: not rankable
 
     def prepared(y: Tensor) -> Tensor:
         # float64 stays float64: cooc's popularity tie-break exists only at that precision (half types widen).
         y = y.detach().reshape(-1).cpu()
-        scores = (y if y.dtype == torch.float64 else y.float()).masked_fill(mask, float("-inf"))  # [N+1]
-        if torch.isnan(
-            scores
-        ).any():  # as the evaluator (target_ranks): NaN compares false, ranks would be wrong
+        scores = masked(y if y.dtype == torch.float64 else y.float(), mask)  # [N+1]
+        # as the evaluator: NaN compares false, so ranks would be wrong
+        if torch.isnan(scores).any():
             raise MdsrecError(
                 f"model {model.name} produced NaN scores for user {data.user_tokens[index]!r} (index {index}, "
                 f"stage {stage}): the run's weights or inputs are broken"
@@ -221,16 +124,19 @@ def explain(
     }
 
     def channel(name: str, label: str, scores: Tensor, rho: float | None = None) -> dict[str, Any]:
-        ranked = _ranking(scores, top)
+        order, rankable = top_k(scores, top)  # [top], []
+        ranked = [int(i) for i in order[: min(top, int(rankable))]]
         return {
             "name": name,
             "label": label,
             "rho": rho,
             "items": [
-                {"rank": r, **item_ref(data, i), "score": s, "in_history": i in history_set}
-                for r, (i, s) in enumerate(ranked, 1)
+                {"rank": r, **item_ref(data, i), "score": float(scores[i]), "in_history": i in history_set}
+                for r, i in enumerate(ranked, 1)
             ],
-            "target_rank": None if target is None else _rank_of(scores, target),
+            "target_rank": None
+            if target is None
+            else int(target_ranks(scores[None], torch.tensor([target]))[0]),
         }
 
     if not isinstance(model, MDSRec):
@@ -274,7 +180,7 @@ def explain(
             prepared(y_m[m]),
             rho,
         )
-        labels = centre_labels(model, m)
+        labels = model.centre_labels(m)
         gamma = (
             out.gamma[m].reshape(-1).float().cpu() if labels is not None else None
         )  # [K] noise-free Eq. 19
@@ -286,7 +192,7 @@ def explain(
         for entry in ch["items"]:
             i = entry["id"]
             if mcfg.use_mrgc:
-                row = set(graph_row(model, m, i)) - {i}
+                row = set(model.graph_neighbours(m, i)) - {i}
                 recent_first = dict.fromkeys(int(h) for h in window[::-1] if int(h) in row)
                 entry["history_neighbours"] = [item_ref(data, h) for h in recent_first]
             else:
@@ -323,7 +229,7 @@ def explain(
                     f"{spread:.1e}): interest-centralized attention does not single out an interest here"
                 )
         if target is not None and mcfg.use_mrgc:
-            nb = [j for j in graph_row(model, m, target) if j != target]
+            nb = [j for j in model.graph_neighbours(m, target) if j != target]
             target_neighbours.append(set(nb))
             summary["target_neighbours"] = [{**item_ref(data, j), "in_history": j in history_set} for j in nb]
         result["modalities"].append(summary)

@@ -48,6 +48,23 @@ class Batch:
         )
 
 
+EVAL_STAGES = ("valid", "test")
+# "next": the whole sequence, nothing held out (what serving ranks from); valid/test: as the evaluator.
+STAGES = ("test", "valid", "next")
+
+
+def held_out(sequence: np.ndarray, stage: str) -> tuple[np.ndarray, int | None]:
+    """Leave-one-out: the history before ``stage``'s held-out item and that item; ``test`` holds out the last item,
+    ``valid`` the second-to-last, ``next`` nothing (the whole sequence, target None)."""
+    if stage == "test":
+        return sequence[:-1], int(sequence[-1])
+    if stage == "valid":
+        return sequence[:-2], int(sequence[-2])
+    if stage == "next":
+        return sequence, None
+    raise ValueError(f"stage ({stage!r}) must be one of {', '.join(STAGES)}")
+
+
 @dataclass
 class Split:
     """Leave-one-out split. ``train[u]`` is the training part; eval inputs are derived from the full sequence."""
@@ -71,12 +88,11 @@ class Split:
 
     def eval_input(self, u: int, stage: str) -> tuple[np.ndarray, int]:
         """History and target for ``stage`` 'valid' (second-to-last) or 'test' (last)."""
-        s = self.sequences[u]
-        if stage == "valid":
-            return s[:-2], int(s[-2])
-        if stage == "test":
-            return s[:-1], int(s[-1])
-        raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
+        if stage not in EVAL_STAGES:
+            raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
+        history, target = held_out(self.sequences[u], stage)
+        assert target is not None
+        return history, target
 
 
 @dataclass

@@ -10,21 +10,20 @@ import torch
 
 from mdsrec.config import DataConfig, EvalConfig
 from mdsrec.data.protocol import Batch, Split, eval_batches
-from mdsrec.evaluation.metrics import metrics_from_ranks, target_ranks
+from mdsrec.evaluation.metrics import metrics_from_ranks
+from mdsrec.evaluation.ranking import exclusion_mask, masked, pad_histories, target_ranks
 from mdsrec.models.base import SequentialRecommender
 
 
 def exclude_history(scores: torch.Tensor, batch: Batch, history: torch.Tensor | None = None) -> torch.Tensor:
-    """Set the items of each user's history to -inf, except the target itself (a repeated target stays rankable).
+    """Set the items of each user's history to -inf, except the target itself (a repeated target stays rankable),
+    and the padding item (``ranking.exclusion_mask``).
 
     ``history`` [B, H] (0-padded) is the user's whole history; by default the batch's (possibly truncated) input.
     """
     assert batch.target is not None
-    t_score = scores.gather(1, batch.target.view(-1, 1))
-    scores = scores.scatter(1, batch.items if history is None else history, float("-inf"))
-    scores = scores.scatter(1, batch.target.view(-1, 1), t_score)
-    scores[:, 0] = float("-inf")
-    return scores
+    hist = batch.items if history is None else history
+    return masked(scores, exclusion_mask(scores.shape[1] - 1, hist, batch.target))
 
 
 # Training occurrences of a target item (its count over every user's training part): bucket label -> [low, high].
@@ -71,10 +70,7 @@ def channel_ranks(
         hist: torch.Tensor | None = None
         if eval_cfg.exclude_history:
             full = [split.eval_input(int(u), stage)[0] for u in batch.users]  # whole history, not the window
-            hist = torch.zeros(len(full), max(len(h) for h in full), dtype=torch.long)
-            for i, h in enumerate(full):
-                hist[i, : len(h)] = torch.from_numpy(h)
-            hist = hist.to(batch.target.device)
+            hist = pad_histories(full, batch.target.device)
         for name, scores in named.items():  # scores [B, N+1]
             if hist is not None:
                 scores = exclude_history(scores, batch, hist)

@@ -1,7 +1,7 @@
 """Ranking metrics with one target per user.
 
-rank = 1 + number of OTHER rankable items whose score is >= the target's (ties count against the target, so a
-model that scores every item the same gets rank N and metrics near zero).
+rank = 1 + number of OTHER rankable items whose score is >= the target's (``ranking.target_ranks``: ties count
+against the target, so a model that scores every item the same gets rank N and metrics near zero).
 
 Recall@K = [rank <= K]   (hit rate; one target)
 NDCG@K   = [rank <= K] / log2(rank + 1)
@@ -14,17 +14,6 @@ import torch
 from torch import Tensor
 
 METRICS = ("recall", "ndcg", "mrr")
-
-
-def target_ranks(scores: Tensor, target: Tensor) -> Tensor:
-    """scores [B, N+1] (column 0 = -inf for padding), target [B] -> rank [B] (1 = best), ties pessimistic."""
-    if torch.isnan(scores).any():
-        raise FloatingPointError("model produced NaN scores")
-    t = scores.gather(1, target.view(-1, 1))  # [B, 1]
-    if torch.isneginf(t).any():
-        bad = int(target[torch.isneginf(t.view(-1))][0])
-        raise ValueError(f"target item {bad} has score -inf (is it the padding id 0, or masked?)")
-    return (scores >= t).sum(dim=1)  # counts the target itself once: 1 + others >= target
 
 
 def metrics_from_ranks(ranks: Tensor, ks: list[int]) -> dict[str, float]:

@@ -11,7 +11,7 @@ all items at every trained position and into full scores at the last position.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -31,6 +31,9 @@ class DataInfo:
     max_len: int
     features: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float32 [N+1, d_m], row 0 zeros
     train_sequences: list[np.ndarray] | None = None  # training parts only (for behaviour graphs, popularity)
+    # A checkpoint's state dict when the model is rebuilt to load it: state derived from the data (graphs,
+    # k-means centres, interests; ``register_derived``) is taken from it instead of being computed again.
+    saved_state: Mapping[str, Tensor] | None = None
 
 
 class SequentialRecommender(nn.Module):
@@ -61,20 +64,32 @@ class SequentialRecommender(nn.Module):
     def score_all(self, batch: Batch) -> Tensor:
         raise NotImplementedError
 
+    def prefix_scores(self, items: Tensor, lengths: Tensor) -> Tensor:
+        """items [B, L], lengths [B] -> [B, L, N+1]: in one pass, the scores after every prefix items[:, : p + 1]
+        (column 0 -inf); position p depends only on items[:, : p + 1], and equals ``score_all`` of that prefix.
+        Every causal model implements it (the registry-wide causality test checks both properties); a model
+        whose encoder sees the whole sequence (BERT4Rec, MMMLP's full mixer) raises NotImplementedError."""
+        raise NotImplementedError(f"{self.name} is not causal: it has no scores after every prefix")
+
     def channel_scores_all(self, batch: Batch) -> dict[str, Tensor]:
         """Scores [B, N+1] of each channel the ranking is made of, by name: 'fused' is ``score_all``'s (what is
         ranked), the others are its parts (MDSRec: 'id' for y_s and one per modality). For diagnostics only; a
         model with one channel returns 'fused' alone."""
         return {"fused": self.score_all(batch)}
 
-    def prepare(self) -> None:
-        """Work a model defers until it is known to be trained, not loaded (MISSRec's k-means); the trainer calls it
-        once before the first epoch, outside autocast and the epoch timer. The forward pass does it too if needed."""
-
-    def state_shapes(self) -> dict[str, tuple[int, ...]]:
-        """The shape of every state-dict entry, what a checkpoint must match before it is loaded. A model whose
-        state_dict() computes something first (MISSRec's deferred k-means) overrides this to skip that work."""
-        return {k: tuple(v.shape) for k, v in self.state_dict().items()}
+    def register_derived(
+        self, info: DataInfo, names: Sequence[str], compute: Callable[[], Sequence[Tensor]]
+    ) -> None:
+        """Register buffers of state derived from the data (relation graphs, k-means clusters): computed by
+        ``compute`` when a run is created, saved with every checkpoint, and taken from ``info.saved_state`` when
+        the model is rebuilt to load one, so loading a run (evaluate, recommend, serve) never recomputes them."""
+        saved = info.saved_state
+        if saved is not None and all(n in saved for n in names):
+            values: Sequence[Tensor] = [saved[n].clone() for n in names]
+        else:
+            values = compute()
+        for n, v in zip(names, values, strict=True):
+            self.register_buffer(n, v)
 
 
 def mask_padding_column(scores: Tensor) -> Tensor:
@@ -100,6 +115,13 @@ class NextItemModel(SequentialRecommender):
     def item_table(self) -> Tensor:
         """Output item embeddings [N+1, D] (row 0 padding)."""
         raise NotImplementedError
+
+    def prefix_scores(self, items: Tensor, lengths: Tensor) -> Tensor:
+        if self.needs_materialized(getattr(self, "cfg", None)):
+            return super().prefix_scores(items, lengths)
+        y = self.encode(items, lengths) @ self.item_table().t()  # [B, L, N+1]
+        y[..., 0] = float("-inf")
+        return y
 
     def compute_loss(self, batch: Batch) -> Tensor:
         assert batch.targets is not None, "training batch needs targets"
@@ -196,6 +218,39 @@ def check_config(
             raise ValueError(f"{name} ({getattr(cfg, name)}) must be > 0")
 
 
+@dataclass
+class TransformerConfig:
+    """The fields every Transformer model's config starts with (SASRec's layout); a model's config subclasses it,
+    overriding ``name`` and any default that differs, so two models can never drift apart silently."""
+
+    name: str = ""
+    hidden_size: int = 64
+    inner_size: int = 256
+    num_layers: int = 2
+    num_heads: int = 2
+    dropout: float = 0.5
+    attn_dropout: float = 0.5
+    activation: str = "gelu"
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        check_config(self, TRANSFORMER_SIZES, DROPOUTS, ("init_std",))
+
+
+@dataclass
+class GRUConfig:
+    """The fields of the GRU models' configs (GRU4Rec's layout)."""
+
+    name: str = ""
+    embedding_size: int = 64
+    hidden_size: int = 128
+    num_layers: int = 1
+    dropout: float = 0.3
+
+    def __post_init__(self) -> None:
+        check_config(self, ("embedding_size", "hidden_size", "num_layers"), ("dropout",))
+
+
 __all__ = [
     "DataInfo",
     "SequentialRecommender",
@@ -206,5 +261,8 @@ __all__ = [
     "check_divisible",
     "check_config",
     "EvalCache",
-    "torch",
+    "DROPOUTS",
+    "TRANSFORMER_SIZES",
+    "TransformerConfig",
+    "GRUConfig",
 ]

@@ -54,11 +54,9 @@ from torch import Tensor, nn
 
 from mdsrec.data.protocol import Batch
 from mdsrec.models.base import (
-    DROPOUTS,
-    TRANSFORMER_SIZES,
     DataInfo,
     SequentialRecommender,
-    check_config,
+    TransformerConfig,
     gather_last,
     init_weights,
 )
@@ -66,23 +64,17 @@ from mdsrec.models.layers import TransformerLayer, position_rows
 
 
 @dataclass
-class BERT4RecConfig:
+class BERT4RecConfig(TransformerConfig):
     name: str = "bert4rec"
-    hidden_size: int = 64
-    inner_size: int = 256
-    num_layers: int = 2
-    num_heads: int = 2
     dropout: float = 0.2
     attn_dropout: float = 0.2
-    activation: str = "gelu"
-    init_std: float = 0.02
     mask_prob: float = 0.2  # probability that an item of a training sequence is masked
     mask_last_ratio: float = (
         0.5  # probability that a training row masks only its last item (RecBole's ft_ratio)
     )
 
     def __post_init__(self) -> None:
-        check_config(self, TRANSFORMER_SIZES, DROPOUTS, ("init_std",))
+        super().__post_init__()
         if not 0.0 < self.mask_prob <= 1.0:
             raise ValueError(f"mask_prob ({self.mask_prob}) must lie in (0, 1]")
         if not 0.0 <= self.mask_last_ratio <= 1.0:

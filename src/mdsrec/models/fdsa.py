@@ -30,11 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from mdsrec.models.base import (
-    DROPOUTS,
-    TRANSFORMER_SIZES,
     DataInfo,
     NextItemModel,
-    check_config,
+    TransformerConfig,
     init_weights,
 )
 from mdsrec.models.layers import TransformerLayer, position_rows
@@ -42,19 +40,9 @@ from mdsrec.models.modal_features import ModalityProjections
 
 
 @dataclass
-class FDSAConfig:
+class FDSAConfig(TransformerConfig):
     name: str = "fdsa"
-    hidden_size: int = 64
-    inner_size: int = 256
-    num_layers: int = 2  # per stream
-    num_heads: int = 2
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
-    activation: str = "gelu"
-    init_std: float = 0.02
-
-    def __post_init__(self) -> None:
-        check_config(self, TRANSFORMER_SIZES, DROPOUTS, ("init_std",))
+    # num_layers: per stream
 
 
 class FDSAFeatureAttention(nn.Module):

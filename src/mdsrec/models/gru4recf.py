@@ -29,20 +29,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mdsrec.models.base import DataInfo, NextItemModel, check_config
+from mdsrec.models.base import DataInfo, GRUConfig, NextItemModel
 from mdsrec.models.modal_features import ModalityProjections
 
 
 @dataclass
-class GRU4RecFConfig:
+class GRU4RecFConfig(GRUConfig):
     name: str = "gru4recf"
-    embedding_size: int = 64
-    hidden_size: int = 128
-    num_layers: int = 1
-    dropout: float = 0.3
-
-    def __post_init__(self) -> None:
-        check_config(self, ("embedding_size", "hidden_size", "num_layers"), ("dropout",))
 
 
 class GRU4RecF(NextItemModel):

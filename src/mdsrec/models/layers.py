@@ -87,3 +87,28 @@ class TransformerLayer(nn.Module):
     def forward(self, x: Tensor, causal: bool = True, key_padding: Tensor | None = None) -> Tensor:
         x = self.ln1(x + self.drop(self.attn(x, causal=causal, key_padding=key_padding)))
         return self.ln2(x + self.drop(self.ff2(self.act(self.ff1(x)))))  # no dropout inside the FFN (RecBole)
+
+
+class CausalEncoder(nn.Module):
+    """Position embeddings, LayerNorm, dropout and ``num_layers`` causal post-LN Transformer layers (SASRec layout)."""
+
+    def __init__(
+        self, d: int, heads: int, inner: int, layers: int, dropout: float, attn_dropout: float, max_len: int
+    ) -> None:
+        super().__init__()
+        self.pos_emb = nn.Embedding(max_len, d)
+        self.ln = nn.LayerNorm(d, eps=1e-12)
+        self.drop = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            TransformerLayer(d, heads, inner, dropout, attn_dropout) for _ in range(layers)
+        )
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """x [B, L, D] item rows -> num_layers + 1 states [B, L, D]: states[l] is layer l's input, states[-1] the
+        output. Position j depends only on x[:, : j + 1] (right padding never reaches a real position)."""
+        s = self.drop(self.ln(x + position_rows(self.pos_emb, x.size(1), x.device)))  # [B, L, D]
+        states = [s]
+        for layer in self.layers:
+            s = layer(s, causal=True)
+            states.append(s)
+        return states

@@ -13,36 +13,23 @@ fused channel plus rho_m times each modality channel's.
 Every prefix is its own user history: the centres of the prefix ending at position p attend to positions <= p only,
 so they are per (user, position), [B, P, K, D], and one causal pass equals running every prefix separately.
 
-Deviations (defaults where the literal text differs or is silent, see DESIGN-NOTES.md; all are config fields):
+Deviations (config fields; the reasoning and measurements are in docs/models.md):
 - O is symmetrically normalised (``cooc_norm="symmetric"``); the text uses it raw, which mu_id = 16 cannot fit.
-- The modal graph holds the item itself plus its H most similar OTHER items (``include_self``) and is
-  row-normalised (``graph_norm="row"``, the mean of the neighbours' ID embeddings); Eq. 5-6 keep it binary.
-- Eq. 12 scales the ICA scores by sqrt(d); the shared Q/K weights were trained with the Transformer's per-head
-  sqrt(D / heads), which is the default here (``ica_scale="head"``; "hidden" is the literal sqrt(D)).
-- sigma of Eq. 15 is GELU (the encoders' activation; ``ica_activation``); the text does not name it. U, W1 and W2
-  (no activation between them) are applied as one folded D x D map at run time: the same function and gradients.
-- ICA's keys/values are computed from the modality Transformer layer's input states (post-LayerNorm, post-dropout
-  of the previous layer), i.e. what that layer's own attention sees, not the raw E-hat[S] + P of the text.
-- No dropout inside ICA (the text gives none); Gumbel noise only in training, none at evaluation.
-- The layer-0 centres go through the modality encoder's input LayerNorm (``ica_center_norm``): the Transformer's
-  inputs are LayerNorm(E-hat[S] + P), so the shared Q weights are trained on unit-scale rows, while the raw cluster
-  means of E-hat are ~100 times smaller. Measured on Scientific without it (lr 1e-3, 10 epochs): the 16 centres of
-  every user were identical to 2e-4 relative spread and gamma was uniform (1/16 +- 0.003): ICA added one shared
-  vector, not per-interest centres.
-- ICA's U, W1, W2 start at N(0, 1/D) (``ica_init_std``), not the N(0, 0.02) of the other weights, so their product
-  keeps the input's norm on average (not an isometry: its singular values spread from ~0 to ~3). At 0.02 it scales
-  the norm by (0.02 sqrt(D))^3 (0.04 at D = 300), the centres start near zero and ICA barely changes the scores.
-- Transformer depth 2 and 2 heads (not given); the modality encoders are separate (``share_encoders=False``).
-- The fused channel's loss uses y_s of Eq. 20 (``fused_loss="s"``, the reading of Eq. 23); "final" uses Eq. 22's y.
+- The modal graph holds the item plus its H most similar other items (``include_self``), row-normalised (``graph_norm``).
+- ICA scores are scaled by the per-head sqrt(D / heads) (``ica_scale="head"``; "hidden" is Eq. 12's sqrt(D)).
+- sigma of Eq. 15 is GELU (``ica_activation``); U, W1, W2 run as one folded D x D map (same function and gradients).
+- ICA's keys/values are the modality layer's input states (what that layer's attention sees), not raw E-hat[S] + P.
+- No dropout inside ICA; Gumbel noise only in training.
+- The layer-0 centres pass through the encoder's input LayerNorm (``ica_center_norm``).
+- ICA's U, W1, W2 start at N(0, 1/D) (``ica_init_std``), so their product keeps the input's norm on average.
+- Depth 2 and 2 heads (not given); separate encoders per channel (``share_encoders=False``).
+- The fused channel's loss uses y_s of Eq. 20 (``fused_loss="s"``); "final" uses Eq. 22's y.
 - Cross-entropy at every trained position of a row (all prefixes in one pass), averaged over trained positions.
-- ``cooc_norm_modal`` (default: as ``cooc_norm``) normalises O for the modal part of Eq. 3 on its own; "none" is
-  the literal text there (E-bar_m only feeds a scale-free cosine, so raw O fits it).
+- ``cooc_norm_modal`` normalises O for the modal part of Eq. 3 on its own ("none": the literal text there).
 
 Extensions (beyond the paper's text; off by default, every field named ``ext_*``):
-- ``ext_modal_features``: each modality table also carries a learned projection of the item's own features,
-  E-hat_m = A_m E_id + W_m x_m (Eq. 6 plus a feature term), in the modal input and the modal scoring table alike.
-- ``ext_cosine_tau`` > 0: every channel scores by cosine over a temperature, cos(e, E) / tau, instead of Eq. 20-21's
-  dot product (as MISSRec and UniSRec score).
+- ``ext_modal_features``: E-hat_m = A_m E_id + W_m x_m, the item's own projected features in every modal table.
+- ``ext_cosine_tau`` > 0: every channel scores by cos(e, E) / tau instead of the dot product of Eq. 20-21.
 
 Shape legend: B batch, L sequence length, P represented prefixes per row, D hidden, N items, M modalities,
 K centres, h heads.
@@ -72,12 +59,13 @@ from mdsrec.data.protocol import Batch
 from mdsrec.models.base import (
     DataInfo,
     SequentialRecommender,
-    check_divisible,
+    check_config,
     init_weights,
     mask_padding_column,
 )
-from mdsrec.models.layers import MultiHeadSelfAttention, TransformerLayer, position_rows
+from mdsrec.models.layers import CausalEncoder, MultiHeadSelfAttention, TransformerLayer
 from mdsrec.models.modal_features import ModalityProjections
+from mdsrec.models.sparse import check_coo, coo_parts, spmm
 
 
 @dataclass
@@ -111,37 +99,24 @@ class MDSRecConfig:
     kmeans_iters: int = 50
     ica_activation: str = "gelu"  # gelu | sigmoid
     ica_scale: str = "head"  # head: sqrt(D / heads) as the shared attention; hidden: sqrt(D) as Eq. 12
-    # Initial std of ICA's U, W1, W2; None: 1/sqrt(D), so the folded map W2 W1 U keeps the input's norm on average
-    # (singular values ~0 to ~3, not an isometry). With init_std (0.02) it scales the norm by (0.02 sqrt(D))^3, 0.04
-    # at D = 300, and the centres start, and learn, near zero.
-    ica_init_std: float | None = None
-    # Layer-0 centres C_m E-hat_m pass through the encoder's input LayerNorm (no position), as the sequence states
-    # their queries are compared with do. False: the raw cluster means (Eq. 11 literally) -- with E_id at init scale
-    # their queries are ~the bias, every centre attends alike and all K centres collapse to one vector.
+    ica_init_std: float | None = None  # initial std of ICA's U, W1, W2; None: 1/sqrt(D)
+    # layer-0 centres through the encoder's input LayerNorm; False: the raw Eq. 11 cluster means
     ica_center_norm: bool = True
     # Eq. 17-24: fusion, scores, loss
     tau: float = 1.0
-    rho: list[float] | None = field(
-        default=None
-    )  # one weight per modality (DataInfo.features order); None: 1/M
+    # one weight per modality (DataInfo.features order); None: 1/M
+    rho: list[float] | None = field(default=None)
     fused_loss: str = "s"  # s: CE of y_s (Eq. 20); final: CE of y (Eq. 22)
     cooc_norm_modal: str | None = None  # O's normalisation in E-bar_m (Eq. 3, modal part); None: cooc_norm
     # Extensions beyond the paper (off by default):
-    ext_modal_features: bool = (
-        False  # E-hat_m = A_m E_id + W_m x_m: the item's own features in the modal tables
-    )
-    ext_cosine_tau: float = (
-        0.0  # > 0: channels score by cos(e, E) / ext_cosine_tau instead of the dot product
-    )
+    # E-hat_m = A_m E_id + W_m x_m: the item's own features in the modal tables
+    ext_modal_features: bool = False
+    # > 0: channels score by cos(e, E) / ext_cosine_tau instead of the dot product
+    ext_cosine_tau: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_layers", "num_heads", "inner_size", "k", "kmeans_iters"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 1")
-        check_divisible(self.hidden_size, self.num_heads)
-        for name in ("dropout", "attn_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} ({getattr(self, name)}) must lie in [0, 1)")
+        check_config(self, ("hidden_size", "num_layers", "num_heads", "inner_size", "k", "kmeans_iters"))
+        check_config(self, (), ("dropout", "attn_dropout"), ("init_std", "tau"))
         for name in ("mu_id", "mu_m"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} ({getattr(self, name)}) must be >= 0")
@@ -149,8 +124,6 @@ class MDSRecConfig:
             raise ValueError(
                 f"ica_init_std ({self.ica_init_std}) must be > 0 (or null for 1/sqrt(hidden_size))"
             )
-        if self.init_std <= 0 or self.tau <= 0:
-            raise ValueError(f"init_std ({self.init_std}) and tau ({self.tau}) must be > 0")
         if self.ext_cosine_tau < 0:
             raise ValueError(f"ext_cosine_tau ({self.ext_cosine_tau}) must be >= 0 (0: dot-product scores)")
         for name in ("cooc_norm", "graph_norm", "cooc_norm_modal"):
@@ -178,81 +151,8 @@ class MDSRecConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Fixed sparse graphs, kept as dense index/value buffers (plain tensors survive weights_only checkpoint loading)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _coo_parts(a: sp.spmatrix | sp.sparray | Tensor) -> tuple[Tensor, Tensor]:
-    """A scipy or torch sparse matrix -> (indices int64 [2, nnz], values float32 [nnz]), row-major order."""
-    if isinstance(a, Tensor):
-        a = a.coalesce()  # row-major
-        return a.indices().clone(), a.values().to(torch.float32).clone()
-    c = sp.coo_matrix(sp.csr_matrix(a))  # CSR with sorted indices: row-major, no duplicates
-    idx = np.stack([c.row, c.col]).astype(np.int64)
-    return torch.from_numpy(idx), torch.from_numpy(c.data.astype(np.float32))
-
-
-def _spmm(indices: Tensor, values: Tensor, rows: int, dense: Tensor, select: Tensor | None = None) -> Tensor:
-    """Sparse [rows, R] (row-major index/value buffers) @ dense [R, D] -> [rows, D], or only the rows ``select``
-    [U] -> [U, D]; differentiable in ``dense``. A weighted ``embedding_bag`` (one bag per row): multi-threaded and
-    several times faster than torch's COO product on CPU, and with ``select`` only the nonzeros of the wanted rows
-    are touched. The buffers are checked once when built or loaded (``_check_coo``), not on every call."""
-    counts = torch.bincount(indices[0], minlength=rows)  # [rows] nonzeros per row
-    starts = counts.cumsum(0) - counts  # [rows] first nonzero of each row
-    if select is None:
-        cols, w, offsets = indices[1], values, starts
-    else:
-        c, st = counts[select], starts[select]  # [U]
-        offsets = c.cumsum(0) - c  # [U] bag starts in the gathered list
-        pos = torch.repeat_interleave(st - offsets, c) + torch.arange(int(c.sum()), device=dense.device)
-        cols, w = indices[1, pos], values[pos]  # the selected rows' nonzeros, row by row
-    # fp32 products: under bf16 autocast a dense table from a Linear arrives in bf16, the weights are fp32
-    return F.embedding_bag(cols, dense.float(), offsets, mode="sum", per_sample_weights=w.float())
-
-
-def _check_coo(name: str, indices: Tensor, shape: tuple[int, int]) -> None:
-    """Index buffers must be in range and strictly row-major (coalesced): a corrupt checkpoint is refused here
-    instead of reaching the unchecked sparse product."""
-    if indices.dim() != 2 or indices.size(0) != 2:
-        raise ValueError(f"{name} has shape {tuple(indices.shape)}, expected (2, nnz)")
-    if indices.numel() == 0:
-        return
-    lo, hi = indices.min(dim=1).values, indices.max(dim=1).values
-    if bool((lo < 0).any()) or int(hi[0]) >= shape[0] or int(hi[1]) >= shape[1]:
-        raise ValueError(f"{name} holds indices outside a {shape[0]} x {shape[1]} matrix")
-    flat = indices[0] * shape[1] + indices[1]  # [nnz]
-    if bool((flat[1:] <= flat[:-1]).any()):
-        raise ValueError(f"{name} is not sorted row-major without duplicates")
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Eq. 7-9: one causal Transformer encoder per channel
 # ---------------------------------------------------------------------------------------------------------------
-
-
-class MDSRecEncoder(nn.Module):
-    """Position embeddings, LayerNorm, dropout and ``num_layers`` causal post-LN Transformer layers (SASRec layout)."""
-
-    def __init__(self, cfg: MDSRecConfig, max_len: int) -> None:
-        super().__init__()
-        d = cfg.hidden_size
-        self.pos_emb = nn.Embedding(max_len, d)
-        self.ln = nn.LayerNorm(d, eps=1e-12)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(
-            TransformerLayer(d, cfg.num_heads, cfg.inner_size, cfg.dropout, cfg.attn_dropout)
-            for _ in range(cfg.num_layers)
-        )
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        """x [B, L, D] item rows -> num_layers + 1 states [B, L, D]: states[l] is layer l's input, states[-1] the
-        output. Position j depends only on x[:, : j + 1] (right padding never reaches a real position)."""
-        s = self.drop(self.ln(x + position_rows(self.pos_emb, x.size(1), x.device)))  # [B, L, D]
-        states = [s]
-        for layer in self.layers:
-            s = layer(s, causal=True)
-            states.append(s)
-        return states
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -295,9 +195,8 @@ class MDSRecICALayer(nn.Module):
         # [B, h, L, D]: head h's values through W[:, h]^T (einsum, not a broadcast matmul: the weight's gradient
         # is then one [h, D/h, D] product, never a [B, h, D/h, D] tensor summed over B)
         v_out = torch.einsum("bhle,dhe->bhld", v, w.view(d, heads, dh))
-        if (
-            centres.size(0) == 1 and centres.size(1) == 1
-        ):  # layer-0 centres shared by every prefix: project once
+        # layer-0 centres shared by every prefix: project once
+        if centres.size(0) == 1 and centres.size(1) == 1:
             q = attn.q(centres[0, 0]).view(-1, heads, dh).transpose(0, 1)  # [h, K, D/h]
             scores = torch.einsum("hkd,bhld->bhkl", q, k)[:, :, None]  # [B, h, 1, K, L]
         else:  # per-prefix centres: q_h . k = c . (k_h Wq_h) + bq_h . k_h
@@ -356,19 +255,26 @@ class MDSRec(SequentialRecommender):
         mu_m = cfg.mu_m if cfg.use_cre else 0.0
 
         # Eq. 1-3: O from the training parts only; E-bar_id is recomputed every forward from the learnable E_id.
+        # Derived from the data (register_derived): built for a new run, taken from the checkpoint on loading.
         self.item_emb = nn.Embedding(n1, d, padding_idx=0)  # E_id
-        o: sp.csr_matrix | None = None
-        o_modal: sp.csr_matrix | None = None  # O as the modal part of Eq. 3 uses it
+        o_by_norm: dict[str, sp.csr_matrix] = {}  # normalisation -> O, computed once for Eq. 3's two parts
+
+        def cooc(norm: str) -> sp.csr_matrix:
+            if not o_by_norm:
+                if info.train_sequences is None:
+                    raise ValueError(
+                        "MDSRec with use_cre needs DataInfo.train_sequences (the training parts)"
+                    )
+                o_by_norm["raw"] = cooccurrence(
+                    info.train_sequences, info.num_items, distance_weighted=cfg.use_distance
+                )
+            if norm not in o_by_norm:
+                o_by_norm[norm] = normalize_adjacency(o_by_norm["raw"], norm)
+            return o_by_norm[norm]
+
         if cfg.use_cre:
-            if info.train_sequences is None:
-                raise ValueError("MDSRec with use_cre needs DataInfo.train_sequences (the training parts)")
-            raw = cooccurrence(info.train_sequences, info.num_items, distance_weighted=cfg.use_distance)
-            o = normalize_adjacency(raw, cfg.cooc_norm)
-            modal_norm = cfg.cooc_norm_modal if cfg.cooc_norm_modal is not None else cfg.cooc_norm
-            o_modal = o if modal_norm == cfg.cooc_norm else normalize_adjacency(raw, modal_norm)
-            idx, val = _coo_parts(o)
-            self.register_buffer("cooc_idx", idx)  # [2, nnz]
-            self.register_buffer("cooc_val", val)  # [nnz]
+            self.register_derived(info, ("cooc_idx", "cooc_val"), lambda: coo_parts(cooc(cfg.cooc_norm)))
+        modal_norm = cfg.cooc_norm_modal if cfg.cooc_norm_modal is not None else cfg.cooc_norm
 
         # Eq. 4-6 per modality: the top-H graph over E-bar_m (MRGC), or a projection of the raw features (w/o).
         # Eq. 10-11: k-means over the raw features E_m and the normalised membership C_m [K, N+1].
@@ -376,23 +282,26 @@ class MDSRec(SequentialRecommender):
         for i, name in enumerate(self.modalities):
             feats = np.asarray(info.features[name], dtype=np.float32)  # [N+1, d_m]
             if cfg.use_mrgc:
-                bar = (
-                    feats
-                    if o_modal is None or mu_m == 0
-                    else (mu_m * (o_modal @ feats) + feats).astype(np.float32)
-                )
-                nb = topk_cosine_neighbours(bar, cfg.h, include_self=cfg.include_self)  # [N+1, H']
-                idx, val = _coo_parts(neighbour_adjacency(nb, info.num_items, cfg.graph_norm))
-                self.register_buffer(f"graph_idx_{i}", idx)  # [2, N H']
-                self.register_buffer(f"graph_val_{i}", val)
+
+                def graph(feats: np.ndarray = feats) -> tuple[Tensor, Tensor]:
+                    use_o = cfg.use_cre and mu_m != 0
+                    bar = (mu_m * (cooc(modal_norm) @ feats) + feats).astype(np.float32) if use_o else feats
+                    nb = topk_cosine_neighbours(bar, cfg.h, include_self=cfg.include_self)
+                    return coo_parts(
+                        neighbour_adjacency(nb, info.num_items, cfg.graph_norm)
+                    )  # [2, N H'], [N H']
+
+                self.register_derived(info, (f"graph_idx_{i}", f"graph_val_{i}"), graph)
             else:
                 self.register_buffer(f"features_{i}", torch.from_numpy(feats.copy()))  # [N+1, d_m]
                 self.proj.append(nn.Linear(feats.shape[1], d))
             if cfg.use_ica:
-                labels, _ = kmeans(feats, cfg.k, seed=cfg.kmeans_seed, iters=cfg.kmeans_iters)
-                idx, val = _coo_parts(membership_matrix(labels, cfg.k))
-                self.register_buffer(f"member_idx_{i}", idx)  # [2, N]
-                self.register_buffer(f"member_val_{i}", val)
+
+                def members(feats: np.ndarray = feats) -> tuple[Tensor, Tensor]:
+                    labels, _ = kmeans(feats, cfg.k, seed=cfg.kmeans_seed, iters=cfg.kmeans_iters)
+                    return coo_parts(membership_matrix(labels, cfg.k))  # [2, N], [N]
+
+                self.register_derived(info, (f"member_idx_{i}", f"member_val_{i}"), members)
 
         # Extension: the items' own projected features in every modal table (sparse product for multi-hot tables).
         self.ext_features = (
@@ -402,7 +311,12 @@ class MDSRec(SequentialRecommender):
         )
         # Eq. 7-9: encoders[0] is the ID channel, encoders[1 + i] modality i (one shared encoder if asked).
         count = 1 if cfg.share_encoders else 1 + m_count
-        self.encoders = nn.ModuleList(MDSRecEncoder(cfg, info.max_len) for _ in range(count))
+        self.encoders = nn.ModuleList(
+            CausalEncoder(
+                d, cfg.num_heads, cfg.inner_size, cfg.num_layers, cfg.dropout, cfg.attn_dropout, info.max_len
+            )
+            for _ in range(count)
+        )
         # Eq. 12-15: ica[i][l] is layer l + 1 of modality i's interest-centralized attention.
         self.ica = nn.ModuleList(
             nn.ModuleList(MDSRecICALayer(cfg) for _ in range(cfg.num_layers))
@@ -423,14 +337,33 @@ class MDSRec(SequentialRecommender):
         for name, buf in self.named_buffers():
             if name.endswith("_idx"):
                 rows = self.cfg.k if name.startswith("member_") else n1
-                _check_coo(name, buf, (rows, n1))
+                check_coo(name, buf, (rows, n1))
+
+    def graph_neighbours(self, modality: int, item: int) -> list[int]:
+        """Item ids of row ``item`` of modality ``modality``'s relation graph (the item itself included when
+        ``include_self``); [] without MRGC."""
+        if not self.cfg.use_mrgc:
+            return []
+        idx = getattr(self, f"graph_idx_{modality}").cpu()  # [2, nnz] row-major
+        lo = int(torch.searchsorted(idx[0], item, side="left"))
+        hi = int(torch.searchsorted(idx[0], item, side="right"))
+        return [int(c) for c in idx[1, lo:hi]]
+
+    def centre_labels(self, modality: int) -> np.ndarray | None:
+        """The k-means centre of every item, int64 [N+1] (-1 for padding); None without ICA."""
+        if not self.cfg.use_ica:
+            return None
+        idx = getattr(self, f"member_idx_{modality}").cpu().numpy()  # [2, N]: (centre, item)
+        labels = np.full(self.num_items + 1, -1, dtype=np.int64)
+        labels[idx[1]] = idx[0]
+        return labels
 
     # --- item tables ------------------------------------------------------------------------------------------
 
-    def encoder(self, channel: int) -> MDSRecEncoder:
+    def encoder(self, channel: int) -> CausalEncoder:
         """channel 0: ID, 1 + i: modality i."""
         enc = self.encoders[0 if self.cfg.share_encoders else channel]
-        assert isinstance(enc, MDSRecEncoder)
+        assert isinstance(enc, CausalEncoder)
         return enc
 
     def ica_layers(self, i: int) -> list[MDSRecICALayer]:
@@ -445,7 +378,7 @@ class MDSRec(SequentialRecommender):
         own = e if select is None else e[select]
         if self.mu_id == 0:
             return own
-        return self.mu_id * _spmm(self.cooc_idx, self.cooc_val, e.size(0), e, select) + own
+        return self.mu_id * spmm(self.cooc_idx, self.cooc_val, e.size(0), e, select) + own
 
     def bar_id_of(self, items: Tensor) -> Tensor:
         """E-bar_id[items] for any index tensor, computing only the rows of the distinct items it holds."""
@@ -460,7 +393,7 @@ class MDSRec(SequentialRecommender):
             if self.cfg.use_mrgc:
                 src = bar_id if self.cfg.graph_on_bar_id else self.item_emb.weight
                 out.append(
-                    _spmm(getattr(self, f"graph_idx_{i}"), getattr(self, f"graph_val_{i}"), src.size(0), src)
+                    spmm(getattr(self, f"graph_idx_{i}"), getattr(self, f"graph_val_{i}"), src.size(0), src)
                 )
             else:
                 out.append(self.proj[i](getattr(self, f"features_{i}")))
@@ -495,7 +428,7 @@ class MDSRec(SequentialRecommender):
             e_s = e_s + self.rho[i] * e_m  # Eq. 17
             e_tilde = e_m
             if self.cfg.use_ica:
-                member = _spmm(
+                member = spmm(
                     getattr(self, f"member_idx_{i}"), getattr(self, f"member_val_{i}"), self.cfg.k, table
                 )
                 if self.cfg.ica_center_norm:  # on the scale of the Transformer inputs they are compared with
@@ -503,15 +436,13 @@ class MDSRec(SequentialRecommender):
                 c = member[
                     None, None
                 ]  # [1, 1, K, D] layer-0 centres E-hat_c (Eq. 11), shared by all prefixes
-                for j, (layer, ica) in enumerate(
-                    zip(enc.layers, self.ica_layers(i), strict=True)
-                ):  # Eq. 12-16
+                # Eq. 12-16
+                for j, (layer, ica) in enumerate(zip(enc.layers, self.ica_layers(i), strict=True)):
                     assert isinstance(layer, TransformerLayer)
                     c = ica(c, states[j], layer.attn, visible)  # [B, P, K, D]; keys from layer j's input
                 logits = torch.einsum("bpd,bpkd->bpk", e_m, c).float()  # [B, P, K] e_m E_c^T (fp32 noise)
-                if (
-                    self.training
-                ):  # Gumbel noise g = log(delta) - log(1 - delta), delta ~ U(0, 1), training only
+                # Gumbel noise g = log(delta) - log(1 - delta), delta ~ U(0, 1), training only
+                if self.training:
                     eps = torch.finfo(logits.dtype).eps
                     delta = torch.rand_like(logits).clamp(eps, 1.0 - eps)
                     logits = logits + torch.log(delta) - torch.log1p(-delta)
@@ -546,7 +477,7 @@ class MDSRec(SequentialRecommender):
 
     # --- the contract ----------------------------------------------------------------------------------------
 
-    def scores_at_all_positions(self, items: Tensor, lengths: Tensor) -> Tensor:
+    def prefix_scores(self, items: Tensor, lengths: Tensor) -> Tensor:
         """items [B, L] -> [B, L, N+1]: scores after every prefix items[:, : p + 1]; column 0 is -inf."""
         ends = torch.arange(items.size(1), device=items.device).expand(items.size(0), -1)  # [B, L]
         y = self.fuse(*self.channel_scores(self.represent(items, lengths, ends)))

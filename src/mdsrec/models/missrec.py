@@ -22,8 +22,8 @@ Deviations:
   Transformer on several source domains with sequence-item and sequence-sequence contrastive losses, then fine-tunes;
   the contrastive losses and the transfer are not implemented).
 - Interests: k-means (seeded, ``k`` clusters per modality, or ``ceil(interest_ratio * N)`` with ``interest_ratio``
-  set, mdsrec.data.graphs.kmeans) over each modality's RAW feature table, computed once, at the first forward pass (a
-  model loaded from a checkpoint takes the clusters from it and never runs k-means).
+  set, mdsrec.data.graphs.kmeans) over each modality's RAW feature table, computed once, when a run is created (a model
+  loaded from a checkpoint takes the clusters from it and never runs k-means).
   The original re-clusters the ADAPTED tokens of all modalities together before every epoch, with
   ceil(interest_ratio * M * N) clusters, interest_ratio 0.5 (one cluster per two tokens); the frozen configs take
   interest_ratio 0.5 per modality, the same number of clusters, each modality's capped at its number of distinct
@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -171,8 +170,7 @@ class MISSRecDecoderLayer(nn.Module):
 
 class MISSRec(SequentialRecommender):
     name = "missrec"
-    # [N+1, M] global interest cluster of every item per modality (row 0: 0, never used); placeholders until
-    # ensure_interests() (the first forward pass) or a checkpoint load fills them
+    # [N+1, M] global interest cluster of every item per modality (row 0: 0, never used)
     interest_ids: Tensor
 
     def __init__(self, cfg: MISSRecConfig, info: DataInfo) -> None:
@@ -187,32 +185,39 @@ class MISSRec(SequentialRecommender):
         if want > info.num_items:
             raise ValueError(f"k ({want}) must not exceed the number of items N ({info.num_items})")
         self.max_len = info.max_len
-        ids = np.zeros((n1, len(self.tokens)), dtype=np.int64)
-        self.clusters: list[int] = []  # per modality
-        # modalities whose k-means is deferred to the first use (ensure_interests): a model built to load a checkpoint
-        # takes the clustering from it and never runs k-means (minutes on Sports' text)
-        self._pending: list[tuple[int, np.ndarray, int]] = []  # (modality, feature table, cluster-id offset)
-        for i, table in enumerate(info.features.values()):
-            feats = np.asarray(table, dtype=np.float32)
-            k = want
-            distinct, inverse = (
-                np.unique(feats[1:], axis=0, return_inverse=True) if cfg.interest_ratio > 0 else (None, None)
-            )
-            offset = sum(self.clusters)  # cluster ids are global across modalities
-            if distinct is not None and k >= distinct.shape[0]:
-                # more clusters than distinct vectors would split identical items: one cluster per distinct
-                # vector instead, the exact k-means optimum (no Lloyd steps needed)
-                k = distinct.shape[0]
-                ids[1:, i] = np.asarray(inverse).reshape(-1) + offset
-                centres = distinct.astype(np.float32)
-            else:
-                self._pending.append((i, feats, offset))
-                centres = np.zeros((k, feats.shape[1]), dtype=np.float32)  # filled by ensure_interests
-            self.clusters.append(k)
-            self.register_buffer(f"centres_{i}", torch.from_numpy(centres.copy()))  # [k, d_m] raw centroids
-        self.register_buffer("interest_ids", torch.from_numpy(ids))  # [N+1, M]
-        # a state dict is always complete: saving a model that never ran a forward pass clusters first
-        self.register_state_dict_pre_hook(MISSRec._before_state_dict)
+        tables = [np.asarray(t, dtype=np.float32) for t in info.features.values()]
+
+        def interests() -> list[Tensor]:
+            """k-means per modality (seeded, fp32): the raw centroids [k, d_m] and every item's global cluster."""
+            ids = np.zeros((n1, len(tables)), dtype=np.int64)  # [N+1, M]
+            centres = []
+            offset = 0  # cluster ids are global across modalities
+            for i, feats in enumerate(tables):
+                k = want
+                distinct, inverse = (
+                    np.unique(feats[1:], axis=0, return_inverse=True)
+                    if cfg.interest_ratio > 0
+                    else (None, None)
+                )
+                if distinct is not None and k >= distinct.shape[0]:
+                    # more clusters than distinct vectors would split identical items: one cluster per distinct
+                    # vector instead, the exact k-means optimum (no Lloyd steps needed)
+                    k = distinct.shape[0]
+                    ids[1:, i] = np.asarray(inverse).reshape(-1) + offset
+                    c = distinct
+                else:
+                    labels, c = kmeans(feats, k, seed=cfg.kmeans_seed, iters=cfg.kmeans_iters)
+                    ids[1:, i] = labels[1:] + offset
+                centres.append(torch.from_numpy(np.asarray(c, dtype=np.float32).copy()))  # [k, d_m]
+                offset += k
+            return [*centres, torch.from_numpy(ids)]
+
+        # derived from the data: clustered for a new run, taken from the checkpoint when a run is loaded
+        names = [*(f"centres_{i}" for i in range(len(tables))), "interest_ids"]
+        self.register_derived(info, names, interests)
+        self.clusters = [
+            int(getattr(self, f"centres_{i}").shape[0]) for i in range(len(tables))
+        ]  # k per modality
         self.item_emb = nn.Embedding(n1, d, padding_idx=0) if cfg.use_id else None
         self.pos_emb = nn.Embedding(info.max_len, d)
         self.ln = nn.LayerNorm(d, eps=1e-12)
@@ -230,47 +235,8 @@ class MISSRec(SequentialRecommender):
 
     # --- item side -------------------------------------------------------------------------------------------
 
-    def ensure_interests(self) -> None:
-        """Fill the interest buffers (interest_ids, centres_i) if still deferred: the seeded k-means in fp32 (never
-        under autocast), the same clusters whenever it runs. The forward pass calls it; read the buffers directly
-        only after it."""
-        if not self._pending:
-            return
-        with torch.no_grad(), torch.autocast("cpu", enabled=False):
-            for i, feats, offset in self._pending:
-                labels, centres = kmeans(
-                    feats, self.clusters[i], seed=self.cfg.kmeans_seed, iters=self.cfg.kmeans_iters
-                )
-                self.interest_ids[1:, i] = torch.from_numpy(labels[1:] + offset).to(self.interest_ids.device)
-                getattr(self, f"centres_{i}").copy_(torch.from_numpy(centres))
-        self._pending = []
-
-    def prepare(self) -> None:
-        self.ensure_interests()
-
-    def state_shapes(self) -> dict[str, tuple[int, ...]]:
-        pending, self._pending = self._pending, []  # the buffers' shapes are final: no k-means to list them
-        try:
-            return super().state_shapes()
-        finally:
-            self._pending = pending
-
-    @staticmethod
-    def _before_state_dict(module: nn.Module, prefix: str, keep_vars: bool) -> None:
-        assert isinstance(module, MISSRec)
-        module.ensure_interests()
-
-    def _load_from_state_dict(
-        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
-    ) -> None:
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        names = ["interest_ids", *(f"centres_{i}" for i in range(len(self.clusters)))]
-        if all(prefix + n in state_dict for n in names):  # the clusters came with the checkpoint: no k-means
-            self._pending = []
-
     def interest_table(self) -> Tensor:
         """[K, D]: per modality, the adaptor of the raw centroids = centroid of the cluster's adapted tokens."""
-        self.ensure_interests()
         rows = [ad(getattr(self, f"centres_{i}")) for i, ad in enumerate(self.tokens.proj)]  # M x [k, D]
         table = torch.cat(rows, dim=0)
         return table.detach() if self.cfg.detach_interests else table
@@ -316,7 +282,6 @@ class MISSRec(SequentialRecommender):
         real = pos[None] < lengths[:, None]  # [B, L]
 
         # Interest tokens: M per position; a cluster already seen earlier in the prefix is not kept again.
-        self.ensure_interests()
         ids = self.interest_ids[items]  # [B, L, M]
         earlier = pos[None, :] < pos[:, None]  # [L, L] (i, i'): i' < i
         seen = ((ids[:, :, None, :] == ids[:, None, :, :]) & earlier[None, :, :, None]).any(
@@ -365,6 +330,12 @@ class MISSRec(SequentialRecommender):
         """The regulariser over P trained prefixes: sum_j (n_j / N)^2 sq_j with sq_j = ||sum of its interest
         states||^2 / D and N = max_j n_j, i.e. ||(n_j / N) sum||^2 / D summed (the original's scale)."""
         return ((n / n.max()).pow(2) * sq).sum()
+
+    def prefix_scores(self, items: Tensor, lengths: Tensor) -> Tensor:
+        h, _, _ = self.represent(items, lengths)  # [B, L, D]
+        y = self.scores(h.reshape(-1, h.size(-1))).view(h.size(0), h.size(1), -1)  # [B, L, N+1]
+        y[..., 0] = float("-inf")
+        return y
 
     def score_all(self, batch: Batch) -> Tensor:
         h, _, _ = self.represent(batch.items, batch.lengths)  # [B, L, D]

@@ -62,6 +62,12 @@ class ReferenceModel(SequentialRecommender):
         logits[:, 0] = float("-inf")
         return F.cross_entropy(logits, batch.targets[mask])
 
+    def prefix_scores(self, items: Tensor, lengths: Tensor) -> Tensor:
+        every = torch.ones_like(items, dtype=torch.bool)  # [B, L]
+        y = self.scores_at(items, lengths, every).view(items.size(0), items.size(1), -1)  # [B, L, N+1]
+        y[..., 0] = float("-inf")
+        return y
+
     def score_all(self, batch: Batch) -> Tensor:
         positions = torch.arange(batch.items.size(1), device=batch.items.device)  # [L]
         last = positions[None] == (batch.lengths - 1)[:, None]  # [B, L], one position per row

@@ -25,11 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from mdsrec.models.base import (
-    DROPOUTS,
-    TRANSFORMER_SIZES,
     DataInfo,
     NextItemModel,
-    check_config,
+    TransformerConfig,
     init_weights,
 )
 from mdsrec.models.layers import TransformerLayer, position_rows
@@ -37,19 +35,8 @@ from mdsrec.models.modal_features import ModalityProjections
 
 
 @dataclass
-class SASRecFConfig:
+class SASRecFConfig(TransformerConfig):
     name: str = "sasrecf"
-    hidden_size: int = 64
-    inner_size: int = 256
-    num_layers: int = 2
-    num_heads: int = 2
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
-    activation: str = "gelu"
-    init_std: float = 0.02
-
-    def __post_init__(self) -> None:
-        check_config(self, TRANSFORMER_SIZES, DROPOUTS, ("init_std",))
 
 
 class SASRecF(NextItemModel):

@@ -10,7 +10,8 @@ representation, divided by a temperature, trained with cross-entropy over all it
 
 Pre-train on one data set, fine-tune on another: ``init_from`` names a checkpoint (best.pt) of a UniSRec run on
 another data set; its transferable parameters (MoE adaptor, position embeddings, input LayerNorm, Transformer; not
-the item-ID embeddings, whose catalogue differs, nor the feature table) are loaded when the model is built.
+the item-ID embeddings, whose catalogue differs, nor the feature table) are loaded by the trainer when a new run
+starts (``mdsrec.training.transfer``); a trained run is rebuilt from its own checkpoint, without the file.
 ``freeze_encoder`` then fixes the position embeddings and the Transformer, as the paper's fine-tuning does (only the
 adaptor, the LayerNorm and the ID embeddings train); it requires ``init_from``.
 
@@ -26,8 +27,7 @@ Deviations:
 - Trained with all-prefix batching (every prefix of a training sequence in one causal pass) instead of one
   materialised row per prefix: the same objective.
 - ``init_from`` refuses a checkpoint that lacks a transferable parameter or whose shapes differ (the original loads
-  with strict=False, silently skipping mismatches). Rebuilding a trained run (``load_run``) builds the model again,
-  so the ``init_from`` file must still exist then; its weights are immediately replaced by the run's own.
+  with strict=False, silently skipping mismatches).
 
 Shape legend: B batch, L sequence length, D hidden, N items, E experts, d text feature size.
 """
@@ -43,11 +43,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mdsrec.models.base import (
-    DROPOUTS,
-    TRANSFORMER_SIZES,
     DataInfo,
     EvalCache,
     NextItemModel,
+    TransformerConfig,
     check_config,
     init_weights,
 )
@@ -61,16 +60,8 @@ TRANSFERABLE = ("adaptor.", "pos_emb.", "ln.", "layers.")
 
 
 @dataclass
-class UniSRecConfig:
+class UniSRecConfig(TransformerConfig):
     name: str = "unisrec"
-    hidden_size: int = 64
-    inner_size: int = 256
-    num_layers: int = 2
-    num_heads: int = 2
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
-    activation: str = "gelu"
-    init_std: float = 0.02
     n_exps: int = 8  # experts in the MoE adaptor
     adaptor_dropout: float = 0.2  # dropout on the text feature before whitening
     gate_noise: bool = True  # learned Gaussian noise on the gate logits in training
@@ -81,9 +72,8 @@ class UniSRecConfig:
     freeze_encoder: bool = False  # fix position embeddings and Transformer (fine-tuning after init_from)
 
     def __post_init__(self) -> None:
-        check_config(
-            self, (*TRANSFORMER_SIZES, "n_exps"), (*DROPOUTS, "adaptor_dropout"), ("init_std", "temperature")
-        )
+        super().__post_init__()
+        check_config(self, ("n_exps",), ("adaptor_dropout",), ("temperature",))
         if isinstance(self.text_feature, list) and (
             not self.text_feature or len(set(self.text_feature)) != len(self.text_feature)
         ):
@@ -163,35 +153,9 @@ class UniSRec(NextItemModel):
         if self.item_emb is not None:
             with torch.no_grad():
                 self.item_emb.weight[0].zero_()
-        if cfg.init_from is not None:
-            self.load_transferable(cfg.init_from)
         if cfg.freeze_encoder:
             for p in [*self.pos_emb.parameters(), *self.layers.parameters()]:
                 p.requires_grad_(False)
-
-    def load_transferable(self, path: str) -> None:
-        """Copy the adaptor, position embeddings, LayerNorm and Transformer from another UniSRec checkpoint.
-        Every transferable parameter must be present with the same shape (no silent partial load)."""
-        from mdsrec.training.checkpoint import load_checkpoint  # the training package imports models
-
-        ck = load_checkpoint(path)
-        src_name = ck.get("config", {}).get("model", {}).get("name")
-        if src_name != self.name:
-            raise ValueError(f"init_from ({path}) is a checkpoint of model {src_name!r}, expected 'unisrec'")
-        src = ck["model_state"]
-        own = {k: v for k, v in self.state_dict().items() if k.startswith(TRANSFERABLE)}
-        missing = sorted(set(own) - set(src))
-        if missing:
-            raise ValueError(f"init_from ({path}) lacks transferable parameters {missing[:10]}")
-        bad = [k for k in own if tuple(src[k].shape) != tuple(own[k].shape)]
-        if bad:
-            k = bad[0]
-            raise ValueError(
-                f"init_from ({path}): parameter {k} has shape {tuple(src[k].shape)}, this model expects "
-                f"{tuple(own[k].shape)} (hidden_size, num_layers, n_exps, feature size and max_len must match)"
-            )
-        self.load_state_dict({**self.state_dict(), **{k: src[k] for k in own}}, strict=True)
-        log.info("UniSRec: loaded %d transferable tensors from %s", len(own), path)
 
     def item_rows(self, items: Tensor) -> Tensor:
         """items [...] -> adapted text (+ ID) representation [..., D], not normalised."""

@@ -13,7 +13,7 @@ from mdsrec import __version__
 from mdsrec.atomic import torch_save
 from mdsrec.errors import ManifestMismatchError, MdsrecError
 from mdsrec.models.base import SequentialRecommender
-from mdsrec.records import check_not_restored
+from mdsrec.rundir import check_not_restored
 
 CHECKPOINT_VERSION = 1
 
@@ -50,7 +50,7 @@ def check_fingerprint(
 
 def load_model_state(model: SequentialRecommender, state_dict: dict[str, Any], ckpt: str | Path) -> None:
     """Strict load; a mismatch lists the missing and unexpected keys instead of loading part of the model."""
-    own = model.state_shapes()
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     if missing or unexpected:

@@ -46,17 +46,19 @@ from tqdm.auto import tqdm
 from mdsrec import __version__
 from mdsrec.atomic import locked_directory, write_json, write_text
 from mdsrec.config import ExperimentConfig, build_config, config_differences
-from mdsrec.data.processed import ProcessedDataset
+from mdsrec.data.processed import ProcessedDataset, load_processed
 from mdsrec.data.protocol import Batch, Split, build_train_rows, eval_batches, train_batches
 from mdsrec.errors import ConfigError, MdsrecError, TrainingDiverged
 from mdsrec.evaluation.evaluator import diagnose, evaluate, item_train_counts
 from mdsrec.models import DataInfo, SequentialRecommender, build_model, check_experiment, full_config
+from mdsrec.rundir import BEST, CONFIG, LAST, LOG, METRICS, RUN_INFO, checkpoint_path, run_data_path
 from mdsrec.training.checkpoint import (
     check_fingerprint,
     load_checkpoint,
     load_model_state,
     save_checkpoint,
 )
+from mdsrec.training.transfer import load_transferable, transfer_source
 
 log = logging.getLogger(__name__)
 STAGES = ("valid", "test")
@@ -73,7 +75,11 @@ class Experiment:
     device: torch.device
 
 
-def make_experiment(cfg: ExperimentConfig, data: ProcessedDataset) -> Experiment:
+def make_experiment(
+    cfg: ExperimentConfig, data: ProcessedDataset, saved_state: dict[str, Any] | None = None
+) -> Experiment:
+    """Build the model for a new run, or, with ``saved_state`` (a checkpoint's model state), for loading one: then
+    the state derived from the data (graphs, clusters) comes from the checkpoint and no transfer is applied."""
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     torch.manual_seed(cfg.train.seed)
@@ -83,6 +89,7 @@ def make_experiment(cfg: ExperimentConfig, data: ProcessedDataset) -> Experiment
         max_len=cfg.data.max_len,
         features=data.features,
         train_sequences=[split.train_part(u) for u in range(split.num_users)],
+        saved_state=saved_state,
     )
     device = torch.device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -90,8 +97,11 @@ def make_experiment(cfg: ExperimentConfig, data: ProcessedDataset) -> Experiment
     if device.type == "cuda" and cfg.train.precision == "bf16" and not torch.cuda.is_bf16_supported():
         raise ConfigError("train.precision (bf16): this GPU does not support bfloat16; use fp32")
     check_experiment(cfg)
-    model = build_model(cfg.model, info).to(device)
-    return Experiment(cfg, data, split, model, device)
+    model = build_model(cfg.model, info)
+    source = transfer_source(model)
+    if saved_state is None and source is not None:  # a new run starts from another run's parameters
+        load_transferable(model, source)
+    return Experiment(cfg, data, split, model.to(device), device)
 
 
 def _git_commit() -> str | None:
@@ -120,21 +130,21 @@ def train(
 def _train(
     cfg: ExperimentConfig | None, data: ProcessedDataset, run_dir: Path, resume: bool
 ) -> dict[str, Any]:
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    last_path, best_path = run_dir / LAST, run_dir / BEST
     if resume:
-        if (run_dir / "config.yaml").is_file() and not last_path.exists():
+        if (run_dir / CONFIG).is_file() and not last_path.exists():
             raise MdsrecError(
                 f"--resume: {run_dir} has a config.yaml but no last.pt: the run stopped before its first epoch "
                 "ended, so there is nothing to resume; run the same command without --resume to start it over"
             )
-        if not last_path.is_file() or not (run_dir / "config.yaml").is_file():
+        if not last_path.is_file() or not (run_dir / CONFIG).is_file():
             raise MdsrecError(f"--resume: {last_path} or its config.yaml not found (nothing to resume)")
-        saved_cfg = build_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        saved_cfg = build_config(yaml.safe_load((run_dir / CONFIG).read_text()))
         if cfg is not None:
             diff = config_differences(full_config(saved_cfg).to_dict(), full_config(cfg).to_dict())
             if diff:
                 raise MdsrecError(
-                    f"--resume: the given config differs from the run's {run_dir / 'config.yaml'} in "
+                    f"--resume: the given config differs from the run's {run_dir / CONFIG} in "
                     f"{', '.join(diff)}; resume with the same --config/--set (a changed run is a new run)"
                 )
         if cfg is not None:  # how it is shown and how fast it runs follow the given config
@@ -144,7 +154,7 @@ def _train(
         cfg = saved_cfg  # as saved: a run from before full model sections keeps its own
     elif cfg is None:
         raise MdsrecError("a new run needs a config")
-    elif last_path.exists() or (run_dir / "metrics.json").exists():
+    elif last_path.exists() or (run_dir / METRICS).exists():
         raise MdsrecError(
             f"{run_dir} already holds a run: pass --resume to continue it or choose another --out"
         )
@@ -154,16 +164,18 @@ def _train(
     metric = cfg.train.valid_metric
     if metric not in _metric_names(cfg):
         raise MdsrecError(f"train.valid_metric ({metric!r}) must be one of {_metric_names(cfg)}")
-    exp = make_experiment(cfg, data)
-    model, device = exp.model, exp.device
-    if not model.trainable:
-        return _evaluate_reference(run_dir, cfg, data, exp, resume)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "bad_epochs": 0, "history": []}
-
+    ck: dict[str, Any] | None = None
     if resume:
         ck = load_checkpoint(last_path)
         check_fingerprint(ck, data.fingerprint, data.path or "data", last_path)
+    exp = make_experiment(cfg, data, None if ck is None else ck["model_state"])
+    model, device = exp.model, exp.device
+    if not model.trainable:
+        return _evaluate_reference(run_dir, cfg, data, exp, ck)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "bad_epochs": 0, "history": []}
+
+    if ck is not None:
         load_model_state(model, ck["model_state"], last_path)
         optimizer.load_state_dict(ck["optimizer_state"])
         torch.set_rng_state(ck["rng_torch"])
@@ -175,7 +187,6 @@ def _train(
     else:
         _start_run(run_dir, cfg, data)
 
-    model.prepare()  # deferred set-up (MISSRec's k-means): after a resume load, outside autocast and the timer
     rows = build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode)
     valid_batches = eval_batches(exp.split, "valid", cfg.data)
     counts = item_train_counts(exp.split, data.num_items)  # [N+1] for the popularity buckets
@@ -242,7 +253,7 @@ def _train(
         )
         if improved:  # after last.pt: a crash in between is repaired on resume (see _repair_best)
             save_checkpoint(best_path, _model_state(cfg, data, model, epoch))
-        write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
+        write_text(run_dir / LOG, "".join(json.dumps(r) + "\n" for r in state["history"]))
         log.info(
             "epoch %d loss %.4f valid %s %.4f%s (%.1fs)",
             epoch,
@@ -335,9 +346,9 @@ def provenance(device: torch.device, total_seconds: float) -> dict[str, Any]:
 def _start_run(run_dir: Path, cfg: ExperimentConfig, data: ProcessedDataset) -> None:
     """A new run directory: the resolved config and where the run comes from."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_text(run_dir / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     write_json(
-        run_dir / "run.json",
+        run_dir / RUN_INFO,
         {
             "data_path": str(Path(data.path).resolve()) if data.path else None,
             "data_name": data.name,
@@ -350,17 +361,17 @@ def _start_run(run_dir: Path, cfg: ExperimentConfig, data: ProcessedDataset) -> 
 
 
 def _evaluate_reference(
-    run_dir: Path, cfg: ExperimentConfig, data: ProcessedDataset, exp: Experiment, resume: bool
+    run_dir: Path, cfg: ExperimentConfig, data: ProcessedDataset, exp: Experiment, ck: dict[str, Any] | None
 ) -> dict[str, Any]:
     """A parameter-free model (``trainable = False``): no optimizer and no epochs; the run directory gets the same
     files as a trained run (best.pt and last.pt at epoch 0, an empty log.jsonl, metrics.json with epochs 0)."""
     model = exp.model
     if any(True for _ in model.parameters()):
         raise MdsrecError(f"model {model.name} says trainable = False but has parameters")
-    last_path = run_dir / "last.pt"
-    if resume:  # the checkpoints were written, metrics.json maybe not: evaluate again from best.pt
-        ck = load_checkpoint(last_path)
-        check_fingerprint(ck, data.fingerprint, data.path or "data", last_path)
+    last_path = run_dir / LAST
+    if (
+        ck is not None
+    ):  # resumed: the checkpoints were written, metrics.json maybe not: evaluate again from best.pt
         state = {k: ck[k] for k in ("epoch", "best_epoch", "best_score", "bad_epochs", "history")}
         _repair_best(run_dir, ck)
     else:
@@ -370,15 +381,15 @@ def _evaluate_reference(
         save_checkpoint(
             last_path, {**_model_state(cfg, data, model, 0), "rng_torch": torch.get_rng_state(), **state}
         )
-        save_checkpoint(run_dir / "best.pt", _model_state(cfg, data, model, 0))
-        write_text(run_dir / "log.jsonl", "")
+        save_checkpoint(run_dir / BEST, _model_state(cfg, data, model, 0))
+        write_text(run_dir / LOG, "")
     log.info("%s has no parameters: evaluated without training", model.name)
     return finalize(run_dir, cfg, data, exp, state)
 
 
 def _repair_best(run_dir: Path, last: dict[str, Any]) -> None:
     """If the run crashed between writing last.pt and best.pt in its best epoch, rebuild best.pt from last.pt."""
-    best_path = run_dir / "best.pt"
+    best_path = run_dir / BEST
     if last["best_epoch"] != last["epoch"]:
         return
     if best_path.is_file() and load_checkpoint(best_path)["epoch"] == last["epoch"]:
@@ -414,8 +425,8 @@ def finalize(
 ) -> dict[str, Any]:
     """Evaluate best.pt on valid and test and write metrics.json (``diverged``: the epoch where the training loss
     became non-finite and training stopped, else None)."""
-    best = load_checkpoint(run_dir / "best.pt")
-    load_model_state(exp.model, best["model_state"], run_dir / "best.pt")
+    best = load_checkpoint(run_dir / BEST)
+    load_model_state(exp.model, best["model_state"], run_dir / BEST)
     diagnostics: dict[str, Any] = {}
     if cfg.eval.diagnostics:
         counts = item_train_counts(exp.split, data.num_items)
@@ -447,22 +458,34 @@ def finalize(
         "provenance": provenance(exp.device, sum(r["train_seconds"] + r["eval_seconds"] for r in hist)),
         **diagnostics,  # per channel and per popularity bucket, valid and test (eval.diagnostics)
     }
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / METRICS, metrics)
     return metrics
+
+
+def open_run(
+    run_dir: str | Path, data: str | None = None, which: str = "best", device: str | None = None
+) -> Experiment:
+    """Load RUN_DIR/{which}.pt with its processed data set: ``data`` if given, else the one recorded in run.json
+    (an MdsrecError for a missing run directory or a run restored from records, which has no checkpoints)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise MdsrecError(f"run directory {run} not found")
+    return load_run(run, load_processed(run_data_path(run, data)), which=which, device=device)
 
 
 def load_run(
     run_dir: str | Path, data: ProcessedDataset, which: str = "best", device: str | None = None
 ) -> Experiment:
     """Rebuild a run's model from RUN_DIR/{which}.pt for ``data`` (fingerprints must match)."""
-    run_dir = Path(run_dir)
-    path = run_dir / f"{which}.pt"
+    path = checkpoint_path(run_dir, which)
     ck = load_checkpoint(path)
     check_fingerprint(ck, data.fingerprint, data.path or "data", path)
     cfg = build_config(ck["config"])
     if device is not None:
         cfg.train.device = device
-    exp = make_experiment(cfg, data)
+    exp = make_experiment(
+        cfg, data, ck["model_state"]
+    )  # no graph build, no k-means: they come with the state
     load_model_state(exp.model, ck["model_state"], path)
     exp.model.eval()
     return exp

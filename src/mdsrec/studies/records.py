@@ -15,7 +15,6 @@ another data set), and never over a run directory that already has results.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,11 +24,7 @@ from typing import Any
 from mdsrec.atomic import write_bytes, write_json
 from mdsrec.data.processed import MANIFEST, read_manifest
 from mdsrec.errors import MdsrecError
-
-# The files that make a record, the first that exists deciding what the run is: finished or diverged.
-RESULT_FILES = ("metrics.json", "diverged.json")
-KEPT_FILES = (*RESULT_FILES, "log.jsonl")
-RESTORED = "restored.json"
+from mdsrec.rundir import LOG, RECORD_FILES, RESTORED, RESULT_FILES, read_json
 
 
 @dataclass
@@ -59,16 +54,6 @@ def _runs(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise MdsrecError(f"{path}: not readable JSON ({e})") from e
-    if not isinstance(obj, dict):
-        raise MdsrecError(f"{path}: expected a JSON object")
-    return obj
-
-
 def save(src: str | Path, dest: str | Path) -> RecordsReport:
     """Copy the small files of every finished (or diverged) run under SRC into DEST/<same relative path>."""
     src, dest = Path(src), Path(dest)
@@ -79,7 +64,7 @@ def save(src: str | Path, dest: str | Path) -> RecordsReport:
             continue  # DEST inside SRC: its own records are not runs
         rel = run.relative_to(src)
         changed = False
-        for name in KEPT_FILES:
+        for name in RECORD_FILES:
             if not (run / name).is_file():
                 continue
             data = (run / name).read_bytes()
@@ -141,7 +126,7 @@ def restore(records: str | Path, out: str | Path, data: list[str | Path]) -> Rec
         rel = rec.relative_to(records)
         result = _result_file(rec)
         assert result is not None
-        saved = _read_json(result)
+        saved = read_json(result)
         fp = str(saved.get("data", {}).get("fingerprint", ""))
         if fp not in given_data:
             report.skipped.append(f"{rel}: {_other_data(saved.get('data', {}), given_data)}")
@@ -154,8 +139,8 @@ def restore(records: str | Path, out: str | Path, data: list[str | Path]) -> Rec
             else:
                 report.skipped.append(f"{rel}: {there} exists and differs from the record; kept")
             continue
-        if (rec / "log.jsonl").is_file():
-            write_bytes(target / "log.jsonl", (rec / "log.jsonl").read_bytes())
+        if (rec / LOG).is_file():
+            write_bytes(target / LOG, (rec / LOG).read_bytes())
         write_json(
             target / RESTORED,
             {
@@ -169,13 +154,3 @@ def restore(records: str | Path, out: str | Path, data: list[str | Path]) -> Rec
         write_bytes(target / result.name, result.read_bytes())
         report.copied.append(str(rel))
     return report
-
-
-def check_not_restored(run: str | Path) -> None:
-    """MdsrecError when RUN was restored from records, so has no checkpoints to evaluate, explain or serve."""
-    marker = Path(run) / RESTORED
-    if marker.is_file():
-        raise MdsrecError(
-            f"{run} was restored from records ({marker}): it holds the run's metrics and epoch log but no "
-            "checkpoints; train it again into another directory to evaluate, explain or serve it"
-        )

@@ -9,34 +9,24 @@ A run directory is
 * interrupted (last.pt, no metrics.json): resumed; the trainer checks the config and the checkpoint's fingerprint;
 * new: trained.
 
-A call that trains or resumes a run leaves its wall-clock seconds in RUN_DIR/benchmark.json (``RUN_RECORD``), so a
+A call that trains or resumes a run leaves its wall-clock seconds in RUN_DIR/benchmark.json (``rundir.WALL``), so a
 later call that reuses the run can still report them.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from mdsrec.atomic import write_json
 from mdsrec.config import ExperimentConfig, build_config, config_differences
 from mdsrec.data.processed import ProcessedDataset
 from mdsrec.errors import ConfigError, MdsrecError
 from mdsrec.models import full_config
+from mdsrec.rundir import WALL, RunState, read_json, read_metrics, run_fingerprint, run_state
 from mdsrec.training import trainer
-
-RunState = Literal["finished", "interrupted", "new"]
-# Wall seconds of the call that finished the run; the file name predates mdsrec sweep.
-RUN_RECORD = "benchmark.json"
-# What a call does with a run in each state, as the commands log it.
-ACTIONS: dict[str, str] = {
-    "finished": "finished already, skipped",
-    "interrupted": "resuming",
-    "new": "training",
-}
 
 
 @dataclass
@@ -44,23 +34,6 @@ class RunOutcome:
     metrics: dict[str, Any]  # the run's metrics.json
     state: RunState  # what the run directory held before this call
     wall_seconds: float | None  # of the call that finished the run; None when unknown (finished elsewhere)
-
-
-def run_state(run: Path) -> RunState:
-    """finished (metrics.json), interrupted (last.pt without metrics.json) or new."""
-    if (run / "metrics.json").is_file():
-        return "finished"
-    if (run / "last.pt").is_file():
-        return "interrupted"
-    return "new"
-
-
-def run_fingerprint(run: Path, metrics: dict[str, Any]) -> str | None:
-    """The data fingerprint a finished run was trained on: metrics.json's, else run.json's, else None."""
-    fp = metrics.get("data", {}).get("fingerprint")
-    if fp is None and (run / "run.json").is_file():
-        fp = json.loads((run / "run.json").read_text()).get("data_fingerprint")
-    return None if fp is None else str(fp)
 
 
 def check_finished(
@@ -93,14 +66,14 @@ def train_or_reuse(cfg: ExperimentConfig, data: ProcessedDataset, run: Path, *, 
     ``owner`` names the command in error messages ("benchmark", "sweep")."""
     state = run_state(run)
     if state == "finished":
-        metrics = json.loads((run / "metrics.json").read_text())
+        metrics = read_metrics(run)
         check_finished(run, metrics, cfg, data, owner)
-        record = run / RUN_RECORD
-        wall = json.loads(record.read_text()).get("wall_seconds") if record.is_file() else None
+        record = run / WALL
+        wall = read_json(record).get("wall_seconds") if record.is_file() else None
         return RunOutcome(metrics, state, wall)
     resume = state == "interrupted"
     t0 = time.perf_counter()
     metrics = trainer.train(cfg, data, run, resume=resume)
     wall = round(time.perf_counter() - t0, 3)
-    write_json(run / RUN_RECORD, {"wall_seconds": wall, "resumed": resume})
+    write_json(run / WALL, {"wall_seconds": wall, "resumed": resume})
     return RunOutcome(metrics, state, wall)

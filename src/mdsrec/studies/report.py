@@ -13,7 +13,7 @@ Schemas of metrics.json (a file may name its schema in a top-level ``"schema"`` 
 ``current`` when it holds a ``provenance`` object and ``legacy`` otherwise):
 
 ``legacy``
-    ``valid`` and ``test`` (objects with every metric of ``mdsrec.benchmark.METRICS``), ``best_epoch``, ``epochs``,
+    ``valid`` and ``test`` (objects with every metric of ``mdsrec.studies.results.METRICS``), ``best_epoch``, ``epochs``,
     ``seconds_per_epoch`` (mean training seconds per epoch), ``config`` (``model.name``, ``train.seed``, and
     ``train.lr`` where it was set), ``data`` (``fingerprint``, ``name``, ``path``); optionally ``eval_seconds``
     (mean validation seconds per epoch), ``diverged_at_epoch``, ``exclude_history`` and ``data.files`` (each data
@@ -52,23 +52,27 @@ from pathlib import Path
 from typing import Any
 
 from mdsrec.atomic import staged_directory, write_text
-from mdsrec.benchmark import (
-    METRICS,
+from mdsrec.errors import MdsrecError
+from mdsrec.evaluation.evaluator import POPULARITY_BUCKETS
+from mdsrec.rundir import LOG
+from mdsrec.rundir import METRICS as METRICS_FILE
+from mdsrec.studies.paper import (
     PAPER_METRICS,
     PAPER_NAMES,
     TABLE2_MISPRINTS,
+    display_name,
+    load_table2,
+    paper_name,
+)
+from mdsrec.studies.results import (
+    METRICS,
     RunResult,
     comparisons_markdown,
-    display_name,
     epochs_cell,
-    load_table2,
     mean_std,
     mean_std_cell,
-    paper_name,
     results_png,
 )
-from mdsrec.errors import MdsrecError
-from mdsrec.evaluation.evaluator import POPULARITY_BUCKETS
 
 SCHEMAS = ("legacy", "current")
 # Dotted paths every metrics.json must hold (the test and valid metrics are checked key by key as well).
@@ -252,7 +256,7 @@ def _run_folders(root: Path) -> Iterator[Path]:
     inside_runs = "runs" in root.resolve().parts
     for dirpath, _, filenames in os.walk(root, followlinks=True):
         run = Path(dirpath)
-        if "metrics.json" in filenames and (inside_runs or "runs" in run.relative_to(root).parts):
+        if METRICS_FILE in filenames and (inside_runs or "runs" in run.relative_to(root).parts):
             yield run
 
 
@@ -268,17 +272,17 @@ def load_records(paths: Iterable[str | Path]) -> list[Record]:
         found = 0
         for run in _run_folders(root):
             found += 1
-            key = (run / "metrics.json").resolve()
+            key = (run / METRICS_FILE).resolve()
             if key in seen:
                 continue
             seen.add(key)
-            mpath = run / "metrics.json"
+            mpath = run / METRICS_FILE
             try:
                 m = json.loads(mpath.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as e:
                 raise MdsrecError(f"{mpath}: not readable JSON ({e})") from e
             schema = check_metrics(mpath, m)
-            log = _read_log(run / "log.jsonl") if (run / "log.jsonl").is_file() else None
+            log = _read_log(run / LOG) if (run / LOG).is_file() else None
             study, name = _study_and_name(root, run)
             out.append(Record(run, study, name, schema, m, log))
         if not found:

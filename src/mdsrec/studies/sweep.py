@@ -5,7 +5,7 @@ For every value v of ``--param section.key`` the run is trained into ``OUT/runs/
 YAML and checked against the field's own type (``model.h=5.0`` is refused: h is an integer). As in
 ``mdsrec benchmark`` a finished run (metrics.json) is skipped and an interrupted one (last.pt only) resumed, so the
 same command continues an interrupted sweep; both must have been made with the same config and on the same data set
-(``mdsrec.runs``). Then::
+(``mdsrec.studies.runs``). Then::
 
     OUT/sweep.csv   one row per value: the value, every test and validation metric, seconds per epoch, epochs,
                     best epoch
@@ -37,7 +37,8 @@ from mdsrec.config import (
 from mdsrec.data.processed import ProcessedDataset
 from mdsrec.errors import ConfigError
 from mdsrec.models import REGISTRY, check_experiment
-from mdsrec.runs import ACTIONS, run_state, train_or_reuse
+from mdsrec.rundir import ACTIONS, run_state
+from mdsrec.studies.runs import train_or_reuse
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,87 @@
+"""Ranking the catalogue: which items may be ranked, how ties are broken, the rank of a held-out item and the top-K.
+The evaluator, ``recommend``/``serve`` and ``explain`` all rank through these functions.
+
+* Not rankable (score -inf): the padding item 0; with history exclusion, every item of the user's whole history
+  (not only the model's window) except the held-out item itself (a repeated target stays rankable); and items a
+  request blocks (``candidates``). A blocked held-out item stays blocked.
+* The rank of an item is 1 + the number of OTHER rankable items scoring at least as high: ties count against it,
+  so a model that scores every item the same gets rank N and metrics near zero.
+* A top-K list is sorted by score, equal scores in ascending item id (a stable sort of the negated scores), and
+  holds only rankable items.
+* NaN scores are refused: NaN compares false, so every rank and list would be wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+NOT_RANKABLE = float("-inf")
+
+
+def pad_histories(histories: Sequence[np.ndarray], device: torch.device | str = "cpu") -> Tensor:
+    """[B, H] long, each row a history right-padded with the padding item 0 (H = the longest, at least 1)."""
+    width = max([len(h) for h in histories] + [1])
+    out = torch.zeros(len(histories), width, dtype=torch.long)
+    for b, h in enumerate(histories):
+        out[b, : len(h)] = torch.from_numpy(np.asarray(h, dtype=np.int64))
+    return out.to(device)
+
+
+def exclusion_mask(
+    num_items: int,
+    history: Tensor | None = None,
+    keep: Tensor | None = None,
+    blocked: Tensor | None = None,
+) -> Tensor:
+    """[B, N+1] bool, True where an item may not be ranked (see the module docstring).
+
+    ``history`` [B, H] long (0-padded): the items to exclude per row (None: no history exclusion); ``keep`` [B]
+    long: each row's held-out item, rankable even inside its history (0: none); ``blocked`` [N+1] bool: items no
+    row may rank. B is ``history``'s rows, else ``keep``'s, else 1."""
+    rows = history.shape[0] if history is not None else keep.shape[0] if keep is not None else 1
+    device = (
+        history.device if history is not None else keep.device if keep is not None else torch.device("cpu")
+    )
+    mask = torch.zeros(rows, num_items + 1, dtype=torch.bool, device=device)  # [B, N+1]
+    if history is not None:
+        mask.scatter_(1, history, True)
+        if keep is not None:
+            mask.scatter_(1, keep.view(-1, 1), False)
+    mask[:, 0] = True
+    if blocked is not None:
+        mask |= blocked.to(device)[None, :]
+    return mask
+
+
+def masked(scores: Tensor, mask: Tensor) -> Tensor:
+    """``scores`` [B, N+1] with -inf where ``mask`` [B, N+1] (or [N+1]) is True."""
+    return scores.masked_fill(mask, NOT_RANKABLE)
+
+
+def nan_rows(scores: Tensor) -> Tensor:
+    """[R] indices of the rows of ``scores`` [B, N+1] holding a NaN (empty when none)."""
+    return torch.isnan(scores).any(dim=-1).nonzero().view(-1)
+
+
+def target_ranks(scores: Tensor, target: Tensor) -> Tensor:
+    """scores [B, N+1] (not rankable = -inf), target [B] -> rank [B] (1 = best), ties counted against the target."""
+    if torch.isnan(scores).any():
+        raise FloatingPointError("model produced NaN scores")
+    t = scores.gather(1, target.view(-1, 1))  # [B, 1]
+    if torch.isneginf(t).any():
+        bad = int(target[torch.isneginf(t.view(-1))][0])
+        raise ValueError(f"target item {bad} has score -inf (is it the padding id 0, or masked?)")
+    return (scores >= t).sum(dim=1)  # counts the target itself once: 1 + others >= target
+
+
+def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(items [B, min(k, N+1)], rankable [B]): each row's best items, equal scores in ascending id, and how many
+    of its items are rankable (score above -inf); a row's list is its first min(k, rankable) items."""
+    order = torch.sort(-scores, dim=-1, stable=True).indices[
+        ..., :k
+    ]  # [B, k] descending, ties by ascending id
+    return order, (scores > NOT_RANKABLE).sum(dim=-1)
