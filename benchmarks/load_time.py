@@ -78,6 +78,8 @@ def main() -> int:
     if not (args.out / "best.pt").is_file():
         built = make_run(args.data, args.model, args.config, args.set, args.out)
         print(f"built the model of a new run in {built:.2f} s (graphs and k-means included)")
+    if args.repeats < 1:  # only build the run (e.g. while the cores are busy), time it later
+        return 0
     here = str(Path(__file__).resolve().parent.parent / "src")
     rows = {"this checkout": time_load(here, args.data, args.out, args.repeats)}
     if args.before_src:

@@ -11,7 +11,10 @@ import mdsrec
 ROOT = Path(mdsrec.__file__).parent
 # Lower to higher; a module may import from its own layer and the ones before it.
 LAYERS = (
-    ("core", ("mdsrec", "mdsrec.config", "mdsrec.errors", "mdsrec.atomic", "mdsrec.rundir")),
+    (
+        "core",
+        ("mdsrec", "mdsrec.config", "mdsrec.errors", "mdsrec.atomic", "mdsrec.rundir", "mdsrec.distributed"),
+    ),
     ("data", ("mdsrec.data",)),
     ("models", ("mdsrec.models",)),
     ("evaluation", ("mdsrec.evaluation",)),

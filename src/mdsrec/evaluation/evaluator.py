@@ -10,6 +10,7 @@ import torch
 
 from mdsrec.config import DataConfig, EvalConfig
 from mdsrec.data.protocol import Batch, Split, eval_batches
+from mdsrec.distributed import SINGLE, Group, gather_in_order, shard
 from mdsrec.evaluation.metrics import metrics_from_ranks
 from mdsrec.evaluation.ranking import exclusion_mask, masked, pad_histories, target_ranks
 from mdsrec.models.base import SequentialRecommender
@@ -54,6 +55,7 @@ def channel_ranks(
     device: torch.device | str = "cpu",
     batches: list[Batch] | None = None,
     channels: bool = False,
+    group: Group = SINGLE,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(users [U], targets [U], ranks [U], channel name -> ranks [U]) in batch order: every user's rank of its
     ``stage`` target under full ranking, history items excluded (the whole history, not the model's window) when
@@ -61,9 +63,9 @@ def channel_ranks(
     ``channel_scores_all`` is ranked too, channel by channel ('fused' is ``ranks`` and is not repeated)."""
     was_training = model.training
     model.eval()
-    users, targets, ranks = [], [], []
-    per_channel: dict[str, list[torch.Tensor]] = {}
-    for batch in batches if batches is not None else eval_batches(split, stage, data_cfg):
+    every = batches if batches is not None else eval_batches(split, stage, data_cfg)
+    done: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]] = []
+    for batch in shard(every, group):  # under torchrun each process ranks its share of the batches
         batch = batch.to(device)
         named = model.channel_scores_all(batch) if channels else {"fused": model.score_all(batch)}
         assert batch.users is not None and batch.target is not None
@@ -71,18 +73,19 @@ def channel_ranks(
         if eval_cfg.exclude_history:
             full = [split.eval_input(int(u), stage)[0] for u in batch.users]  # whole history, not the window
             hist = pad_histories(full, batch.target.device)
+        ranked = {}
         for name, scores in named.items():  # scores [B, N+1]
             if hist is not None:
                 scores = exclude_history(scores, batch, hist)
-            r = target_ranks(scores, batch.target).cpu()
-            if name == "fused":
-                ranks.append(r)
-            else:
-                per_channel.setdefault(name, []).append(r)
-        users.append(batch.users.cpu())
-        targets.append(batch.target.cpu())
+            ranked[name] = target_ranks(scores, batch.target).cpu()
+        fused = ranked.pop("fused")
+        done.append((batch.users.cpu(), batch.target.cpu(), fused, ranked))
     model.train(was_training)
-    channel_out = {k: torch.cat(v) for k, v in per_channel.items()}
+    done = gather_in_order(done, len(every), group)  # every batch's ranks, in batch order, on every process
+    users = [d[0] for d in done]
+    targets = [d[1] for d in done]
+    ranks = [d[2] for d in done]
+    channel_out = {k: torch.cat([d[3][k] for d in done]) for k in (done[0][3] if done else {})}
     return torch.cat(users), torch.cat(targets), torch.cat(ranks), channel_out
 
 
@@ -94,10 +97,11 @@ def rank_targets(
     eval_cfg: EvalConfig,
     device: torch.device | str = "cpu",
     batches: list[Batch] | None = None,
+    group: Group = SINGLE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(users [U], ranks [U]) in batch order: every user's rank of its ``stage`` target under full ranking, history
     items excluded (the whole history, not the model's window) when ``eval_cfg.exclude_history``."""
-    users, _, ranks, _ = channel_ranks(model, split, stage, data_cfg, eval_cfg, device, batches)
+    users, _, ranks, _ = channel_ranks(model, split, stage, data_cfg, eval_cfg, device, batches, False, group)
     return users, ranks
 
 
@@ -109,9 +113,11 @@ def evaluate(
     eval_cfg: EvalConfig,
     device: torch.device | str = "cpu",
     batches: list[Batch] | None = None,
+    group: Group = SINGLE,
 ) -> dict[str, float]:
-    """Metrics of ``model`` on ``stage`` ('valid' or 'test'). ``batches`` may be passed to reuse them."""
-    _, ranks = rank_targets(model, split, stage, data_cfg, eval_cfg, device, batches)
+    """Metrics of ``model`` on ``stage`` ('valid' or 'test'). ``batches`` may be passed to reuse them; under
+    torchrun (``group``) the processes share the batches and every process gets the metrics of all users."""
+    _, ranks = rank_targets(model, split, stage, data_cfg, eval_cfg, device, batches, group)
     return metrics_from_ranks(ranks, list(eval_cfg.ks))
 
 
@@ -138,12 +144,13 @@ def diagnose(
     counts: np.ndarray,
     device: torch.device | str = "cpu",
     batches: list[Batch] | None = None,
+    group: Group = SINGLE,
 ) -> Diagnosis:
     """``evaluate`` plus every channel's metrics alone and the fused metrics by the target's training occurrences
     (``counts`` [N+1], ``item_train_counts``; buckets ``POPULARITY_BUCKETS``). One forward pass per batch serves
     all channels."""
     _, targets, ranks, channels = channel_ranks(
-        model, split, stage, data_cfg, eval_cfg, device, batches, True
+        model, split, stage, data_cfg, eval_cfg, device, batches, True, group
     )
     ks = list(eval_cfg.ks)
     occ = torch.from_numpy(np.asarray(counts, dtype=np.int64))[targets]  # [U]

@@ -31,6 +31,7 @@ from pathlib import Path
 from mdsrec.atomic import write_bytes, write_json, write_text
 from mdsrec.config import OPERATIONAL_KEYS, ExperimentConfig, resolve_config
 from mdsrec.data.processed import ProcessedDataset
+from mdsrec.distributed import writes
 from mdsrec.errors import ConfigError, MdsrecError, TrainingDiverged
 from mdsrec.models import REGISTRY, check_experiment, full_config
 from mdsrec.rundir import ACTIONS, DIVERGED, DRY_ACTIONS, read_json, read_metrics, run_state
@@ -187,7 +188,8 @@ class _Runner:
                 "config": full_config(cfg).to_dict(),
                 "data": {"fingerprint": self.data.fingerprint},
             }
-            write_json(run / DIVERGED, marker)
+            if writes():
+                write_json(run / DIVERGED, marker)
             return RunResult(m, cfg.train.seed, {}, None, setting, str(e))
         return RunResult(m, cfg.train.seed, outcome.metrics, outcome.wall_seconds, setting)
 
@@ -311,6 +313,8 @@ def benchmark(
         return BenchmarkOutcome(results, left_out)
     if not results:
         raise MdsrecError("no model has a result: " + "; ".join(left_out))
+    if not writes():  # under torchrun, process 0 writes the results files
+        return BenchmarkOutcome(results, left_out)
     table2 = load_table2()
     write_text(out / "results.csv", results_csv(results))
     write_text(

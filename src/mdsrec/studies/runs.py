@@ -23,6 +23,7 @@ from typing import Any
 from mdsrec.atomic import write_json
 from mdsrec.config import ExperimentConfig, build_config, config_differences
 from mdsrec.data.processed import ProcessedDataset
+from mdsrec.distributed import writes
 from mdsrec.errors import ConfigError, MdsrecError
 from mdsrec.models import full_config
 from mdsrec.rundir import WALL, RunState, read_json, read_metrics, run_fingerprint, run_state
@@ -75,5 +76,6 @@ def train_or_reuse(cfg: ExperimentConfig, data: ProcessedDataset, run: Path, *, 
     t0 = time.perf_counter()
     metrics = trainer.train(cfg, data, run, resume=resume)
     wall = round(time.perf_counter() - t0, 3)
-    write_json(run / WALL, {"wall_seconds": wall, "resumed": resume})
+    if writes():
+        write_json(run / WALL, {"wall_seconds": wall, "resumed": resume})
     return RunOutcome(metrics, state, wall)

@@ -35,6 +35,7 @@ from mdsrec.config import (
     resolve_config,
 )
 from mdsrec.data.processed import ProcessedDataset
+from mdsrec.distributed import writes
 from mdsrec.errors import ConfigError
 from mdsrec.models import REGISTRY, check_experiment
 from mdsrec.rundir import ACTIONS, run_state
@@ -150,6 +151,8 @@ def sweep(
         )
         outcome = train_or_reuse(cfg, data, run, owner="sweep")
         points.append(SweepPoint(value, run, outcome.metrics, outcome.state == "finished"))
+    if not writes():  # under torchrun, process 0 writes the results files
+        return points
     write_text(out / "sweep.csv", sweep_csv(points))
     write_text(out / "sweep.md", sweep_markdown(points, param, data))
     write_bytes(out / "sweep.png", sweep_png(points, param, data.name))

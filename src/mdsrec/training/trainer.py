@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import platform
 import shlex
 import subprocess
@@ -41,6 +42,8 @@ from typing import Any
 
 import torch
 import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from mdsrec import __version__
@@ -48,6 +51,7 @@ from mdsrec.atomic import locked_directory, write_json, write_text
 from mdsrec.config import ExperimentConfig, build_config, config_differences
 from mdsrec.data.processed import ProcessedDataset, load_processed
 from mdsrec.data.protocol import Batch, Split, build_train_rows, eval_batches, train_batches
+from mdsrec.distributed import SINGLE, Group, all_sum, barrier, from_env
 from mdsrec.errors import ConfigError, MdsrecError, TrainingDiverged
 from mdsrec.evaluation.evaluator import diagnose, evaluate, item_train_counts
 from mdsrec.models import DataInfo, SequentialRecommender, build_model, check_experiment, full_config
@@ -73,6 +77,7 @@ class Experiment:
     split: Split
     model: SequentialRecommender
     device: torch.device
+    group: Group = SINGLE  # the processes of a torchrun launch (SINGLE: one process)
 
 
 def make_experiment(
@@ -123,14 +128,24 @@ def train(
     compared, ``full_config``). A new run saves ``cfg`` in full form.
     """
     run_dir = Path(run_dir)
-    with locked_directory(run_dir, "training run"):  # two processes never train into one run directory
-        return _train(cfg, data, run_dir, resume)
+    device = cfg.train.device if cfg is not None else _saved_device(run_dir / CONFIG)
+    group, _ = from_env(torch.device(device))  # torchrun: join the process group (SINGLE otherwise)
+    # two commands never train into one run directory; under torchrun process 0 alone writes and locks it
+    with locked_directory(run_dir, "training run") if group.main else contextlib.nullcontext():
+        return _train(cfg, data, run_dir, resume, group)
+
+
+def _saved_device(config: Path) -> str:
+    try:
+        return str((yaml.safe_load(config.read_text()) or {}).get("train", {}).get("device", "cpu"))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return "cpu"
 
 
 def _train(
-    cfg: ExperimentConfig | None, data: ProcessedDataset, run_dir: Path, resume: bool
+    cfg: ExperimentConfig | None, data: ProcessedDataset, run_dir: Path, resume: bool, group: Group
 ) -> dict[str, Any]:
-    last_path, best_path = run_dir / LAST, run_dir / BEST
+    last_path = run_dir / LAST
     if resume:
         if (run_dir / CONFIG).is_file() and not last_path.exists():
             raise MdsrecError(
@@ -169,6 +184,10 @@ def _train(
         ck = load_checkpoint(last_path)
         check_fingerprint(ck, data.fingerprint, data.path or "data", last_path)
     exp = make_experiment(cfg, data, None if ck is None else ck["model_state"])
+    if group.active:  # the same model on every process (built alike); CUDA: this process's own device
+        exp.group = group
+        _, exp.device = from_env(exp.device)
+        exp.model.to(exp.device)
     model, device = exp.model, exp.device
     if not model.trainable:
         return _evaluate_reference(run_dir, cfg, data, exp, ck)
@@ -182,10 +201,13 @@ def _train(
         if device.type == "cuda" and "rng_cuda" in ck:
             torch.cuda.set_rng_state_all(ck["rng_cuda"])
         state = {k: ck[k] for k in state}
-        _repair_best(run_dir, ck)
+        if group.main:
+            _repair_best(run_dir, ck)
         log.info("resumed %s at epoch %d", run_dir, state["epoch"])
-    else:
-        _start_run(run_dir, cfg, data)
+    elif group.main:
+        _start_run(run_dir, cfg, data, group)
+    # under torchrun the gradients of the processes' slices are averaged (see mdsrec.distributed)
+    ddp = DistributedDataParallel(_Loss(model), find_unused_parameters=True) if group.active else None
 
     rows = build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode)
     valid_batches = eval_batches(exp.split, "valid", cfg.data)
@@ -199,14 +221,18 @@ def _train(
         t0 = time.perf_counter()
         batches = train_batches(rows, cfg.data, epoch_seed=cfg.train.seed * 100_003 + epoch)
         total, count = 0.0, 0
-        bar = tqdm(batches, desc=f"epoch {epoch}", disable=not cfg.train.progress, leave=False, unit="batch")
+        progress = cfg.train.progress and group.main
+        bar = tqdm(batches, desc=f"epoch {epoch}", disable=not progress, leave=False, unit="batch")
         for batch in bar:
-            loss = training_loss(model, batch, cfg.train.precision, device)
-            if not torch.isfinite(loss):
-                diverged = _diverged(epoch, f"training loss became {loss.item()}", state["best_epoch"])
+            local, weight = local_rows(batch, group)
+            loss = training_loss(ddp or model, local, cfg.train.precision, device)
+            # the global batch's mean loss, the same number on every process
+            value = all_sum(loss.item() * weight, group) / group.world if group.active else loss.item()
+            if not math.isfinite(value):
+                diverged = _diverged(epoch, f"training loss became {value}", state["best_epoch"])
                 break
-            optimizer_step(model, optimizer, loss, cfg.train.grad_clip)
-            total += loss.item()
+            optimizer_step(model, optimizer, loss * weight if group.active else loss, cfg.train.grad_clip)
+            total += value
             count += 1
             bar.set_postfix(loss=f"{total / count:.4f}")
         if diverged:
@@ -216,10 +242,12 @@ def _train(
         diagnosis: dict[str, Any] = {}
         try:
             if cfg.eval.diagnostics:
-                d = diagnose(model, exp.split, "valid", cfg.data, cfg.eval, counts, device, valid_batches)
+                d = diagnose(
+                    model, exp.split, "valid", cfg.data, cfg.eval, counts, device, valid_batches, group
+                )
                 valid, diagnosis = d.metrics, {f"valid_{k}": v for k, v in d.to_dict().items()}
             else:
-                valid = evaluate(model, exp.split, "valid", cfg.data, cfg.eval, device, batches=valid_batches)
+                valid = evaluate(model, exp.split, "valid", cfg.data, cfg.eval, device, valid_batches, group)
         except FloatingPointError as e:  # NaN scores: the last steps left non-finite parameters
             diverged = _diverged(epoch, f"validation failed ({e})", state["best_epoch"])
             break
@@ -241,19 +269,8 @@ def _train(
         }
         state["history"].append(record)
         state["epoch"] = epoch
-        save_checkpoint(
-            last_path,
-            {
-                **_model_state(cfg, data, model, epoch),
-                "optimizer_state": optimizer.state_dict(),
-                "rng_torch": torch.get_rng_state(),
-                **({"rng_cuda": torch.cuda.get_rng_state_all()} if device.type == "cuda" else {}),
-                **{k: state[k] for k in ("best_epoch", "best_score", "bad_epochs", "history")},
-            },
-        )
-        if improved:  # after last.pt: a crash in between is repaired on resume (see _repair_best)
-            save_checkpoint(best_path, _model_state(cfg, data, model, epoch))
-        write_text(run_dir / LOG, "".join(json.dumps(r) + "\n" for r in state["history"]))
+        if group.main:
+            _save_epoch(run_dir, cfg, data, model, optimizer, state, improved, device)
         log.info(
             "epoch %d loss %.4f valid %s %.4f%s (%.1fs)",
             epoch,
@@ -265,7 +282,36 @@ def _train(
         )
         finished = state["bad_epochs"] >= cfg.train.patience or epoch >= cfg.train.epochs
 
+    barrier(group)  # best.pt is written before every process reads it
     return finalize(run_dir, cfg, data, exp, state, diverged)
+
+
+def _save_epoch(
+    run_dir: Path,
+    cfg: ExperimentConfig,
+    data: ProcessedDataset,
+    model: SequentialRecommender,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    improved: bool,
+    device: torch.device,
+) -> None:
+    """last.pt, best.pt when the epoch improved, and the epoch log (process 0 only under torchrun)."""
+    epoch = state["epoch"]
+    last_path, best_path = run_dir / LAST, run_dir / BEST
+    save_checkpoint(
+        last_path,
+        {
+            **_model_state(cfg, data, model, epoch),
+            "optimizer_state": optimizer.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            **({"rng_cuda": torch.cuda.get_rng_state_all()} if device.type == "cuda" else {}),
+            **{k: state[k] for k in ("best_epoch", "best_score", "bad_epochs", "history")},
+        },
+    )
+    if improved:  # after last.pt: a crash in between is repaired on resume (see _repair_best)
+        save_checkpoint(best_path, _model_state(cfg, data, model, epoch))
+    write_text(run_dir / LOG, "".join(json.dumps(r) + "\n" for r in state["history"]))
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -277,14 +323,26 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+class _Loss(nn.Module):
+    """A model whose forward pass is its training loss: what DistributedDataParallel wraps (it synchronises the
+    gradients of the parameters its forward pass used)."""
+
+    def __init__(self, model: SequentialRecommender) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.model.compute_loss(batch)
+
+
 def training_loss(
-    model: SequentialRecommender, batch: Batch, precision: str, device: torch.device
+    model: SequentialRecommender | nn.Module, batch: Batch, precision: str, device: torch.device
 ) -> torch.Tensor:
     """The model's training loss on one batch (moved to ``device`` here, for the trainer and the speed benchmarks
-    alike), under ``train.precision``; always an fp32 scalar."""
+    alike), under ``train.precision``; always an fp32 scalar. ``model`` may be the DDP-wrapped loss module."""
     batch = batch.to(device)
     with autocast(precision, device):
-        loss = model.compute_loss(batch)
+        loss = model.compute_loss(batch) if isinstance(model, SequentialRecommender) else model(batch)
     return loss.float()
 
 
@@ -320,7 +378,7 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
-def provenance(device: torch.device, total_seconds: float) -> dict[str, Any]:
+def provenance(device: torch.device, total_seconds: float, group: Group = SINGLE) -> dict[str, Any]:
     """What a reader needs to trust and repeat a finished run: the command, the code's commit, library versions,
     the hardware and thread count, when it finished and its total training + validation seconds (the
     ``provenance`` field of metrics.json; records made before it existed lack it)."""
@@ -338,12 +396,14 @@ def provenance(device: torch.device, total_seconds: float) -> dict[str, Any]:
         "cpu": _cpu_model(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
+        "world_size": group.world,  # processes (torchrun); 1: one process
+        "backend": group.backend,  # gloo / nccl under torchrun, else None
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "total_seconds": round(total_seconds, 3),
     }
 
 
-def _start_run(run_dir: Path, cfg: ExperimentConfig, data: ProcessedDataset) -> None:
+def _start_run(run_dir: Path, cfg: ExperimentConfig, data: ProcessedDataset, group: Group = SINGLE) -> None:
     """A new run directory: the resolved config and where the run comes from."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -356,6 +416,8 @@ def _start_run(run_dir: Path, cfg: ExperimentConfig, data: ProcessedDataset) -> 
             "mdsrec_version": __version__,
             "git_commit": _git_commit(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "world_size": group.world,
+            "backend": group.backend,
         },
     )
 
@@ -373,9 +435,12 @@ def _evaluate_reference(
         ck is not None
     ):  # resumed: the checkpoints were written, metrics.json maybe not: evaluate again from best.pt
         state = {k: ck[k] for k in ("epoch", "best_epoch", "best_score", "bad_epochs", "history")}
-        _repair_best(run_dir, ck)
+        if exp.group.main:
+            _repair_best(run_dir, ck)
+    elif not exp.group.main:
+        state = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "bad_epochs": 0, "history": []}
     else:
-        _start_run(run_dir, cfg, data)
+        _start_run(run_dir, cfg, data, exp.group)
         # best_score is not known before finalize's evaluation; -1.0 as in a run that has not evaluated yet
         state = {"epoch": 0, "best_epoch": 0, "best_score": -1.0, "bad_epochs": 0, "history": []}
         save_checkpoint(
@@ -384,6 +449,7 @@ def _evaluate_reference(
         save_checkpoint(run_dir / BEST, _model_state(cfg, data, model, 0))
         write_text(run_dir / LOG, "")
     log.info("%s has no parameters: evaluated without training", model.name)
+    barrier(exp.group)
     return finalize(run_dir, cfg, data, exp, state)
 
 
@@ -430,12 +496,15 @@ def finalize(
     diagnostics: dict[str, Any] = {}
     if cfg.eval.diagnostics:
         counts = item_train_counts(exp.split, data.num_items)
-        dv, dt = (diagnose(exp.model, exp.split, st, cfg.data, cfg.eval, counts, exp.device) for st in STAGES)
+        dv, dt = (
+            diagnose(exp.model, exp.split, st, cfg.data, cfg.eval, counts, exp.device, None, exp.group)
+            for st in STAGES
+        )
         valid, test = dv.metrics, dt.metrics
         diagnostics = {"diagnostics": {"valid": dv.to_dict(), "test": dt.to_dict()}}
     else:
-        valid = evaluate(exp.model, exp.split, "valid", cfg.data, cfg.eval, exp.device)
-        test = evaluate(exp.model, exp.split, "test", cfg.data, cfg.eval, exp.device)
+        valid = evaluate(exp.model, exp.split, "valid", cfg.data, cfg.eval, exp.device, None, exp.group)
+        test = evaluate(exp.model, exp.split, "test", cfg.data, cfg.eval, exp.device, None, exp.group)
     hist = state["history"]
     metrics = {
         "valid": valid,
@@ -455,10 +524,14 @@ def finalize(
             "files": dict(data.manifest.get("files", {})),
         },
         "config": cfg.to_dict(),
-        "provenance": provenance(exp.device, sum(r["train_seconds"] + r["eval_seconds"] for r in hist)),
+        "provenance": provenance(
+            exp.device, sum(r["train_seconds"] + r["eval_seconds"] for r in hist), exp.group
+        ),
         **diagnostics,  # per channel and per popularity bucket, valid and test (eval.diagnostics)
     }
-    write_json(run_dir / METRICS, metrics)
+    if exp.group.main:
+        write_json(run_dir / METRICS, metrics)
+    barrier(exp.group)
     return metrics
 
 
@@ -489,3 +562,28 @@ def load_run(
     load_model_state(exp.model, ck["model_state"], path)
     exp.model.eval()
     return exp
+
+
+def local_rows(batch: Batch, group: Group) -> tuple[Batch, float]:
+    """This process's contiguous slice of a global training batch, cut to its own longest row, and the weight of
+    its mean loss: its share of the batch's trained positions times the world size (DDP averages gradients).
+    A process left without rows gets one row of the batch with weight 0, so it still joins the gradient sum."""
+    if not group.active:
+        return batch, 1.0
+    assert batch.targets is not None
+    parts = torch.tensor_split(torch.arange(batch.items.size(0)), group.world)
+    idx = parts[group.rank]
+    weight_rows = idx
+    if len(idx) == 0:
+        idx = torch.arange(1)
+    width = int(batch.lengths[idx].max())
+    local = Batch(
+        batch.items[idx, :width],
+        batch.lengths[idx],
+        batch.targets[idx, :width],
+        None,
+        None if batch.users is None else batch.users[idx],
+    )
+    total = int((batch.targets > 0).sum())
+    mine = int((batch.targets[weight_rows] > 0).sum()) if len(weight_rows) else 0
+    return local, group.world * mine / max(total, 1)
