@@ -57,7 +57,11 @@ def time_load(src: str, data_dir: str, run: Path, repeats: int) -> list[float]:
     out = []
     for _ in range(repeats):
         child = subprocess.run(
-            [sys.executable, "-c", CHILD, data_dir, str(run)], env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-c", CHILD, data_dir, str(run)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         out.append(float(child.stdout.strip().splitlines()[-1]))
     return out
