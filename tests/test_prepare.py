@@ -542,12 +542,21 @@ def test_existing_out_is_left_untouched(src: Path, out: Path) -> None:
     spec = write_spec(src, s3rec_spec())
     with pytest.raises(ConfigError, match="already exists"):
         prepare(spec, out=out, progress=False)
+    # --overwrite replaces only an mdsrec data set: a folder of other files is never removed
+    with pytest.raises(
+        ConfigError, match=r"is not an mdsrec data set .*--overwrite replaces only a data set"
+    ):
+        prepare(spec, out=out, overwrite=True, progress=False)
     assert os.listdir(out.parent) == ["out"]
     assert os.listdir(out) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()  # an empty folder holds nothing to lose: replaced
     prepare(spec, out=out, overwrite=True, progress=False)
+    fingerprint = load_processed(out).fingerprint
+    write(out / "notes.txt", "in a data set")
+    prepare(spec, out=out, overwrite=True, progress=False)  # a data set (its manifest) is replaced
     assert os.listdir(out.parent) == ["out"]
-    assert not (out / "keep.txt").exists()
-    assert load_processed(out).num_items == 4
+    assert not (out / "notes.txt").exists()
+    assert load_processed(out).num_items == 4 and load_processed(out).fingerprint == fingerprint
 
 
 # ----------------------------------------------------------------------------------------------------

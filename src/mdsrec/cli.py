@@ -90,10 +90,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_synthetic(args: argparse.Namespace) -> int:
+    from mdsrec.atomic import locked_output
+    from mdsrec.data.processed import check_output
     from mdsrec.data.synthetic import SyntheticConfig, write_synthetic
 
     cfg = SyntheticConfig(seed=args.seed, num_users=args.users, num_items=args.items)
-    out = write_synthetic(args.out, cfg, overwrite=args.overwrite)
+    with locked_output(args.out, "synthetic"):  # a second writer fails at once, not after generating
+        check_output(args.out, args.overwrite)
+        out = write_synthetic(args.out, cfg, overwrite=args.overwrite)
     manifest = json.loads((out / "manifest.json").read_text())
     print(f"wrote {out}: {manifest['counts']}")
     return 0
@@ -124,27 +128,51 @@ QUICKSTART_MODELS = {
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
+    from mdsrec.atomic import locked_output
+
+    with locked_output(args.out, "quickstart"):  # a second quickstart into OUT fails at once
+        return _quickstart(Path(args.out), args.epochs)
+
+
+def _check_quickstart_out(out: Path) -> None:
+    """OUT/data may only be a synthetic data set and OUT/runs/<model> only run directories: quickstart replaces
+    them, and nothing else."""
+    from mdsrec.data.processed import is_data_set
+    from mdsrec.rundir import is_run_directory
+
+    data_dir = out / "data"
+    if data_dir.exists() and not is_data_set(data_dir):
+        raise MdsrecError(f"{data_dir} exists and is not a quickstart data set: choose another --out")
+    if data_dir.exists() and json.loads((data_dir / "manifest.json").read_text()).get("name") != "synthetic":
+        raise MdsrecError(f"{data_dir} holds another data set: choose another --out")
+    for name in QUICKSTART_MODELS:
+        run_dir = out / "runs" / name
+        if run_dir.exists() and not (is_run_directory(run_dir) or _empty_dir(run_dir)):
+            raise MdsrecError(f"{run_dir} exists and is not a run directory: choose another --out")
+
+
+def _empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def _quickstart(out: Path, epochs: int) -> int:
     from mdsrec.config import resolve_config
     from mdsrec.data.processed import load_processed
     from mdsrec.data.synthetic import write_synthetic
     from mdsrec.training.trainer import train
 
-    out = Path(args.out)
+    _check_quickstart_out(out)
     data_dir = out / "data"
-    if data_dir.exists() and not (data_dir / "manifest.json").is_file():
-        raise MdsrecError(f"{data_dir} exists and is not a quickstart data set: choose another --out")
-    if data_dir.exists() and json.loads((data_dir / "manifest.json").read_text()).get("name") != "synthetic":
-        raise MdsrecError(f"{data_dir} holds another data set: choose another --out")
     print(f"[1/2] generating the built-in synthetic data set into {data_dir}")
     write_synthetic(data_dir, overwrite=True)
     data = load_processed(data_dir)
     print(f"      {data.manifest['counts']}")
     rows = []
-    common = [f"train.epochs={args.epochs}", "train.patience=5", "data.batch_size=256", "train.lr=0.002"]
+    common = [f"train.epochs={epochs}", "train.patience=5", "data.batch_size=256", "train.lr=0.002"]
     for i, (name, sets) in enumerate(QUICKSTART_MODELS.items(), 1):
         run_dir = out / "runs" / name
         if run_dir.exists():
-            shutil.rmtree(run_dir)  # quickstart owns OUT/runs
+            shutil.rmtree(run_dir)  # quickstart owns OUT/runs/<model> (a run directory: checked above)
         print(f"[2/2] training {name} ({i}/{len(QUICKSTART_MODELS)}) -> {run_dir}")
         cfg = resolve_config(None, common + sets, model=name)
         rows.append((name, train(cfg, data, run_dir)))

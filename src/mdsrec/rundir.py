@@ -6,12 +6,16 @@ One run of ``mdsrec train`` (or one step of ``benchmark``/``sweep``) owns one di
     RUN_DIR/run.json        RUN_INFO    data path, name and fingerprint, mdsrec version, commit, start time
     RUN_DIR/last.pt         LAST        the full state after the last finished epoch (resume)
     RUN_DIR/best.pt         BEST        the model of the best validation epoch
+    RUN_DIR/best.pt.sha256.json         a checkpoint's sha256 and size, written after it (``checkpoint_record``)
     RUN_DIR/log.jsonl       LOG         one line per epoch
     RUN_DIR/metrics.json    METRICS     valid/test metrics of the best epoch, config, data, provenance
     RUN_DIR/.lock           LOCK        held (flock) while a process trains into the directory
     RUN_DIR/benchmark.json  WALL        wall seconds of the benchmark/sweep call that finished the run
     RUN_DIR/diverged.json   DIVERGED    a searched value whose loss became non-finite before any evaluation
     RUN_DIR/restored.json   RESTORED    restored from records: metrics and log only, no checkpoints
+
+The trainer writes every file above through temporary names (``.NAME.tmp-<pid>``, ``mdsrec.atomic``); a train
+that starts in the directory removes those of its own files (``TRAINER_FILES``) that a dead trainer left.
 
 A run is *finished* (metrics.json), *interrupted* (last.pt without metrics.json) or *new*. This module only names
 and reads; the trainer writes the checkpoints and results, ``studies.records`` the restored marker.
@@ -37,6 +41,7 @@ WALL = "benchmark.json"
 DIVERGED = "diverged.json"
 RESTORED = "restored.json"
 CHECKPOINTS = {"best": BEST, "last": LAST}
+CHECKPOINT_RECORD_SUFFIX = ".sha256.json"
 
 # The files that make a record of a run, the first that exists deciding what the run is: finished or diverged.
 RESULT_FILES = (METRICS, DIVERGED)
@@ -70,6 +75,34 @@ def checkpoint_path(run: str | Path, which: str) -> Path:
     if which not in CHECKPOINTS:
         raise MdsrecError(f"checkpoint ({which!r}) must be one of {', '.join(CHECKPOINTS)}")
     return Path(run) / CHECKPOINTS[which]
+
+
+def checkpoint_record(checkpoint: str | Path) -> Path:
+    """CHECKPOINT.sha256.json, beside any checkpoint (a run's or ``init_from``'s): the sha256 the checkpoint had
+    when mdsrec wrote it."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name + CHECKPOINT_RECORD_SUFFIX)
+
+
+# The files ``mdsrec train`` writes (under the run lock); only their temporary names are its to clean up.
+TRAINER_FILES = (
+    CONFIG,
+    RUN_INFO,
+    LAST,
+    BEST,
+    LAST + CHECKPOINT_RECORD_SUFFIX,
+    BEST + CHECKPOINT_RECORD_SUFFIX,
+    LOG,
+    METRICS,
+)
+
+
+def is_run_directory(path: str | Path) -> bool:
+    """Whether PATH is a run directory (holds a config, run.json, result or restored marker)."""
+    path = Path(path)
+    return path.is_dir() and any(
+        (path / n).is_file() for n in (CONFIG, RUN_INFO, METRICS, DIVERGED, RESTORED)
+    )
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from mdsrec.atomic import locked_output
 from mdsrec.data import formats
 from mdsrec.data.encoders import encode_texts, multi_hot, text_encoder_environment, text_model_name
-from mdsrec.data.processed import ModalityInfo, write_processed
+from mdsrec.data.processed import ModalityInfo, check_output, write_processed
 from mdsrec.data.spec import DatasetSpec, ModalitySpec, load_spec
 from mdsrec.errors import ConfigError, DataFormatError
 
@@ -196,6 +197,23 @@ def prepare(
     progress: bool = True,
     text_precision: str | None = None,
 ) -> str:
+    """Build the processed data set; returns a short human-readable report. Holds OUT's lock from the first step
+    (a second writer of OUT fails at once) and removes what a killed prepare of OUT left beside it."""
+    with locked_output(out, "prepare"):
+        check_output(out, overwrite)
+        return _prepare(spec_ref, out, source, overwrite, text_model, device, progress, text_precision)
+
+
+def _prepare(
+    spec_ref: str | Path,
+    out: str | Path,
+    source: str | Path | None = None,
+    overwrite: bool = False,
+    text_model: str | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    text_precision: str | None = None,
+) -> str:
     """Build the processed data set; returns a short human-readable report."""
     t0 = time.perf_counter()
     spec = load_spec(spec_ref)
@@ -207,9 +225,6 @@ def prepare(
     if not src.is_dir():
         raise ConfigError(f"--source {src} is not a directory")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out} already exists (pass --overwrite to replace it)")
-
     raw = read_sequences(spec, src)
     keep = [i for i, s in enumerate(raw.sequences) if len(s) >= spec.min_interactions]
     dropped = len(raw.sequences) - len(keep)

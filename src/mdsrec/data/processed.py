@@ -27,7 +27,7 @@ import numpy as np
 
 from mdsrec import __version__
 from mdsrec.atomic import sha256_file, staged_directory
-from mdsrec.errors import DataFormatError
+from mdsrec.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,34 @@ def _check_tsv_field(value: str, what: str) -> str:
     return value
 
 
+def is_data_set(path: str | Path) -> bool:
+    """Whether PATH is a processed data set written by mdsrec: a directory whose manifest.json is a JSON object
+    with the fields every mdsrec manifest has (its files are not checked)."""
+    manifest = Path(path) / MANIFEST
+    try:
+        obj = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and all(k in obj for k in ("format_version", "files", "fingerprint"))
+
+
+def check_output(out: str | Path, overwrite: bool) -> None:
+    """A data set may be written to OUT when it does not exist, or with ``overwrite`` when it is an empty directory
+    or an mdsrec data set (``is_data_set``): ``--overwrite`` never removes anything else. ConfigError otherwise."""
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
+        raise ConfigError(f"{out} already exists (pass --overwrite to replace it)")
+    if out.is_symlink() or not out.is_dir():
+        raise ConfigError(f"{out} is not a directory; --overwrite replaces only a data set written by mdsrec")
+    if any(out.iterdir()) and not is_data_set(out):
+        raise ConfigError(
+            f"{out} is not an mdsrec data set (no mdsrec {MANIFEST}); --overwrite replaces only a data set "
+            "written by mdsrec prepare or synthetic: remove it yourself or choose another --out"
+        )
+
+
 def write_processed(
     out_dir: str | Path,
     name: str,
@@ -98,7 +126,9 @@ def write_processed(
     extra_counts: dict[str, int] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Validate and write a processed data set atomically (a temporary directory renamed into place)."""
+    """Validate and write a processed data set atomically (a temporary directory renamed into place, holding
+    the output's lock); with ``overwrite`` it replaces only an existing data set (``check_output``)."""
+    check_output(out_dir, overwrite)
     n_items = len(item_tokens)
     if len(item_keys) != n_items:
         raise ValueError(f"item_keys has {len(item_keys)} entries, expected {n_items}")
@@ -123,6 +153,7 @@ def write_processed(
         infos[mname].dim = int(table.shape[1])
 
     with staged_directory(out_dir, overwrite=overwrite) as tmp:
+        check_output(out_dir, overwrite)  # again under the lock: another writer may have finished meanwhile
         np.save(tmp / "seq_items.npy", flat)
         np.save(tmp / "seq_offsets.npy", offsets)
         (tmp / "users.tsv").write_text(

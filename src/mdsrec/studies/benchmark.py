@@ -28,7 +28,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mdsrec.atomic import write_bytes, write_json, write_text
+from mdsrec.atomic import locked_output, remove_stale, write_bytes, write_json, write_text
 from mdsrec.config import OPERATIONAL_KEYS, ExperimentConfig, resolve_config
 from mdsrec.data.processed import ProcessedDataset
 from mdsrec.distributed import writes
@@ -229,7 +229,32 @@ def choose(
     return found, candidates[best]
 
 
+RESULT_FILES = ("results.csv", "results.md", "results.png", "search.csv")
+
+
 def benchmark(
+    data: ProcessedDataset,
+    models: list[str],
+    seeds: int,
+    out: str | Path,
+    configs_dir: str | Path | None = DEFAULT_CONFIGS,
+    sets: list[str] | None = None,
+    dataset: str | None = None,
+    search: str | None = None,
+    dry_run: bool = False,
+) -> BenchmarkOutcome:
+    """``_benchmark`` holding OUT's lock (``locked_output``: a second benchmark, sweep or records restore into OUT
+    fails at once), after removing the results files' temporary names a killed benchmark left. A dry run writes
+    nothing, takes no lock and can read a benchmark that is running; under torchrun only process 0 locks."""
+    args = (data, models, seeds, out, configs_dir, sets, dataset, search)
+    if dry_run or not writes():  # under torchrun process 0 alone locks OUT (and writes the results files)
+        return _benchmark(*args, dry_run=dry_run)
+    with locked_output(out, "benchmark"):
+        remove_stale(out, RESULT_FILES)
+        return _benchmark(*args)
+
+
+def _benchmark(
     data: ProcessedDataset,
     models: list[str],
     seeds: int,

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mdsrec.atomic import write_bytes, write_json
+from mdsrec.atomic import locked_output, remove_stale, write_bytes, write_json
 from mdsrec.data.processed import MANIFEST, read_manifest
 from mdsrec.errors import MdsrecError
 from mdsrec.rundir import LOG, RECORD_FILES, RESTORED, RESULT_FILES, read_json
@@ -55,8 +55,13 @@ def _runs(root: Path) -> list[Path]:
 
 
 def save(src: str | Path, dest: str | Path) -> RecordsReport:
-    """Copy the small files of every finished (or diverged) run under SRC into DEST/<same relative path>."""
-    src, dest = Path(src), Path(dest)
+    """Copy the small files of every finished (or diverged) run under SRC into DEST/<same relative path>, holding
+    DEST's lock (``locked_output``)."""
+    with locked_output(dest, "records save", "wait for it to end or save into another folder"):
+        return _save(Path(src), Path(dest))
+
+
+def _save(src: Path, dest: Path) -> RecordsReport:
     report = RecordsReport()
     inside = dest.resolve()
     for run in _runs(src):
@@ -118,9 +123,14 @@ def _other_data(saved: dict[str, Any], given_data: dict[str, tuple[Path, dict[st
 
 def restore(records: str | Path, out: str | Path, data: list[str | Path]) -> RecordsReport:
     """Copy each record under RECORDS into OUT/<same relative path> when its data fingerprint is one of DATA's and
-    the run directory there has no result yet; a copied run gets ``restored.json`` (no checkpoints)."""
-    records, out = Path(records), Path(out)
+    the run directory there has no result yet; a copied run gets ``restored.json`` (no checkpoints). Holds OUT's
+    lock (``locked_output``), the one a benchmark or sweep into OUT holds."""
     given_data = data_manifests(data)  # each manifest read once, not once per skipped record
+    with locked_output(out, "records restore", "wait for it to end or restore into another folder"):
+        return _restore(Path(records), Path(out), given_data)
+
+
+def _restore(records: Path, out: Path, given_data: dict[str, tuple[Path, dict[str, Any]]]) -> RecordsReport:
     report = RecordsReport()
     for rec in _runs(records):
         rel = rec.relative_to(records)
@@ -139,6 +149,7 @@ def restore(records: str | Path, out: str | Path, data: list[str | Path]) -> Rec
             else:
                 report.skipped.append(f"{rel}: {there} exists and differs from the record; kept")
             continue
+        remove_stale(target, (LOG, RESTORED, *RESULT_FILES))  # what a killed restore left
         if (rec / LOG).is_file():
             write_bytes(target / LOG, (rec / LOG).read_bytes())
         write_json(

@@ -17,6 +17,7 @@ Every results file is written atomically (``mdsrec.atomic``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -25,7 +26,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from mdsrec.atomic import write_bytes, write_text
+from mdsrec.atomic import locked_output, remove_stale, write_bytes, write_text
 from mdsrec.config import (
     DataConfig,
     EvalConfig,
@@ -130,6 +131,9 @@ def sweep_configs(
     return out
 
 
+RESULT_FILES = ("sweep.csv", "sweep.md", "sweep.png")
+
+
 def sweep(
     data: ProcessedDataset,
     model: str | None,
@@ -140,22 +144,27 @@ def sweep(
     sets: list[str] | None = None,
     seed: int | None = None,
 ) -> list[SweepPoint]:
-    """Train (or skip, or resume) one run per value, then write OUT/sweep.{csv,md,png}."""
+    """Train (or skip, or resume) one run per value, then write OUT/sweep.{csv,md,png}; holds OUT's lock
+    (``locked_output``: a second sweep, benchmark or records restore into OUT fails at once)."""
     out = Path(out)
     plan = sweep_configs(model, param, values, config_file, sets, seed)
-    points = []
-    for i, (value, cfg) in enumerate(plan, 1):
-        run = out / "runs" / f"{param}={value_label(value)}"
-        log.info(
-            "[%d/%d] %s=%s: %s %s", i, len(plan), param, value_label(value), ACTIONS[run_state(run)], run
-        )
-        outcome = train_or_reuse(cfg, data, run, owner="sweep")
-        points.append(SweepPoint(value, run, outcome.metrics, outcome.state == "finished"))
-    if not writes():  # under torchrun, process 0 writes the results files
-        return points
-    write_text(out / "sweep.csv", sweep_csv(points))
-    write_text(out / "sweep.md", sweep_markdown(points, param, data))
-    write_bytes(out / "sweep.png", sweep_png(points, param, data.name))
+    # under torchrun process 0 alone locks OUT and writes the results files
+    with locked_output(out, "sweep") if writes() else contextlib.nullcontext():
+        if writes():
+            remove_stale(out, RESULT_FILES)  # temporary names a killed sweep left
+        points = []
+        for i, (value, cfg) in enumerate(plan, 1):
+            run = out / "runs" / f"{param}={value_label(value)}"
+            log.info(
+                "[%d/%d] %s=%s: %s %s", i, len(plan), param, value_label(value), ACTIONS[run_state(run)], run
+            )
+            outcome = train_or_reuse(cfg, data, run, owner="sweep")
+            points.append(SweepPoint(value, run, outcome.metrics, outcome.state == "finished"))
+        if not writes():
+            return points
+        write_text(out / "sweep.csv", sweep_csv(points))
+        write_text(out / "sweep.md", sweep_markdown(points, param, data))
+        write_bytes(out / "sweep.png", sweep_png(points, param, data.name))
     return points
 
 

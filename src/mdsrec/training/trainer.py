@@ -47,7 +47,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from mdsrec import __version__
-from mdsrec.atomic import locked_directory, write_json, write_text
+from mdsrec.atomic import locked_directory, remove_stale, write_json, write_text
 from mdsrec.config import ExperimentConfig, build_config, config_differences
 from mdsrec.data.processed import ProcessedDataset, load_processed
 from mdsrec.data.protocol import Batch, Split, build_train_rows, eval_batches, train_batches
@@ -55,11 +55,21 @@ from mdsrec.distributed import SINGLE, Group, all_sum, barrier, from_env
 from mdsrec.errors import ConfigError, MdsrecError, TrainingDiverged
 from mdsrec.evaluation.evaluator import diagnose, evaluate, item_train_counts
 from mdsrec.models import DataInfo, SequentialRecommender, build_model, check_experiment, full_config
-from mdsrec.rundir import BEST, CONFIG, LAST, LOG, METRICS, RUN_INFO, checkpoint_path, run_data_path
+from mdsrec.rundir import (
+    BEST,
+    CONFIG,
+    LAST,
+    LOG,
+    METRICS,
+    RUN_INFO,
+    TRAINER_FILES,
+    checkpoint_path,
+    run_data_path,
+)
 from mdsrec.training.checkpoint import (
     check_fingerprint,
-    load_checkpoint,
     load_model_state,
+    load_run_checkpoint,
     save_checkpoint,
 )
 from mdsrec.training.transfer import load_transferable, transfer_source
@@ -132,6 +142,8 @@ def train(
     group, _ = from_env(torch.device(device))  # torchrun: join the process group (SINGLE otherwise)
     # two commands never train into one run directory; under torchrun process 0 alone writes and locks it
     with locked_directory(run_dir, "training run") if group.main else contextlib.nullcontext():
+        if group.main:
+            remove_stale(run_dir, TRAINER_FILES)  # a killed trainer's half-written .last.pt.tmp-<pid>, ...
         return _train(cfg, data, run_dir, resume, group)
 
 
@@ -181,7 +193,7 @@ def _train(
         raise MdsrecError(f"train.valid_metric ({metric!r}) must be one of {_metric_names(cfg)}")
     ck: dict[str, Any] | None = None
     if resume:
-        ck = load_checkpoint(last_path)
+        ck = load_run_checkpoint(run_dir, last_path)
         check_fingerprint(ck, data.fingerprint, data.path or "data", last_path)
     exp = make_experiment(cfg, data, None if ck is None else ck["model_state"])
     if group.active:  # the same model on every process (built alike); CUDA: this process's own device
@@ -458,8 +470,12 @@ def _repair_best(run_dir: Path, last: dict[str, Any]) -> None:
     best_path = run_dir / BEST
     if last["best_epoch"] != last["epoch"]:
         return
-    if best_path.is_file() and load_checkpoint(best_path)["epoch"] == last["epoch"]:
-        return
+    if best_path.is_file():
+        try:
+            if load_run_checkpoint(run_dir, best_path)["epoch"] == last["epoch"]:
+                return
+        except MdsrecError as e:  # damaged, but last.pt holds the same epoch's model: rebuilt below
+            log.warning("%s", e)
     keys = ("config", "data_fingerprint", "data_name", "epoch", "model_state")
     save_checkpoint(best_path, {k: last[k] for k in keys})
     log.info("rebuilt %s from last.pt (epoch %d)", best_path, last["epoch"])
@@ -491,7 +507,7 @@ def finalize(
 ) -> dict[str, Any]:
     """Evaluate best.pt on valid and test and write metrics.json (``diverged``: the epoch where the training loss
     became non-finite and training stopped, else None)."""
-    best = load_checkpoint(run_dir / BEST)
+    best = load_run_checkpoint(run_dir, run_dir / BEST)
     load_model_state(exp.model, best["model_state"], run_dir / BEST)
     diagnostics: dict[str, Any] = {}
     if cfg.eval.diagnostics:
@@ -551,7 +567,7 @@ def load_run(
 ) -> Experiment:
     """Rebuild a run's model from RUN_DIR/{which}.pt for ``data`` (fingerprints must match)."""
     path = checkpoint_path(run_dir, which)
-    ck = load_checkpoint(path)
+    ck = load_run_checkpoint(run_dir, path)
     check_fingerprint(ck, data.fingerprint, data.path or "data", path)
     cfg = build_config(ck["config"])
     if device is not None:
