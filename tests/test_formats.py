@@ -362,3 +362,87 @@ def test_unknown_format_names_the_choices(tmp_path: Path) -> None:
         read_key_map(path, "csv")
     with pytest.raises(ConfigError, match=r"unknown item text format 'json'"):
         read_item_text(path, "json")
+
+
+# --- Control characters in tokens, hostile JSON and .npy headers
+
+CONTROL = ["\x00", "\x1b", "\x7f", "\x9b"]  # NUL, ESC, DEL, C1 CSI
+
+
+@pytest.mark.parametrize("char", CONTROL)
+def test_control_characters_in_tokens_are_refused_naming_file_and_line(tmp_path: Path, char: str) -> None:
+    esc = f"U+{ord(char):04X}"
+    cases = [
+        ("s.txt", f"u1 1 2 3\nu2 1 a{char}b 3\n", read_s3rec_sequences, "s.txt, line 2: item token 'a"),
+        ("s.txt", f"u1 1 2 3\nu{char} 1 2\n", read_s3rec_sequences, "s.txt, line 2: user token 'u"),
+        (
+            "r.inter",
+            f"user_id:token\titem_id:token\ttimestamp:float\nu1\t1\t1\nu1\tx{char}\t2\n",
+            read_recbole_inter,
+            "r.inter, line 3: 'item_id' value 'x",
+        ),
+        (
+            "m.tsv",
+            f"t1\tA1\nt2\tA{char}2\n",
+            lambda p: read_key_map(p, "tsv"),
+            "m.tsv, line 2: 'key' value 'A",
+        ),
+        (
+            "k.txt",
+            f"A1 a title\nA{char} another\n",
+            lambda p: read_item_text(p, "keyword"),
+            "k.txt, line 2: item key",
+        ),
+    ]
+    for name, text, reader, fragment in cases:
+        with pytest.raises(DataFormatError) as info:
+            reader(write(tmp_path, name, text))
+        message = str(info.value)
+        assert fragment in message and f"contains control character {esc}" in message, message
+        assert message.splitlines() == [message]  # escaped: the raw character never reaches a terminal
+    unisrec = write_splits(tmp_path, f"u1\t1\t2{char}\n", "u1\t1 2\t3\n", "u1\t1 2 3\t4\n")
+    with pytest.raises(
+        DataFormatError, match=rf"D.train.inter, line 2: 'item_id' value '2.*U\+{ord(char):04X}"
+    ):
+        read_unisrec_splits(unisrec)
+    datamaps = write(tmp_path, "dm.json", '{"id2item": {"1": "A\\u001b[31m"}}')
+    with pytest.raises(DataFormatError, match=r"dm.json: field 'id2item', entry '1': item key 'A\\x1b\[31m'"):
+        read_key_map(datamaps, "datamaps")
+
+
+def test_free_text_may_hold_control_characters(tmp_path: Path) -> None:
+    texts = read_item_text(write(tmp_path, "t.tsv", "A1\ta\x1btitle\n"), "tsv")
+    assert texts == {"A1": "a\x1btitle"}  # the encoder reads text; only tokens are refused
+
+
+def test_hostile_json_is_a_data_error(tmp_path: Path) -> None:
+    deep = write(tmp_path, "deep.json", "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataFormatError, match=r"deep.json: invalid JSON: nested too deeply"):
+        read_item_attributes(deep)
+    big = write(tmp_path, "big.json", '{"1": [' + "9" * 5000 + "]}")
+    with pytest.raises(DataFormatError, match=r"big.json: invalid JSON: a number with too many digits"):
+        read_item_attributes(big)
+
+
+def test_npy_files_that_are_not_plain_numeric_arrays_are_refused(tmp_path: Path) -> None:
+    import io
+    import pickle
+
+    np.save(tmp_path / "obj.npy", np.array([[1, "a"]], dtype=object), allow_pickle=True)
+    with pytest.raises(DataFormatError, match=r"obj.npy: holds Python objects .* refused"):
+        read_dense_features(tmp_path / "obj.npy")
+    (tmp_path / "p.npy").write_bytes(pickle.dumps({"rows": [[1.0]]}))
+    with pytest.raises(DataFormatError, match=r"p.npy: cannot load as a .npy array"):
+        read_dense_features(tmp_path / "p.npy")
+    buf = io.BytesIO()
+    np.save(buf, np.ones((2, 3), dtype=np.float32))
+    header_says_more = buf.getvalue().replace(b"(2, 3)", b"(2000000000, 3)")
+    (tmp_path / "h.npy").write_bytes(header_says_more)
+    with pytest.raises(
+        DataFormatError,
+        match=r"h.npy: .*header says shape \(2000000000, 3\) of float32 \(24000000000 bytes\), the file holds \d+ bytes",
+    ):
+        read_dense_features(tmp_path / "h.npy")  # refused before numpy allocates 24 GB
+    np.savez(tmp_path / "z.npz", a=np.ones((2, 2)))
+    with pytest.raises(DataFormatError, match=r"got an .npz archive"):
+        read_dense_features(tmp_path / "z.npz")

@@ -515,8 +515,7 @@ def test_item_key_with_tab_is_a_data_error(src: Path, out: Path) -> None:
         out,
         DataFormatError,
         "datamaps.json",
-        "item key 'A\\t3'",
-        "single-line",
+        "field 'id2item', entry '3': item key 'A\\t3' contains control character U+0009",
     )
 
 
@@ -527,7 +526,13 @@ def test_user_token_with_line_break_is_a_data_error(tmp_path: Path, out: Path) -
     rows = "".join(f"a\u2028b\t{i}\t{i}\n" for i in range(3))
     write(root / "d.inter", "user_id:token\titem_id:token\ttimestamp:float\n" + rows)
     spec = write_spec(root, {"name": "rb", "sequences": {"format": "recbole", "path": "d.inter"}})
-    assert_prepare_fails(spec, out, DataFormatError, "d.inter", "user token 'a\\u2028b'")
+    assert_prepare_fails(
+        spec,
+        out,
+        DataFormatError,
+        "d.inter, line 2",
+        "'user_id' value 'a\\u2028b' contains control character U+2028",
+    )
 
 
 def test_write_processed_refuses_values_that_would_not_read_back(tmp_path: Path) -> None:
@@ -609,3 +614,22 @@ def test_cli_prepare_bad_spec(src: Path, out: Path, capsys: pytest.CaptureFixtur
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert str(spec) in err and "unknown key(s) colour" in err
     assert not out.exists()
+
+
+def test_a_spec_that_is_not_utf8_is_one_error_line(
+    src: Path, out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = src / "latin.yaml"
+    spec.write_bytes(b"name: caf\xe9\nsequences: {format: s3rec, path: seq.txt}\n")
+    assert main(["prepare", str(spec), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{spec}, line 1: not valid UTF-8 (byte 10)" in err
+    assert not out.exists()
+
+
+def test_a_spec_yaml_error_is_one_line(src: Path, out: Path) -> None:
+    spec = write_spec(src, "name: tiny\nsequences: {format: s3rec, path: [seq.txt}\n")
+    with pytest.raises(ConfigError) as info:
+        prepare(spec, out=out, progress=False)
+    message = str(info.value)
+    assert message.splitlines() == [message] and "not valid YAML: line 2, column" in message

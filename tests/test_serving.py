@@ -216,7 +216,7 @@ def test_cli_recommend_outputs(run_dir: Path, rec: Recommender, tmp_path: Path, 
     ]
     users.write_text(f"{rec.data.user_tokens[1]}\n{rec.data.user_tokens[1]}\n")
     assert main(["recommend", "--run", str(run_dir), "--users-file", str(users)]) == 2
-    assert "entry 2" in capsys.readouterr().err
+    assert "users.txt, line 2: user" in capsys.readouterr().err
     assert main(["recommend", "--run", str(run_dir), "--history", keys, "--index"]) == 2
     assert "--index applies" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -381,7 +381,7 @@ def test_session_files_encoding_and_ids(rec: Recommender, tmp_path: Path) -> Non
     assert [r.id for r in read_sessions(rec, bom)] == ["7"]  # a byte-order mark is dropped, an int id kept
     latin = tmp_path / "latin.jsonl"
     latin.write_bytes(b'{"id": "\xe9", "history": []}\n')
-    with pytest.raises(MdsrecError, match=r"latin\.jsonl is not UTF-8"):
+    with pytest.raises(MdsrecError, match=r"latin\.jsonl, line 1: not UTF-8"):
         read_sessions(rec, latin)
     bad_id = tmp_path / "id.jsonl"
     bad_id.write_text(json.dumps({"id": None, "history": [k]}) + "\n")

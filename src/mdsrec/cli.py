@@ -241,7 +241,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     from mdsrec.atomic import write_text
     from mdsrec.serving import Recommender, Request
-    from mdsrec.serving.requests import format_results, read_lines, read_sessions
+    from mdsrec.serving.requests import format_results, read_candidates, read_sessions, read_users
 
     sources = [args.user, args.users_file, args.all_users or None, args.history, args.sessions]
     if sum(s is not None for s in sources) != 1:
@@ -262,24 +262,21 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         requests = read_sessions(rec, args.sessions, args.item_field, args.skip_unknown, args.cold_start)
     else:
         if args.all_users:
-            users, by_index = [str(i) for i in range(rec.data.num_users)], True
+            requests = [rec.user_request(str(i), True, args.stage) for i in range(rec.data.num_users)]
+        elif args.users_file is not None:
+            requests = read_users(rec, args.users_file, args.index, args.stage)
         else:
-            users = args.user if args.user is not None else read_lines(args.users_file, "users")
-            by_index = args.index
-            if not users:
-                raise MdsrecError(f"users file {args.users_file} holds no users")
             seen: dict[str, int] = {}
-            for n, u in enumerate(users, 1):
+            for n, u in enumerate(args.user, 1):
                 if u in seen:
-                    where = f"{args.users_file}: entry {n}" if args.users_file else f"--user entry {n}"
-                    raise MdsrecError(f"{where}: user {u!r} repeats entry {seen[u]} (one list per user)")
+                    raise MdsrecError(
+                        f"--user entry {n}: user {u!r} repeats entry {seen[u]} (one list per user)"
+                    )
                 seen[u] = n
-        requests = [rec.user_request(u, by_index, args.stage) for u in users]
+            requests = [rec.user_request(u, args.index, args.stage) for u in args.user]
     blocked = None
     if args.candidates is not None:
-        blocked = rec.candidate_mask(
-            read_lines(args.candidates, "candidates"), args.item_field, args.skip_unknown
-        )
+        blocked = read_candidates(rec, args.candidates, args.item_field, args.skip_unknown)
 
     from tqdm.auto import tqdm
 

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from mdsrec.errors import ConfigError
+from mdsrec.errors import ConfigError, yaml_problem
 
 T = TypeVar("T")
 
@@ -223,8 +223,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r}: key must be section.key, for example train.lr=0.001")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from e
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({yaml_problem(e)})") from None
     return parts, value
 
 
@@ -248,8 +248,10 @@ def load_config_dict(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} not found")
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 (byte {e.start + 1}); save it as UTF-8") from None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(e)}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

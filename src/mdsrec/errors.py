@@ -30,6 +30,14 @@ class ManifestMismatchError(MdsrecError):
     """A checkpoint or run does not belong to the data directory it is used with."""
 
 
+def yaml_problem(e: BaseException) -> str:
+    """A YAML parser error on one line: where (line, column) and the problem, without the parser's context lines."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e) or type(e).__name__
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{problem}".split())
+
+
 class TrainingDiverged(FloatingPointError):
     """The training loss (or the validation scores) became non-finite before any epoch was evaluated, so a run has
     nothing to report. Later divergence is not an error: training stops and the best epoch so far is the result."""

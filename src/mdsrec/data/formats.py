@@ -14,8 +14,10 @@ Item side:
 - S3-Rec `*_item2attributes.json` (`read_item_attributes`).
 - Dense `.npy` feature matrices, rows keyed by a row map or by row number (`read_dense_features`).
 
-Every problem with an input file raises `DataFormatError` naming the file, the 1-based line where it
-applies, and what was expected. Interactions with equal timestamps keep their file order (sort by time, then
+Every problem with an input file raises `DataFormatError` naming the file, the 1-based line (or the JSON field)
+where it applies, and what was expected. Tokens (user and item tokens, external keys) must be printable: a control
+character (C0, DEL, C1) or a line or paragraph separator in one is refused, as it would corrupt users.tsv/items.tsv
+or a terminal that shows it; free text (item text) is not checked. Interactions with equal timestamps keep their file order (sort by time, then
 original row).
 """
 
@@ -24,6 +26,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +62,26 @@ def _open_binary(path: str | Path) -> BinaryIO:
         raise DataFormatError(path, "file not found") from None
     except OSError as e:
         raise DataFormatError(path, f"cannot read file ({e.strerror})") from None
+
+
+# C0 controls, DEL, C1 controls (Unicode category Cc) and the line/paragraph separators
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_token(path: str | Path, what: str, value: str, line: int | None = None, field: str = "") -> str:
+    """``value`` when it is not empty and holds no control character; else a DataFormatError naming the file and the
+    line (or ``field``), the value (escaped) and the character."""
+    if not value:
+        raise DataFormatError(path, f"{field + ': ' if field else ''}{what} is empty", line=line)
+    hit = CONTROL_CHARACTERS.search(value)
+    if hit is not None:
+        where = f"{field}: " if field else ""
+        raise DataFormatError(
+            path,
+            f"{where}{what} {value!r} contains control character U+{ord(hit.group()):04X}; expected printable text",
+            line=line,
+        )
+    return value
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
@@ -110,6 +134,10 @@ def _read_json(path: str | Path) -> Any:
         return json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as e:
         raise DataFormatError(path, f"invalid JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
+    except RecursionError:
+        raise DataFormatError(path, "invalid JSON: nested too deeply") from None
+    except ValueError:  # an integer literal beyond Python's digit limit
+        raise DataFormatError(path, "invalid JSON: a number with too many digits to read") from None
 
 
 def _header(path: str | Path, lines: Iterator[tuple[int, str]], required: list[str]) -> tuple[int, list[int]]:
@@ -130,12 +158,17 @@ def _header(path: str | Path, lines: Iterator[tuple[int, str]], required: list[s
 
 
 def _rows(
-    path: str | Path, columns: list[str], header: bool, may_be_empty: tuple[str, ...] = ()
+    path: str | Path,
+    columns: list[str],
+    header: bool,
+    may_be_empty: tuple[str, ...] = (),
+    free_text: tuple[str, ...] = (),
 ) -> Iterator[tuple[int, list[str]]]:
     """Yield (line number, stripped value of each column) for the data rows of a tab-separated file.
 
     With header=True the columns are found by name in the header and extra columns are ignored; without, the
-    file must have exactly these columns. Values must be non-empty unless their column is in `may_be_empty`.
+    file must have exactly these columns. Values must be non-empty unless their column is in `may_be_empty`, and
+    hold no control character (``check_token``) unless their column is in `free_text`.
     """
     lines = iter_lines(path)
     if header:
@@ -153,6 +186,8 @@ def _rows(
         for column, value in zip(columns, values, strict=True):
             if not value and column not in may_be_empty:
                 raise DataFormatError(path, f"expected a non-empty {column!r}", line=lineno)
+            if value and column not in free_text:
+                check_token(path, f"{column!r} value", value, lineno)
         found = True
         yield lineno, values
     if not found:
@@ -181,7 +216,9 @@ def read_s3rec_sequences(path: str | Path) -> RawSequences:
         if len(tokens) < 2:
             expected = "'user item [item ...]' separated by spaces"
             raise DataFormatError(path, f"expected {expected}, got {len(tokens)} field", line=lineno)
-        user = tokens[0]
+        user = check_token(path, "user token", tokens[0], lineno)
+        for token in tokens[1:]:
+            check_token(path, "item token", token, lineno)
         if user in first_line:
             raise DataFormatError(path, f"duplicate user {user!r} (first on line {first_line[user]})", lineno)
         first_line[user] = lineno
@@ -345,6 +382,9 @@ def read_key_map(path: str | Path, fmt: str) -> dict[str, str]:
         if not all(_is_id(v) for v in id2item.values()):
             raise DataFormatError(path, "expected every value of field 'id2item' to be a string (ASIN)")
         pairs = [(None, str(k), str(v)) for k, v in id2item.items()]
+        for _, k, v in pairs:
+            check_token(path, "item token", k, field="field 'id2item'")
+            check_token(path, "item key", v, field=f"field 'id2item', entry {k!r}")
     elif fmt == "item2index":
         pairs = [(n, index, asin) for n, (asin, index) in _rows(path, ["ASIN", "index"], header=False)]
     elif fmt == "tsv":
@@ -369,11 +409,12 @@ def read_item_text(path: str | Path, fmt: str) -> dict[str, str]:
             parts = line.split(None, 1)  # key = first whitespace-separated token, text = the rest
             if len(parts) < 2:
                 raise DataFormatError(path, "expected 'KEY free text ...', got no text after the key", lineno)
-            pairs.append((lineno, parts[0], parts[1].strip()))
+            pairs.append((lineno, check_token(path, "item key", parts[0], lineno), parts[1].strip()))
     elif fmt in ("unisrec_text", "tsv"):
         header = fmt == "unisrec_text"
         columns = ["item_id", "text"] if header else ["KEY", "text"]
-        pairs = [(n, key, text) for n, (key, text) in _rows(path, columns, header, may_be_empty=("text",))]
+        rows = _rows(path, columns, header, may_be_empty=("text",), free_text=("text",))
+        pairs = [(n, key, text) for n, (key, text) in rows]
     else:
         raise ConfigError(f"unknown item text format {fmt!r}; expected one of {ITEM_TEXT_FORMATS}")
     return _unique_map(path, pairs, unique_values=False)
@@ -414,6 +455,40 @@ def _keys_from_row_map(path: str | Path, fmt: str | None, n: int) -> list[str]:
     return [k for k in keys if k is not None]
 
 
+def check_npy_layout(path: str | Path) -> None:
+    """Read a .npy file's header and check it against the file's size before the array is loaded: the header must
+    describe an array without Python objects (those need pickle: refused) whose data is exactly the rest of the
+    file, so a damaged or hostile header never makes numpy allocate more than the file holds."""
+    with _open_binary(path) as f:
+        start = f.read(4)
+        if start == b"PK\x03\x04":
+            raise DataFormatError(path, "expected a single .npy array, got an .npz archive")
+        f.seek(0)
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"format version {version[0]}.{version[1]} is not supported (1.0 or 2.0)")
+        except Exception as e:  # noqa: BLE001 - numpy's header parser raises several kinds for a bad header
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise DataFormatError(path, f"cannot load as a .npy array ({why})") from None
+        data_bytes = os.fstat(f.fileno()).st_size - f.tell()
+    if dtype.hasobject:
+        raise DataFormatError(
+            path, f"holds Python objects (dtype {dtype}), which only pickle can read; refused"
+        )
+    need = math.prod(shape) * dtype.itemsize
+    if data_bytes != need:
+        raise DataFormatError(
+            path,
+            f"cannot load as a .npy array: its header says shape {shape} of {dtype} ({need} bytes), the file holds "
+            f"{data_bytes} bytes of data",
+        )
+
+
 def read_dense_features(
     path: str | Path,
     row_keys: list[str] | None = None,
@@ -428,6 +503,7 @@ def read_dense_features(
     """
     if row_keys is not None and row_map_path is not None:
         raise ValueError("give row_keys or row_map_path, not both")
+    check_npy_layout(path)
     try:
         loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from mdsrec.errors import ConfigError
+from mdsrec.errors import ConfigError, yaml_problem
 
 SEQUENCE_FORMATS = ("s3rec", "unisrec", "recbole", "mmrec")
 KEY_MAP_FORMATS = ("datamaps", "item2index", "mmrec_item_map", "tsv")
@@ -95,9 +95,9 @@ def _section(cls: type, values: Any, where: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping, got {values!r}")
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    unknown = set(values) - known
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise ConfigError(f"{where}: unknown key(s) {_names(unknown)} (known: {', '.join(sorted(known))})")
     try:
         obj = cls(**values)
     except TypeError as e:
@@ -105,6 +105,20 @@ def _section(cls: type, values: Any, where: str) -> Any:
     for f in dataclasses.fields(cls):
         _check_type(f"{where}.{f.name}", getattr(obj, f.name), str(f.type))
     return obj
+
+
+def _names(keys: Any) -> str:
+    """Mapping keys for a message, sorted as text (YAML keys need not be strings)."""
+    return ", ".join(sorted(str(k) for k in keys))
+
+
+def _listed(value: Any, where: str) -> list[Any]:
+    """A YAML list (None: empty); ConfigError for anything else."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} ({value!r}) must be a list")
+    return value
 
 
 def _check_type(where: str, value: Any, annotation: str) -> None:
@@ -139,7 +153,7 @@ def parse_spec(values: dict[str, Any], where: str) -> DatasetSpec:
     if key_spec is not None:
         _choice(f"{where}: item_keys.format", key_spec.format, KEY_MAP_FORMATS)
     mods = []
-    for i, m in enumerate(v.pop("modalities", []) or []):
+    for i, m in enumerate(_listed(v.pop("modalities", []), f"{where}: modalities")):
         mw = f"{where}: modalities[{i}]"
         if isinstance(m, dict) and isinstance(m.get("row_map"), dict):
             m = {**m, "row_map": _section(KeyMapSpec, m["row_map"], f"{mw}.row_map")}
@@ -180,10 +194,22 @@ def parse_spec(values: dict[str, Any], where: str) -> DatasetSpec:
         description=str(v.pop("description", "")),
     )
     if v:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(v))}")
+        raise ConfigError(f"{where}: unknown key(s) {_names(v)}")
     if spec.min_interactions < 3:
         raise ConfigError(f"{where}: min_interactions ({spec.min_interactions}) must be >= 3 (leave-one-out)")
     return spec
+
+
+def read_spec_text(path: Path) -> str:
+    """A spec file's text; ConfigError naming the file and line when it is not UTF-8 (a leading BOM is dropped)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            f"{path}, line {line}: not valid UTF-8 (byte {e.start + 1}); save the spec as UTF-8"
+        ) from None
 
 
 def load_spec(name_or_path: str | Path) -> DatasetSpec:
@@ -198,13 +224,13 @@ def load_spec(name_or_path: str | Path) -> DatasetSpec:
         where = f"recipe {name_or_path}"
         path = None
     elif p.is_file():
-        text, where, path = p.read_text(encoding="utf-8"), str(p), p
+        text, where, path = read_spec_text(p), str(p), p
     else:
         raise ConfigError(f"{name_or_path}: not a built-in recipe ({', '.join(RECIPES)}) and not a spec file")
     try:
         values = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML: {e}") from e
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"{where}: not valid YAML: {yaml_problem(e)}") from None
     spec = parse_spec(values, where)
     spec.path = path
     return spec

@@ -26,7 +26,7 @@ def resolve_user(data: ProcessedDataset, user: str, by_index: bool = False) -> t
     count = len(data.user_tokens)
     if by_index:
         try:
-            index = int(user)
+            index = int(user) if len(user) <= 40 else int("x")  # (Python refuses ints of over 4300 digits)
         except ValueError:
             raise MdsrecError(
                 f"user index {user!r} is not an integer ({users_file} has {count} users)"
@@ -43,7 +43,7 @@ def resolve_user(data: ProcessedDataset, user: str, by_index: bool = False) -> t
         )
     # isdecimal, not isdigit: int() reads exactly the decimal digits ('²' is a digit, not a number).
     numeric_tokens = any(t.strip().lstrip("-").isdecimal() for t in data.user_tokens)
-    if user.strip().isdecimal() and int(user) < count and not numeric_tokens:
+    if user.strip().isdecimal() and len(user.strip()) <= 18 and int(user) < count and not numeric_tokens:
         log.info("user %r is not a token of %s: taken as the internal index", user, users_file)
         return int(user), "index"
     hint = f" (tokens look like {data.user_tokens[0]!r}; --index takes a 0-based row)" if count else ""
