@@ -56,6 +56,7 @@ def main() -> int:
     for name in names:
         fuzz.OUTCOMES.clear()
         fuzz.FAILURES.clear()
+        fuzz.SAMPLES.clear()
         t = time.perf_counter()
         seed(args.seed)(config(PROPERTIES[name]))()
         ok = sum(n for (_, kind), n in fuzz.OUTCOMES.items() if kind == "ok")
@@ -65,7 +66,8 @@ def main() -> int:
         failed += len(fuzz.FAILURES)
         print(f"| {name} | {ok + err + bad} | {ok} | {err} | {bad} | {time.perf_counter() - t:.1f} |")
         for (reader, what), n in sorted(fuzz.FAILURES.items()):
-            print(f"|   | {reader}: {what} ({n}x) | | | | |")
+            sample = fuzz.SAMPLES[reader, what].replace("|", "/")
+            print(f"|   | {reader}: {what}, {n} examples, e.g. `{sample}` | | | | |")
     print(
         f"\n{total} examples in {len(names)} properties (seed {args.seed}): {failed} distinct failures, "
         f"{time.perf_counter() - t0:.0f}s"

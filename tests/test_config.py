@@ -45,3 +45,15 @@ def test_config_differences_skip_operational_keys() -> None:
     b = {"train": {"lr": 0.2, "progress": False, "num_threads": 2}, "data": {"eval_batch_size": 9}}
     assert config_differences(a, b) == ["train.lr (0.1 in the run, 0.2 given)"]
     assert len(config_differences(a, b, ignore=frozenset())) == 4
+
+
+def test_a_config_file_that_is_not_utf8_or_yaml_is_one_error_line(tmp_path) -> None:
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"train: {lr: 0.001}  # caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin.yaml is not UTF-8 \(byte 26\)"):
+        resolve_config(latin, [])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: {lr: [0.001}\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_config(broken, [])
+    assert str(info.value).splitlines() == [str(info.value)] and "line 1, column" in str(info.value)

@@ -57,6 +57,7 @@ TIME_LIMIT = 20.0  # seconds one reader call may take before it counts as a hang
 OUTCOMES: Counter[tuple[str, str]] = Counter()  # (reader, "ok" | "error") -> examples
 COLLECT = False  # benchmarks/fuzz_readers.py: count other outcomes in FAILURES and go on, instead of failing
 FAILURES: Counter[tuple[str, str]] = Counter()  # (reader, describe(exception)) -> examples
+SAMPLES: dict[tuple[str, str], str] = {}  # (reader, describe(exception)) -> the first one's message
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -104,20 +105,18 @@ def outcome(
         if not COLLECT:
             raise
         FAILURES[reader, describe(e)] += 1
+        SAMPLES.setdefault((reader, describe(e)), (str(e).strip().splitlines() or [""])[0][:150])
 
 
 def describe(e: BaseException) -> str:
-    """A failure as one line that is the same for every example of its kind: the exception, where it was raised
-    (the last frame in mdsrec or in this file) and its message with values, numbers and paths left out."""
+    """A failure's kind, the same for every example that hits it: the exception and where it was raised (the last
+    frame in mdsrec or in this file), and for a failed check of this file which check it was."""
     frames = [
         f for f in traceback.extract_tb(e.__traceback__) if "mdsrec" in f.filename or "fuzz" in f.filename
     ]
     where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
-    text = (str(e).strip().splitlines() or [""])[0]
-    if isinstance(e, AssertionError):
-        text = text.split(":", 1)[0]  # which check failed, without the example's message
-    text = re.sub(r"/tmp/\S+|'[^']*'|\"[^\"]*\"|\d+", "_", text)[:70]
-    return f"{type(e).__name__} at {where}: {text}"
+    check = (str(e).strip().splitlines() or [""])[0].split(":", 1)[0] if isinstance(e, AssertionError) else ""
+    return f"{type(e).__name__} at {where}" + (f" ({check})" if check else "")
 
 
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line/paragraph separators
@@ -222,9 +221,10 @@ def s3rec_files(draw: st.DrawFn) -> bytes:
 
 
 def check_sequences(raw: formats.RawSequences) -> None:
-    assert len(raw.users) == len(raw.sequences) == len(set(raw.users))
+    assert len(raw.users) == len(raw.sequences) == len(set(raw.users)), "users not one per sequence"
     for user, seq in zip(raw.users, raw.sequences, strict=True):
-        assert printable(user) and seq and all(printable(t) for t in seq)
+        assert printable(user) and seq, f"accepted user {user!r} with {len(seq)} items"
+        assert all(printable(t) for t in seq), f"accepted an item token that is not printable: {seq!r}"
 
 
 @given(variants(s3rec_files()))
@@ -376,8 +376,10 @@ def test_fuzz_key_maps(fmt: str, data: st.DataObject) -> None:
 
         def check(mapping: dict[str, str]) -> None:
             assert all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items())
-            assert len(set(mapping.values())) == len(mapping)  # keys name one item each
-            assert all(printable(v) for v in mapping.values())
+            assert len(set(mapping.values())) == len(mapping), "a key names two items"
+            assert all(printable(v) for v in mapping.values()), (
+                f"accepted a key that is not printable: {mapping!r}"
+            )
 
         outcome(f"key map ({fmt})", path, lambda: formats.read_key_map(path, fmt), check)
 
@@ -400,7 +402,8 @@ def test_fuzz_item_text(fmt: str, data: st.DataObject) -> None:
         path.write_bytes(raw)
 
         def check(texts: dict[str, str]) -> None:
-            assert all(printable(k) and isinstance(t, str) and t == t.strip() for k, t in texts.items())
+            assert all(printable(k) for k in texts), f"accepted a key that is not printable: {list(texts)!r}"
+            assert all(isinstance(t, str) and t == t.strip() for t in texts.values()), "text not stripped"
 
         outcome(f"item text ({fmt})", path, lambda: formats.read_item_text(path, fmt), check)
 
@@ -507,7 +510,8 @@ def spec_files(draw: st.DrawFn) -> bytes:
 
 YAML_BYTES = st.sampled_from(
     [b"!!python/object:os.system {}", b"a: &x [*x]", b"[" * 3000, b"name: x\nname: y\n", b"\xff\xfe", b"{1: 2}",
-     b"? [a]\n: 1\n", b"name: t\nsequences: {format: s3rec, path: s}\nmodalities: 5\n", b"-\t- x"]
+     b"? [a]\n: 1\n", b"name: t\nsequences: {format: s3rec, path: s}\nmodalities: 5\n", b"-\t- x",
+     b'name: "\\U00110000"', b"name: !!int 0x", b"a: !!timestamp 2020-13-45", b'name: !!binary "@@"', b"!!set {a}"]
 )  # fmt: skip
 
 

@@ -223,7 +223,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r}: key must be section.key, for example train.lr=0.001")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except (yaml.YAMLError, RecursionError) as e:
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError) as e:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({yaml_problem(e)})") from None
     return parts, value
 
@@ -250,7 +250,7 @@ def load_config_dict(path: str | Path) -> dict[str, Any]:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file {path} is not UTF-8 (byte {e.start + 1}); save it as UTF-8") from None
-    except (yaml.YAMLError, RecursionError) as e:
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError) as e:
         raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(e)}") from None
     if loaded is None:
         return {}

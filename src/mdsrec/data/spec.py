@@ -229,7 +229,13 @@ def load_spec(name_or_path: str | Path) -> DatasetSpec:
         raise ConfigError(f"{name_or_path}: not a built-in recipe ({', '.join(RECIPES)}) and not a spec file")
     try:
         values = yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError) as e:
+    except (
+        yaml.YAMLError,
+        RecursionError,
+        ValueError,
+        TypeError,
+        OverflowError,
+    ) as e:  # (a tag's constructor)
         raise ConfigError(f"{where}: not valid YAML: {yaml_problem(e)}") from None
     spec = parse_spec(values, where)
     spec.path = path
