@@ -393,7 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("spec", help="built-in recipe (scientific, sports, toys) or a spec .yaml file")
     pr.add_argument("--source", help="directory holding the raw files (default: the spec file's directory)")
     pr.add_argument("--out", required=True, help="processed data directory to write")
-    pr.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    pr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing mdsrec data set at --out (an empty folder too; never any other folder)",
+    )
     pr.add_argument(
         "--text-model", help="local sentence-transformers model directory (default: bundled MiniLM)"
     )
@@ -413,7 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--users", type=int, default=3000)
     sy.add_argument("--items", type=int, default=6000)
-    sy.add_argument("--overwrite", action="store_true")
+    sy.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing mdsrec data set at --out (an empty folder too; never any other folder)",
+    )
     sy.set_defaults(func=cmd_synthetic)
 
     t = sub.add_parser("train", help="train one model; writes RUN_DIR/metrics.json")
