@@ -242,7 +242,11 @@ def locked_output(
 # What a dead writer left
 # ---------------------------------------------------------------------------------------------------------------
 
-_STALE = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>[0-9]+)?(?:-[^/]*|[a-z0-9_]*)$")
+# .NAME.tmp-<pid>, .NAME.tmp-<pid>-<random>, .NAME.old-<pid>; or .NAME.tmp-<8 random characters>, a staging
+# directory of a version before pids were part of the names
+_STALE = re.compile(
+    r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?:(?P<pid>[0-9]+)(?:-[a-z0-9_]+)?|(?P<legacy>[a-z0-9_]{8}))"
+)
 
 
 def pid_alive(pid: int) -> bool:
@@ -273,6 +277,8 @@ def stale_entries(directory: str | Path, names: Iterable[str]) -> list[Path]:
         if hit is None or hit["name"] not in wanted:
             continue
         if hit["pid"] is not None and pid_alive(int(hit["pid"])):
+            continue
+        if hit["legacy"] is not None and (hit["kind"] != "tmp" or not entry.is_dir()):
             continue
         found.append(entry)
     return found

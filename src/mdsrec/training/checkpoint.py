@@ -33,8 +33,10 @@ from mdsrec.rundir import CONFIG, check_not_restored, checkpoint_record
 log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
-# What every checkpoint holds (last.pt adds the optimizer, RNG and early-stopping state)
-REQUIRED = {"config": dict, "data_fingerprint": str, "epoch": int, "model_state": dict}
+# The fields a checkpoint is read for, and their types: model_state in every checkpoint, the others in a run's
+# (last.pt adds the optimizer, RNG and early-stopping state)
+FIELDS = {"model_state": dict, "config": dict, "data_fingerprint": str, "epoch": int}
+RUN_FIELDS = ("config", "data_fingerprint", "epoch")
 
 
 def _recorded(record: Path) -> list[str]:
@@ -107,8 +109,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise MdsrecError(f"checkpoint {path} cannot be read safely (weights_only=True): {first}") from None
     if not isinstance(state, dict) or state.get("checkpoint_version") != CHECKPOINT_VERSION:
         raise MdsrecError(f"checkpoint {path}: not an mdsrec checkpoint of version {CHECKPOINT_VERSION}")
-    for key, kind in REQUIRED.items():
-        if not isinstance(state.get(key), kind):
+    for key, kind in FIELDS.items():
+        if (key == "model_state" or key in state) and not isinstance(state.get(key), kind):
             raise MdsrecError(f"checkpoint {path}: field {key!r} missing or not a {kind.__name__}")
     check_finite(state["model_state"], path)
     return dict(state)
@@ -159,8 +161,12 @@ def check_run_config(state: dict[str, Any], run_dir: str | Path, ckpt: str | Pat
 
 
 def load_run_checkpoint(run_dir: str | Path, path: str | Path) -> dict[str, Any]:
-    """``load_checkpoint`` plus the check that it belongs to the run in RUN_DIR (``check_run_config``)."""
+    """``load_checkpoint`` plus the check that it is a run's checkpoint (config, data fingerprint, epoch) and belongs
+    to the run in RUN_DIR (``check_run_config``)."""
     state = load_checkpoint(path)
+    missing = [k for k in RUN_FIELDS if k not in state]
+    if missing:
+        raise MdsrecError(f"checkpoint {path}: not a run's checkpoint (no {', '.join(missing)})")
     check_run_config(state, run_dir, path)
     return state
 
