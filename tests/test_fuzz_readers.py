@@ -15,12 +15,14 @@ The ``ci`` profile (loaded by default) keeps every property to a few dozen deran
 
 from __future__ import annotations
 
+import atexit
 import functools
 import io
 import json
 import os
 import pickle
 import re
+import shutil
 import signal
 import tempfile
 import traceback
@@ -541,6 +543,7 @@ def recommender() -> Any:
     from mdsrec.training.trainer import train
 
     root = Path(tempfile.mkdtemp(prefix="mdsrec-fuzz-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     data = write_synthetic(root / "data", SyntheticConfig(num_users=30, num_items=20, feature_dim=4, seed=1))
     from mdsrec.data.processed import load_processed as load
 
