@@ -90,3 +90,18 @@ def train_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
 
     monkeypatch.setattr(trainer_mod, "train", counting)
     return calls
+
+
+def make_untrained_run(name: str, data: ProcessedDataset, out: Path, sets: list[str] | None = None) -> Path:
+    """A run directory of the tiny ``name`` model as built, not trained (best.pt at epoch 0), as a trained run's:
+    serving must not depend on what the weights learned. ``sets``: more config overrides."""
+    from mdsrec.config import resolve_config
+    from mdsrec.training.checkpoint import save_checkpoint
+
+    overrides = [f"model.{k}={v}" for k, v in TINY_MODEL[name].items()] + ["data.eval_batch_size=16"]
+    cfg = trainer_mod.full_config(resolve_config(None, overrides + (sets or []), model=name))
+    torch.manual_seed(0)
+    exp = trainer_mod.make_experiment(cfg, data)
+    trainer_mod._start_run(out, cfg, data)
+    save_checkpoint(out / "best.pt", trainer_mod._model_state(cfg, data, exp.model, 0))
+    return out

@@ -1,16 +1,11 @@
-"""Serving (`mdsrec recommend`, `mdsrec serve`, serving.Recommender): lists agree with the evaluator's ranks, history
-and candidate filtering, batching does not change results, item keys resolve (unknown ones are named), session
-files are checked line by line, outputs are written atomically, and the HTTP server answers (tiny, CPU)."""
+"""Serving (`mdsrec recommend`, serving.Recommender): lists agree with the evaluator's ranks, history and candidate
+filtering, batching does not change results, item keys resolve (unknown ones are named), session files are checked
+line by line, outputs are written atomically (tiny, CPU). The HTTP service: test_serving_http.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import socket
-import threading
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +16,9 @@ from mdsrec.cli import main
 from mdsrec.config import resolve_config
 from mdsrec.errors import MdsrecError
 from mdsrec.evaluation.evaluator import rank_targets
+from mdsrec.evaluation.ranking import NOT_RANKABLE, top_k
 from mdsrec.models import REGISTRY
 from mdsrec.serving import Recommender
-from mdsrec.serving.http import make_server
 from mdsrec.serving.requests import read_sessions
 from mdsrec.training.trainer import make_experiment, train
 from tests.conftest import TINY_MODEL
@@ -231,80 +226,6 @@ def test_cli_recommend_outputs(run_dir: Path, rec: Recommender, tmp_path: Path, 
     assert "not found" in capsys.readouterr().err
 
 
-@pytest.fixture()
-def server(rec: Recommender) -> Iterator[str]:
-    srv = make_server(rec, port=0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_port}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-
-
-def _get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def _post(url: str, body: bytes) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def test_http_server_answers_like_the_library(server: str, rec: Recommender) -> None:
-    status, health = _get(server + "/health")
-    assert status == 200 and health["model"] == "sasrec" and health["items"] == rec.data.num_items
-    token = rec.data.user_tokens[2]
-    status, body = _get(f"{server}/recommend?user={token}&top=5")
-    assert status == 200
-    expected = rec.recommend([rec.user_request(token)], top=5)[0]
-    assert [i["id"] for i in body["items"]] == [i["id"] for i in expected["items"]]
-    keys = [rec.data.item_keys[i - 1] for i in rec.data.sequences[2]]
-    status, body = _post(server + "/recommend", json.dumps({"history": keys, "top": 5}).encode())
-    assert status == 200 and [i["id"] for i in body["items"]] == [i["id"] for i in expected["items"]]
-    for bad_top in [None, [5], True, 2.5, "x"]:
-        status, body = _post(server + "/recommend", json.dumps({"user": token, "top": bad_top}).encode())
-        assert status == 400 and "top" in body["error"], bad_top
-    both = {"user": token, "history": keys}
-    status, body = _post(server + "/recommend", json.dumps(both).encode())
-    assert status == 400 and "not both" in body["error"]
-    status, body = _post(server + "/recommend", json.dumps({"history": keys, "stage": "test"}).encode())
-    assert status == 400 and "stage" in body["error"]
-    status, body = _post(server + "/recommend", b"\xff\xfe")
-    assert status == 400 and "UTF-8" in body["error"]
-    for url_or_body, pattern in [
-        ("/recommend?user=no-such-user", "not found"),
-        ("/recommend?top=5", "pass a user"),
-        (f"/recommend?user={token}&top=0", "top"),
-        (f"/recommend?user={token}&exclude_history=maybe", "exclude_history"),
-    ]:
-        status, body = _get(server + url_or_body)
-        assert status == 400 and pattern in body["error"]
-    status, body = _post(server + "/recommend", b"{oops")
-    assert status == 400 and "not valid JSON" in body["error"]
-    status, body = _post(server + "/recommend", json.dumps({"history": ["NOPE"]}).encode())
-    assert status == 400 and "NOPE" in body["error"]
-    status, body = _post(
-        server + "/recommend", json.dumps({"history": ["NOPE"], "skip_unknown": True}).encode()
-    )
-    assert status == 400 and "cold_start" in body["error"]  # this server answers cold starts with an error
-    host, port = server.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as conn:  # a huge declared body is refused
-        conn.sendall(b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n")
-        assert b" 413 " in conn.recv(4096).split(b"\r\n")[0] + b" "
-    status, body = _get(server + "/nowhere")
-    assert status == 404
-
-
 def test_cold_start_sessions_get_the_most_popular_items(
     rec: Recommender, run_dir: Path, tmp_path: Path, capsys
 ) -> None:
@@ -347,21 +268,6 @@ def test_cold_start_sessions_get_the_most_popular_items(
     assert out["fallback"] == "popular" and [i["id"] for i in out["items"]] == order[:3]
 
 
-def test_http_server_with_popular_cold_start(rec: Recommender) -> None:
-    srv = make_server(rec, port=0, cold_start="popular")
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{srv.server_port}/recommend"
-        status, body = _post(url, json.dumps({"history": [], "top": 4}).encode())
-        assert status == 200 and body["fallback"] == "popular" and len(body["items"]) == 4
-        expected = rec.recommend([rec.session_request("s", [], cold_start="popular")], top=4)[0]["items"]
-        assert [i["id"] for i in body["items"]] == [i["id"] for i in expected]
-    finally:
-        srv.shutdown()
-        srv.server_close()
-
-
 def test_mixed_cold_and_warm_batches_score_like_separate_ones(rec: Recommender) -> None:
     warm = rec.user_request("2", by_index=True)
     cold = rec.session_request("c", [], cold_start="popular")
@@ -387,5 +293,25 @@ def test_session_files_encoding_and_ids(rec: Recommender, tmp_path: Path) -> Non
     bad_id.write_text(json.dumps({"id": None, "history": [k]}) + "\n")
     with pytest.raises(MdsrecError, match=r"id\.jsonl:1: \"id\" \(None\) must be a string"):
         read_sessions(rec, bad_id)
-    with pytest.raises(MdsrecError, match="cold_start"):
-        make_server(rec, port=0, cold_start="sometimes")
+
+
+def test_top_k_equals_the_first_k_of_a_stable_sort_of_whole_rows() -> None:
+    """ranking.top_k sorts only the candidates at least as good as the k-th best: the same items in the same order
+    as sorting whole rows, with ties (many, in integer scores) by ascending id and unrankable (-inf) items last."""
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(120):
+        b, n = int(torch.randint(1, 6, (), generator=gen)), int(torch.randint(2, 300, (), generator=gen))
+        if trial % 3 == 0:
+            scores = torch.randn(b, n, generator=gen)
+        else:  # heavy ties, float64 or float32, some rows mostly unrankable
+            scores = torch.randint(0, 3, (b, n), generator=gen).to(
+                torch.float64 if trial % 2 else torch.float32
+            )
+            scores[torch.rand(b, n, generator=gen) < 0.2 * (trial % 5)] = NOT_RANKABLE
+        scores[:, 0] = NOT_RANKABLE
+        for k in (1, 3, 10, n // 5 + 1, n, n + 2):
+            order, rankable = top_k(scores, k)
+            assert torch.equal(order, torch.sort(-scores, dim=-1, stable=True).indices[:, :k]), (trial, k)
+            assert torch.equal(rankable, (scores > NOT_RANKABLE).sum(dim=-1))
+            one, count = top_k(scores[0], k)  # one row [N+1], as explain passes it
+            assert torch.equal(one, order[0]) and int(count) == int(rankable[0])

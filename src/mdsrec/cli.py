@@ -12,7 +12,9 @@ mdsrec recommend --run RUN_DIR (--user U ... | --users-file F | --all-users | --
                  [--index] [--top N] [--stage next|test|valid] [--[no-]exclude-history] [--candidates F]
                  [--item-field key|token] [--skip-unknown] [--cold-start error|popular] [--format jsonl|csv]
                  [--out FILE] [--data DATA_DIR] [--device D]
-mdsrec serve --run RUN_DIR [--host H] [--port P] [--cold-start error|popular] [--data DATA_DIR] [--device D]
+mdsrec serve --run RUN_DIR [--host H] [--port P] [--cold-start error|popular] [--batch-size N] [--batch-wait-ms MS]
+             [--max-top N] [--max-history N] [--max-requests N] [--max-body-bytes N] [--max-connections N]
+             [--data DATA_DIR] [--device D]
 mdsrec sweep --data DATA_DIR --model NAME --param model.h --values 0,5,10,20 --out DIR [--config FILE]
              [--set key=value ...] [--seed S]
 mdsrec records save SRC DEST
@@ -292,20 +294,47 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mdsrec.serving import Recommender
-    from mdsrec.serving.http import make_server
-
-    rec = Recommender.from_run(args.run, args.data, device=args.device)
-    server = make_server(rec, args.host, args.port, cold_start=args.cold_start)
-    print(
-        f"serving {rec.model.name} ({args.run}) on http://{args.host}:{server.server_port} (GET /health, GET|POST /recommend)"
-    )
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-    finally:
-        server.server_close()
+        from mdsrec.serving.http import ServeSettings, serve
+    except ImportError as e:
+        raise MdsrecError(
+            f"mdsrec serve needs the serve extra ({e.name} is missing): pip install 'mdsrec[serve]'"
+        ) from None
+    from mdsrec.serving import Recommender
+
+    settings = ServeSettings(
+        host=args.host,
+        port=args.port,
+        cold_start=args.cold_start,
+        batch_size=args.batch_size,
+        batch_wait_ms=args.batch_wait_ms,
+        threads=args.threads,
+        max_top=args.max_top,
+        max_history=args.max_history,
+        max_requests=args.max_requests,
+        max_body_bytes=args.max_body_bytes,
+        max_connections=args.max_connections,
+        keep_alive_s=args.keep_alive,
+        graceful_timeout_s=args.graceful_timeout,
+        access_log=args.access_log,
+    )
+    settings.check()
+    try:
+        rec = Recommender.from_run(args.run, args.data, device=args.device)
+    except Exception as e:  # noqa: BLE001 - a run that cannot be served is refused in one line, not a traceback
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        more = " (...)" if len(lines) > 1 else ""
+        what = "" if isinstance(e, MdsrecError) else f"{type(e).__name__}: "
+        raise MdsrecError(f"cannot serve {args.run}: {what}{lines[0]}{more}") from None
+
+    def listening(url: str) -> None:
+        print(
+            f"serving {rec.model.name} ({args.run}) on {url} (API: {url}/docs; ready: {url}/health/ready)",
+            flush=True,
+        )
+
+    serve(rec, settings, listening)
+    print("stopped", file=sys.stderr)
     return 0
 
 
@@ -539,7 +568,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu", help="device to run the model on (default: %(default)s)")
     r.set_defaults(func=cmd_recommend)
 
-    v = sub.add_parser("serve", help="a JSON HTTP server of a run's recommendations (standard library)")
+    v = sub.add_parser(
+        "serve",
+        help="an HTTP service of a run's recommendations (FastAPI + uvicorn, micro-batched; extra: serve)",
+    )
     v.add_argument("--run", required=True, help="run directory (its best.pt is used)")
     v.add_argument("--data", help="processed data directory (default: the one recorded in RUN_DIR/run.json)")
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
@@ -549,7 +581,69 @@ def build_parser() -> argparse.ArgumentParser:
         "--cold-start",
         default="error",
         choices=("error", "popular"),
-        help="a session without a known item: an error, or the most interacted-with items (default: %(default)s)",
+        help="a session without a known item: an error, or the most interacted-with items; a request's "
+        "cold_start overrides it (default: %(default)s)",
+    )
+    v.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=64,
+        help="most requests ranked together by one forward pass (default: %(default)s)",
+    )
+    v.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=2.0,
+        help="longest wait for a batch to fill after its first request, in ms (default: %(default)s)",
+    )
+    v.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="torch threads of the model (the event loop answering HTTP uses another core; default: %(default)s)",
+    )
+    v.add_argument("--max-top", type=_positive_int, default=1000, help="largest top (default: %(default)s)")
+    v.add_argument(
+        "--max-history",
+        type=_positive_int,
+        default=1000,
+        help="most items in a session (default: %(default)s)",
+    )
+    v.add_argument(
+        "--max-requests",
+        type=_positive_int,
+        default=256,
+        help="most requests (users or sessions) in one POST /v1/recommend (default: %(default)s)",
+    )
+    v.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=1 << 20,
+        help="largest request body (default: %(default)s)",
+    )
+    v.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=1000,
+        help="most open connections; requests beyond them are answered 503 (default: %(default)s)",
+    )
+    v.add_argument(
+        "--keep-alive",
+        type=float,
+        default=5.0,
+        help="seconds an idle keep-alive connection stays open (default: %(default)s)",
+    )
+    v.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=30.0,
+        help="on SIGTERM/SIGINT, longest wait in seconds for the requests in flight (default: %(default)s)",
+    )
+    v.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log one line per request, with its request id (default: on)",
     )
     v.set_defaults(func=cmd_serve)
 

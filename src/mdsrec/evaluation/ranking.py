@@ -41,7 +41,7 @@ def exclusion_mask(
 
     ``history`` [B, H] long (0-padded): the items to exclude per row (None: no history exclusion); ``keep`` [B]
     long: each row's held-out item, rankable even inside its history (0: none); ``blocked`` [N+1] bool: items no
-    row may rank. B is ``history``'s rows, else ``keep``'s, else 1."""
+    row may rank, or [B, N+1]: each row's own. B is ``history``'s rows, else ``keep``'s, else 1."""
     rows = history.shape[0] if history is not None else keep.shape[0] if keep is not None else 1
     device = (
         history.device if history is not None else keep.device if keep is not None else torch.device("cpu")
@@ -53,7 +53,7 @@ def exclusion_mask(
             mask.scatter_(1, keep.view(-1, 1), False)
     mask[:, 0] = True
     if blocked is not None:
-        mask |= blocked.to(device)[None, :]
+        mask |= blocked.to(device)  # [N+1] broadcast over the rows, or [B, N+1]
     return mask
 
 
@@ -79,9 +79,30 @@ def target_ranks(scores: Tensor, target: Tensor) -> Tensor:
 
 
 def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """(items [B, min(k, N+1)], rankable [B]): each row's best items, equal scores in ascending id, and how many
-    of its items are rankable (score above -inf); a row's list is its first min(k, rankable) items."""
-    order = torch.sort(-scores, dim=-1, stable=True).indices[
-        ..., :k
-    ]  # [B, k] descending, ties by ascending id
-    return order, (scores > NOT_RANKABLE).sum(dim=-1)
+    """(items [B, min(k, N+1)], rankable [B]) for scores [B, N+1] (or [N+1] -> [k], []): each row's best items, equal scores in ascending id, and how many
+    of its items are rankable (score above -inf); a row's list is its first min(k, rankable) items.
+
+    The same as the first k of a stable sort of the negated scores, without sorting whole rows: ``torch.topk``
+    finds each row's k-th best score, and only the items scoring at least that much (all of them in a row with
+    fewer than k rankable items) are sorted, by score and then id."""
+    if scores.dim() == 1:  # one row [N+1] -> ([k], [])
+        order, rankable = top_k(scores[None], k)
+        return order[0], rankable[0]
+    rankable = (scores > NOT_RANKABLE).sum(dim=-1)  # [B]
+    n = scores.shape[-1]
+    k = min(k, n)
+    if k == 0 or 4 * k >= n:  # a long list: sorting whole rows costs about the same
+        return torch.sort(-scores, dim=-1, stable=True).indices[..., :k], rankable  # [B, k]
+    kth = torch.topk(scores, k, dim=-1, sorted=False).values.min(dim=-1, keepdim=True).values  # [B, 1]
+    rows, cols = (scores >= kth).nonzero(as_tuple=True)  # [C] candidates in (row, id) order; >= k per row
+    by_score = torch.sort(-scores[rows, cols], stable=True).indices  # [C] ties stay in (row, id) order
+    rows, cols = rows[by_score], cols[by_score]
+    by_row = torch.sort(rows, stable=True).indices  # [C] rows together, each in (score, id) order
+    rows, cols = rows[by_row], cols[by_row]
+    counts = torch.bincount(rows, minlength=scores.shape[0])  # [B] candidates per row
+    starts = torch.cumsum(counts, 0) - counts  # [B]
+    place = torch.arange(len(rows), device=scores.device) - starts[rows]  # [C] position within its row
+    keep = place < k
+    order = torch.empty(scores.shape[0], k, dtype=torch.long, device=scores.device)  # [B, k]
+    order[rows[keep], place[keep]] = cols[keep]
+    return order, rankable

@@ -25,6 +25,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,17 @@ class Request:
     fallback: bool = False  # no known item (cold start): ranked by popularity, not by the model
 
 
+@dataclass(frozen=True)
+class Options:
+    """How one request's list is made: ``top`` items, history left out or not (None: the run's
+    ``eval.exclude_history``), and ``blocked`` [N+1] bool, the items it may not list (see
+    :meth:`Recommender.candidate_mask`; None: any)."""
+
+    top: int = 10
+    exclude_history: bool | None = None
+    blocked: Tensor | None = None
+
+
 class Recommender:
     """Ranks the catalogue for histories with one run's model (see the module docstring)."""
 
@@ -69,7 +81,8 @@ class Recommender:
         self.max_len = exp.cfg.data.max_len
         self.batch_size = exp.cfg.data.eval_batch_size
         self.run_excludes_history = bool(exp.cfg.eval.exclude_history)
-        self._lock = threading.Lock()  # one forward pass at a time (the HTTP server is threaded)
+        self.loaded_at = datetime.now(timezone.utc)  # the model is loaded before a Recommender is made
+        self._lock = threading.Lock()  # one forward pass at a time, whichever thread calls
         self._index: dict[str, dict[str, int]] = {}
         self._users: UserIndex | None = None
         self._popularity: Tensor | None = None
@@ -194,17 +207,23 @@ class Recommender:
         blocked: Tensor | None = None,
     ) -> Iterator[dict[str, Any]]:
         """As :meth:`recommend`, lazily, one ``score_all`` per ``data.eval_batch_size`` requests."""
-        if top < 1:
-            raise MdsrecError(f"top ({top}) must be >= 1")
-        exclude = self.run_excludes_history if exclude_history is None else exclude_history
+        options = Options(top, exclude_history, blocked)
         chunk: list[Request] = []
         for request in requests:
             chunk.append(request)
             if len(chunk) == self.batch_size:
-                yield from self._rank(chunk, top, exclude, blocked)
+                yield from self._rank(chunk, [options] * len(chunk))
                 chunk = []
         if chunk:
-            yield from self._rank(chunk, top, exclude, blocked)
+            yield from self._rank(chunk, [options] * len(chunk))
+
+    def rank(self, requests: Sequence[Request], options: Sequence[Options]) -> list[dict[str, Any]]:
+        """As :meth:`recommend`, each request with its own options, all in ONE ``score_all`` call (the HTTP
+        service's micro-batches). A request's list does not depend on what else is in the call: the same items
+        in the same order, scores equal to float tolerance (batched matrix products may round differently)."""
+        if len(requests) != len(options):
+            raise ValueError(f"{len(requests)} requests but {len(options)} options")
+        return list(self._rank(list(requests), list(options))) if requests else []
 
     def scores(self, requests: Sequence[Request]) -> Tensor:
         """Raw ``score_all`` of the requests' windows, [B, N+1] on the CPU (nothing masked; float32, or float64
@@ -221,9 +240,14 @@ class Recommender:
         y = y.detach().cpu()
         return y if y.dtype == torch.float64 else y.float()
 
-    def _rank(
-        self, requests: list[Request], top: int, exclude: bool, blocked: Tensor | None
-    ) -> Iterator[dict[str, Any]]:
+    def _rank(self, requests: list[Request], options: list[Options]) -> Iterator[dict[str, Any]]:
+        tops = [o.top for o in options]
+        for t in tops:
+            if t < 1:
+                raise MdsrecError(f"top ({t}) must be >= 1")
+        exclude = [
+            self.run_excludes_history if o.exclude_history is None else o.exclude_history for o in options
+        ]
         cold = [b for b, r in enumerate(requests) if r.fallback]
         warm = [b for b, r in enumerate(requests) if not r.fallback]
         if not cold:
@@ -238,15 +262,23 @@ class Recommender:
             raise MdsrecError(
                 f"model {self.model.name} produced NaN scores for {requests[int(bad[0])].id!r}: the run is broken"
             )
-        history = pad_histories([r.history for r in requests]) if exclude else None  # [B, H] whole histories
+        history = None  # [B, H] whole histories of the rows that leave them out (others: empty)
+        if any(exclude):
+            history = pad_histories(
+                [r.history if ex else r.history[:0] for r, ex in zip(requests, exclude, strict=True)]
+            )
         keep = torch.tensor([0 if r.keep is None else r.keep for r in requests], dtype=torch.long)  # [B]
-        y = masked(y, exclusion_mask(self.data.num_items, history, keep, blocked))  # [B, N+1]
-        order, rankable = top_k(y, top)  # [B, top], [B]
+        y = masked(y, exclusion_mask(self.data.num_items, history, keep, _blocked(options)))  # [B, N+1]
+        order, rankable = top_k(y, max(tops))  # [B, max top], [B]
+        listed, scores = (
+            order.tolist(),
+            y.gather(1, order).tolist(),
+        )  # Python values: no per-item tensor indexing
         for b, r in enumerate(requests):
-            n = min(top, int(rankable[b]))
+            n = min(tops[b], int(rankable[b]))
             items = [
-                {"rank": k + 1, **item_ref(self.data, int(i)), "score": float(y[b, i])}
-                for k, i in enumerate(order[b, :n])
+                {"rank": k + 1, **item_ref(self.data, i), "score": score}
+                for k, (i, score) in enumerate(zip(listed[b][:n], scores[b][:n], strict=True))
             ]
             out: dict[str, Any] = {"id": r.id, "history_length": len(r.history), "items": items}
             if r.fallback:
@@ -256,6 +288,17 @@ class Recommender:
             if r.dropped:
                 out["unknown_items"] = r.dropped
             yield out
+
+
+def _blocked(options: list[Options]) -> Tensor | None:
+    """The blocked items of a batch: None, one [N+1] mask shared by every row, or [B, N+1] rows."""
+    masks = [o.blocked for o in options]
+    if all(m is None for m in masks):
+        return None
+    if all(m is masks[0] for m in masks):
+        return masks[0]
+    shape = next(m for m in masks if m is not None).shape
+    return torch.stack([torch.zeros(shape, dtype=torch.bool) if m is None else m for m in masks])  # [B, N+1]
 
 
 def check_cold_start(cold_start: str) -> None:
