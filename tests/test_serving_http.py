@@ -573,3 +573,11 @@ def test_startup_refuses_a_run_whose_checkpoint_cannot_be_loaded(
     assert "batch_wait_ms (-1.0) must be >= 0" in capsys.readouterr().err
     with pytest.raises(MdsrecError, match="cold_start"):
         create_app(Recommender.from_run(run_dir), ServeSettings(cold_start="sometimes"))
+
+
+def test_serve_without_the_extra_says_how_to_install_it(run_dir: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delitem(sys.modules, "mdsrec.serving.http")
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if not installed
+    assert main(["serve", "--run", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'mdsrec[serve]'" in err and "fastapi" in err and err.count("\n") == 1
