@@ -567,6 +567,19 @@ def test_startup_refuses_a_run_whose_checkpoint_cannot_be_loaded(
     assert main(["serve", "--run", str(bad), "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot serve {bad}: checkpoint") and err.count("\n") == 1, err
+    flipped = (
+        tmp_path / "flipped"
+    )  # a whole run, 16 bytes of its best.pt changed after its sha256 was recorded
+    flipped.mkdir()
+    for f in run_dir.iterdir():
+        if f.is_file():
+            (flipped / f.name).write_bytes(f.read_bytes())
+    data = bytearray((flipped / "best.pt").read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 16] = bytes(16)
+    (flipped / "best.pt").write_bytes(bytes(data))
+    assert main(["serve", "--run", str(flipped), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot serve {flipped}: checkpoint") and err.count("\n") == 1, err
     assert main(["serve", "--run", str(tmp_path / "missing"), "--port", "0"]) == 2
     assert "not found" in capsys.readouterr().err
     assert main(["serve", "--run", str(run_dir), "--batch-wait-ms", "-1"]) == 2
