@@ -132,11 +132,19 @@ class Server:
         return self.proc.wait()
 
 
-def start_server(name: str, kind: str, src: Path, run: Path, log: Path, threads: int | None = None) -> Server:
+def start_server(
+    name: str,
+    kind: str,
+    src: Path,
+    run: Path,
+    log: Path,
+    threads: int | None = None,
+    args: list[str] | None = None,
+) -> Server:
     env = {**os.environ, "PYTHONPATH": str(src.resolve()), "PYTHONUNBUFFERED": "1"}
     if threads is not None:  # torch's intra-op threads (the old server has no flag for it)
         env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, "-m", "mdsrec", "serve", "--run", str(run), "--port", "0"]
+    cmd = [sys.executable, "-m", "mdsrec", "serve", "--run", str(run), "--port", "0", *(args or [])]
     with open(log, "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=src.parent)
     assert proc.stdout is not None
@@ -292,6 +300,9 @@ def main() -> int:
         type=int,
         help="also run the old server with this many torch threads (OMP_NUM_THREADS), as a third server",
     )
+    ap.add_argument(
+        "--new-args", default="", help="more flags for this checkout's mdsrec serve, e.g. '--threads 2'"
+    )
     ap.add_argument("--models", default="sasrec,mdsrec")
     ap.add_argument("--levels", default="1,8,32,64")
     ap.add_argument(
@@ -304,6 +315,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write the figures as JSON")
     args = ap.parse_args()
 
+    load_before = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
     data_dir = make_data(args.out / "data")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -318,6 +330,7 @@ def main() -> int:
         equivalence[model] = batch_equivalence(run, bodies_keys[:64])
         print(f"{model}: 64 sessions ranked together vs one at a time: {equivalence[model]}", flush=True)
     servers: list[tuple[str, str, Path, int | None]] = [("new", "new", ROOT / "src", None)]
+    new_args = args.new_args.split()
     if args.old_src:
         servers.append(("old", "old", args.old_src, None))
         if args.old_threads:
@@ -328,7 +341,7 @@ def main() -> int:
         for label, kind, src, threads in servers:
             name = f"{label} {model}"
             log = args.out / f"{label.replace(' ', '').replace(',', '-')}-{model}.log"
-            server = start_server(name, kind, src, run, log, threads)
+            server = start_server(name, kind, src, run, log, threads, new_args if kind == "new" else None)
             try:
                 bodies = [server.body(k) for k in bodies_keys]
                 run_level(server, bodies, 8, 50, 60)  # warm-up, not counted
@@ -368,7 +381,8 @@ def main() -> int:
             "commit": commit or None,
             "cpu": platform.processor() or None,
             "cores": os.cpu_count(),
-            "load_average": os.getloadavg(),
+            "load_average_before": load_before,  # 1, 5, 15 minutes: what else ran on the machine
+            "load_average_after": os.getloadavg(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         args.json.write_text(json.dumps(record, indent=2) + "\n")
