@@ -137,8 +137,10 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         raise MdsrecError(f"{data_dir} exists and is not a quickstart data set: choose another --out")
     if data_dir.exists() and json.loads((data_dir / "manifest.json").read_text()).get("name") != "synthetic":
         raise MdsrecError(f"{data_dir} holds another data set: choose another --out")
-    print(f"[1/2] generating the built-in synthetic data set into {data_dir}")
-    write_synthetic(data_dir, overwrite=True)
+    print(
+        f"[1/2] generating the built-in synthetic data set (raw files and pictures: {out / 'raw'}) into {data_dir}"
+    )
+    write_synthetic(data_dir, overwrite=True, raw_dir=out / "raw", progress=True)
     data = load_processed(data_dir)
     print(f"      {data.manifest['counts']}")
     rows = []
