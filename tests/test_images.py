@@ -261,6 +261,7 @@ def test_folder_without_images(src: Path, out: Path) -> None:
         ("image_size", 0, "image_size (0) must be >= 1"),
         ("max_pixels", "many", "max_pixels ('many') must be an integer"),
         ("precision", "float16", "precision ('float16') must be one of float64, float32"),
+        ("threads", -1, "threads (-1) must be >= 0"),
     ],
 )
 def test_image_spec_fields_are_checked(src: Path, out: Path, field: str, value: Any, fragment: str) -> None:
@@ -420,11 +421,34 @@ def test_encoder_streams_at_most_one_batch_of_decoded_images(
     )
 
 
+def test_threads_apply_while_encoding_and_are_restored(tmp_path: Path) -> None:
+    picture(0).save(tmp_path / "0.png")
+    tiny = images.load_image_encoder(None, "cpu", "float32", 32)
+    seen: list[int] = []
+    spy = images.ImageEncoder(
+        tiny.name,
+        tiny.dim,
+        tiny.preprocess,
+        lambda x: (seen.append(torch.get_num_threads()), tiny.embed(x))[1],
+        tiny.dtype,
+        tiny.device,
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        images.encode_images([tmp_path / "0.png"], spy, threads=1)
+        images.encode_images([tmp_path / "0.png"], spy)  # 0: torch's setting as it is
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 # ----------------------------------------------------------------------------------------------------
 # A local Hugging Face model (`model:`): a tiny CLIP and a tiny ViT with random weights
 
 
 def tiny_clip(root: Path) -> Path:
+    pytest.importorskip("transformers")
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     torch.manual_seed(0)
@@ -448,6 +472,7 @@ def tiny_clip(root: Path) -> Path:
 
 
 def tiny_vit(root: Path) -> Path:
+    pytest.importorskip("transformers")
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
     torch.manual_seed(0)
@@ -500,6 +525,7 @@ def test_local_vision_model_without_projection_gives_its_pooled_output(
 
 
 def test_directory_that_is_not_a_model(src: Path, out: Path, tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
     (tmp_path / "empty-model").mkdir()
     prepare_fails(
         image_spec(src, model=str(tmp_path / "empty-model")),
@@ -540,3 +566,39 @@ def test_synthetic_raw_directory_of_something_else_is_not_replaced(tmp_path: Pat
     with pytest.raises(MdsrecError, match="holds no synthetic data set"):
         write_synthetic(tmp_path / "data", cfg, raw_dir=tmp_path / "raw")
     assert (tmp_path / "raw" / "precious.txt").read_text() == "keep me" and not (tmp_path / "data").exists()
+
+
+ENCODE = """
+import hashlib, sys
+from pathlib import Path
+from mdsrec.data import images
+from mdsrec.data.encoders import snap_to_grid
+encoder = images.load_image_encoder(None, "cpu", sys.argv[2], 64)
+snap = snap_to_grid if sys.argv[2] == "float64" else None
+vectors, _ = images.encode_images(sorted(Path(sys.argv[1]).glob("*.png")), encoder, snap=snap)
+print(hashlib.sha256(vectors.tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_float64_image_encoding_gives_the_same_bytes_on_other_cpu_paths(tmp_path: Path) -> None:
+    """As for text: PyTorch's generic kernels and MKL's compatible branch stand in for another machine; the float64
+    vectors snapped to the grid are the same bytes."""
+    import subprocess
+    import sys
+
+    for c in range(6):
+        picture(c * 5, seed=c).save(tmp_path / f"{c}.png")
+    script = tmp_path / "encode.py"
+    script.write_text(ENCODE)
+    digests = []
+    for env in ({}, {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}):
+        run = subprocess.run(
+            [sys.executable, str(script), str(tmp_path), "float64"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        digests.append(run.stdout.split()[-1])
+    assert len(digests[0]) == 64 and digests[0] == digests[1]

@@ -19,6 +19,7 @@ grid (``encoders.snap_to_grid``), as for text, so the stored bytes do not depend
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -383,6 +384,18 @@ class BadImage:
     reason: str
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (0: leave the setting alone), then restore the previous setting."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _batches(n: int, size: int) -> Iterator[range]:
     for start in range(0, n, size):
         yield range(start, min(start + size, n))
@@ -396,13 +409,15 @@ def encode_images(
     on_bad: str = "error",
     progress: bool = False,
     snap: Callable[[np.ndarray], np.ndarray] | None = None,
+    threads: int = 0,
 ) -> tuple[np.ndarray, list[BadImage]]:
     """Image vectors [len(paths), dim] float32 in input order; a None path gives a zero row.
 
     Every file's header is checked first (cheap: missing, non-image and oversized files fail before any encoding),
     then the images are decoded and encoded ``batch_size`` at a time. ``on_bad`` "error": the first unreadable file
     raises ``DataFormatError`` naming it; "zero": it gets a zero row and is listed in the returned ``BadImage`` list.
-    ``snap`` (float64 -> values to store) is applied to every batch of vectors (the portable grid).
+    ``snap`` (float64 -> values to store) is applied to every batch of vectors (the portable grid). ``threads``:
+    torch threads while encoding (0: unchanged).
     """
     from tqdm.auto import tqdm
 
@@ -424,7 +439,7 @@ def encode_images(
             fail(i, p, e)
     out = np.zeros((len(paths), encoder.dim), dtype=np.float32)
     bar = tqdm(total=len(todo), unit="img", desc=f"encoding images ({encoder.name})", disable=not progress)
-    with torch.inference_mode(), bar:
+    with torch.inference_mode(), torch_threads(threads), bar:
         for chunk in _batches(len(todo), batch_size):
             rows, arrays = [], []
             for j in chunk:

@@ -233,6 +233,7 @@ def _image_modality(
         on_bad=m.missing,
         progress=progress,
         snap=snap_to_grid if m.precision == "float64" else None,
+        threads=m.threads,
     )
     missing = sum(p is None for p in found)
     for b in bad[:5]:

@@ -76,9 +76,11 @@ class ModalitySpec:
     # ~4-5x), machine-dependent
     precision: str = "float64"
     image_size: int = 224  # image, default encoder: the side the central crop is resized to
-    max_pixels: int = (
-        50_000_000  # image: files of more pixels are refused before decoding (decompression bombs)
-    )
+    # image: a file of more pixels (width x height) is refused before it is decoded (decompression bombs)
+    max_pixels: int = 50_000_000
+    # image: torch threads while encoding (0: torch's default, one per core); 1 is fastest for small pictures
+    # when other processes keep cores busy (threads waiting on each other)
+    threads: int = 0
     min_count: int = 1  # attributes: drop attribute ids used by fewer items
     dim: int | None = None  # expected feature dimension (checked when given)
     row_map: KeyMapSpec | None = None  # dense: token/key -> row; default row i = item token str(i)
@@ -163,6 +165,8 @@ def parse_spec(values: dict[str, Any], where: str) -> DatasetSpec:
         for positive in ("batch_size", "image_size", "max_pixels"):
             if getattr(ms, positive) < 1:
                 raise ConfigError(f"{mw}.{positive} ({getattr(ms, positive)}) must be >= 1")
+        if ms.threads < 0:
+            raise ConfigError(f"{mw}.threads ({ms.threads}) must be >= 0 (0: torch's default)")
         if ms.source == "image":
             ms.format = ms.format or "folder"
             _choice(f"{mw}.format", ms.format, IMAGE_FORMATS)

@@ -104,14 +104,15 @@ def render_item_image(cluster: int, clusters: int, rng: np.random.Generator, sid
     """A ``side`` x ``side`` RGB picture of one item of style ``cluster`` (0..clusters-1): the cluster fixes the
     shape (5), the fill pattern (4) and the hue (one per 20 clusters); the item varies position, size, rotation,
     saturation, brightness and the grey of the background. EfficientNet-Lite0 features of 40 clusters x 25 such
-    images put 96% of each image's 10 nearest neighbours (cosine) in its own cluster."""
+    images put 97% of each image's 10 nearest neighbours (cosine) in its own cluster."""
     from PIL import Image, ImageDraw
 
     shape = SHAPES[cluster % len(SHAPES)]
     pattern = PATTERNS[(cluster // len(SHAPES)) % len(PATTERNS)]
     per_hue = len(SHAPES) * len(PATTERNS)
     n_hues = math.ceil(clusters / per_hue)
-    # hues a third of the circle apart at most: ImageNet features confuse complementary colours
+    # n_hues + 1 steps round the circle: the two hues of 40 clusters are a third apart, not opposite (ImageNet
+    # features confuse complementary colours)
     hue = 0.6 + (cluster // per_hue) / (n_hues + 1) + rng.uniform(-0.03, 0.03)
     rgb = colorsys.hsv_to_rgb(hue % 1.0, rng.uniform(0.65, 0.9), rng.uniform(0.6, 0.9))
     colour = tuple(round(255 * c) for c in rgb)
@@ -121,7 +122,8 @@ def render_item_image(cluster: int, clusters: int, rng: np.random.Generator, sid
     draw = ImageDraw.Draw(img)
     cx, cy = side * (0.5 + rng.uniform(-0.06, 0.06)), side * (0.5 + rng.uniform(-0.06, 0.06))
     r = side * rng.uniform(0.26, 0.34)
-    cos, sin = math.cos(a := rng.uniform(-0.3, 0.3)), math.sin(a)
+    angle = rng.uniform(-0.3, 0.3)
+    cos, sin = math.cos(angle), math.sin(angle)
 
     def polygon(points: list[tuple[float, float]]) -> list[tuple[float, float]]:  # rotated about the centre
         return [(cx + x * cos - y * sin, cy + x * sin + y * cos) for x, y in points]
@@ -219,6 +221,9 @@ def write_synthetic_raw(
                     # float32: ~5x faster than the portable float64 here, which would add minutes to the quick start;
                     # so these bytes, and the synthetic set's fingerprint, may differ between machines
                     "precision": "float32",
+                    # one thread: 64-px pictures gain little from more, and lose much when other processes keep
+                    # the cores busy (measured 7x slower with 2 threads on 2 shared cores)
+                    "threads": 1,
                 },
                 {
                     "name": "topic",
