@@ -56,10 +56,12 @@ def prepare_sets(out: Path) -> dict[str, Path]:
     return sets
 
 
-def train_runs(out: Path, sets: dict[str, Path], seeds: list[int]) -> dict[str, list[dict[str, float]]]:
+def train_runs(
+    out: Path, sets: dict[str, Path], seeds: list[int], epochs: int
+) -> dict[str, list[dict[str, float]]]:
     from mdsrec.cli import QUICKSTART_MODELS
 
-    common = ["train.epochs=30", "train.patience=5", "data.batch_size=256", "train.lr=0.002"]
+    common = [f"train.epochs={epochs}", "train.patience=5", "data.batch_size=256", "train.lr=0.002"]
     results: dict[str, list[dict[str, float]]] = {}
     for name, data in sets.items():
         results[name] = []
@@ -104,10 +106,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument(
+        "--epochs", type=int, default=30, help="at most (the quick start's 30; fewer for a smoke run)"
+    )
     p.add_argument("--records", type=Path, help="save the finished runs' records here (mdsrec records save)")
     args = p.parse_args()
     sets = prepare_sets(args.out)
-    results = train_runs(args.out, sets, args.seeds)
+    results = train_runs(args.out, sets, args.seeds, args.epochs)
     text = summary(results)
     (args.out / "summary.md").write_text(text)
     print(text)

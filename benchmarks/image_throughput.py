@@ -110,7 +110,9 @@ def main() -> int:
     p.add_argument("--images", type=int, default=20_000)
     p.add_argument("--side", type=int, default=64, help="pixels of the rendered pictures")
     p.add_argument("--image-size", type=int, default=64, help="the encoder's input side (spec image_size)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="the spec's batch_size (default: the spec default)"
+    )
     p.add_argument("--precision", nargs="+", default=["float32"], choices=("float64", "float32"))
     p.add_argument("--threads", nargs="+", type=int, default=[0], help="torch threads per case (0: default)")
     p.add_argument("--clusters", type=int, default=40)

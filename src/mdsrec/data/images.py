@@ -136,7 +136,7 @@ def _to_rgb(img: Any) -> Any:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
         scale = 257.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 1.0
-        img = Image.fromarray(np.clip(np.round(a / scale), 0, 255).astype(np.uint8), mode="L")
+        img = Image.fromarray(np.clip(np.round(a / scale), 0, 255).astype(np.uint8))  # 2-D uint8: "L"
     if img.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -404,7 +404,7 @@ def _batches(n: int, size: int) -> Iterator[range]:
 def encode_images(
     paths: Sequence[Path | None],
     encoder: ImageEncoder,
-    batch_size: int = 32,
+    batch_size: int = 16,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_bad: str = "error",
     progress: bool = False,

@@ -25,7 +25,7 @@ from mdsrec.data.encoders import (
     text_model_name,
 )
 from mdsrec.data.processed import ModalityInfo, write_processed
-from mdsrec.data.spec import DatasetSpec, ModalitySpec, load_spec
+from mdsrec.data.spec import IMAGE_BATCH_SIZE, TEXT_BATCH_SIZE, DatasetSpec, ModalitySpec, load_spec
 from mdsrec.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,12 @@ def build_modality(
         model_dir = m.model or text_model
         precision = text_precision or m.precision
         emb = encode_texts(
-            values, model_dir, device=device, batch_size=m.batch_size, progress=progress, precision=precision
+            values,
+            model_dir,
+            device=device,
+            batch_size=m.batch_size or TEXT_BATCH_SIZE,
+            progress=progress,
+            precision=precision,
         )
         absent = np.array([k not in texts for k in item_keys], dtype=bool)
         emb[absent] = 0.0  # `missing: zero`: an item without text gets a zero vector, not the embedding of ""
@@ -228,7 +233,7 @@ def _image_modality(
     emb, bad = images.encode_images(
         found,
         encoder,
-        batch_size=m.batch_size,
+        batch_size=m.batch_size or IMAGE_BATCH_SIZE,
         max_pixels=m.max_pixels,
         on_bad=m.missing,
         progress=progress,
