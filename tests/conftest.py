@@ -14,7 +14,10 @@ from mdsrec.data.synthetic import SyntheticConfig, write_synthetic
 from mdsrec.models import DataInfo, SequentialRecommender, build_model
 from mdsrec.training import trainer as trainer_mod
 
-TINY = SyntheticConfig(num_users=80, num_items=60, clusters_per_modality=4, feature_dim=8, seed=3)
+# images=False: the style table is written directly, no image encoder (test_images.py covers the image path)
+TINY = SyntheticConfig(
+    num_users=80, num_items=60, clusters_per_modality=4, feature_dim=8, seed=3, images=False
+)
 
 # Per-model overrides that make every registered model tiny.
 TINY_MODEL = {

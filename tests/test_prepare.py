@@ -570,8 +570,8 @@ def test_existing_out_is_left_untouched(src: Path, out: Path) -> None:
 
 def test_checkpoint_refuses_other_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d1, d2, run = tmp_path / "d1", tmp_path / "d2", tmp_path / "run"
-    write_synthetic(d1, SyntheticConfig(num_users=60, num_items=50, seed=0))
-    write_synthetic(d2, SyntheticConfig(num_users=60, num_items=50, seed=1))
+    write_synthetic(d1, SyntheticConfig(num_users=60, num_items=50, seed=0, images=False))
+    write_synthetic(d2, SyntheticConfig(num_users=60, num_items=50, seed=1, images=False))
     sets = ["train.epochs=1", "train.progress=false", "model.hidden_size=16"]
     assert main(["train", "--data", str(d1), "--model", "sasrec", "--out", str(run), "--set", *sets]) == 0
     capsys.readouterr()
@@ -585,7 +585,7 @@ def test_checkpoint_refuses_other_data(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_changed_feature_file_is_refused(tmp_path: Path) -> None:
-    d1 = write_synthetic(tmp_path / "d1", SyntheticConfig(num_users=60, num_items=50, seed=0))
+    d1 = write_synthetic(tmp_path / "d1", SyntheticConfig(num_users=60, num_items=50, seed=0, images=False))
     path = d1 / "features" / "style.npy"
     raw = bytearray(path.read_bytes())
     raw[-1] ^= 0x01

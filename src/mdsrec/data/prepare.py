@@ -18,9 +18,15 @@ import numpy as np
 
 from mdsrec.atomic import locked_output
 from mdsrec.data import formats
-from mdsrec.data.encoders import encode_texts, multi_hot, text_encoder_environment, text_model_name
+from mdsrec.data.encoders import (
+    encode_texts,
+    multi_hot,
+    snap_to_grid,
+    text_encoder_environment,
+    text_model_name,
+)
 from mdsrec.data.processed import ModalityInfo, check_output, write_processed
-from mdsrec.data.spec import DatasetSpec, ModalitySpec, load_spec
+from mdsrec.data.spec import IMAGE_BATCH_SIZE, TEXT_BATCH_SIZE, DatasetSpec, ModalitySpec, load_spec
 from mdsrec.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
@@ -80,10 +86,12 @@ def _lookup(
     item_keys: list[str],
     empty: Any,
     dropped: frozenset[str] = frozenset(),
+    entry: str = "entry",
 ) -> list[Any]:
     """Values for every item, in item order; enforces the spec's ``missing`` and ``extra`` rules.
 
     Entries for ``dropped`` keys (items of the sequences file seen only in dropped short users) are not extra.
+    ``entry`` names what an item lacks in the error (e.g. "image file").
     """
     if m.extra == "error":
         wanted = set(item_keys)
@@ -107,8 +115,8 @@ def _lookup(
     if missing and m.missing == "error":
         raise DataFormatError(
             path,
-            f"modality {m.name!r}: no entry for {len(missing)} items of the sequences (first: {missing[0]!r}); "
-            "expected one entry per item (set `missing: zero` in the spec to use a zero vector)",
+            f"modality {m.name!r}: no {entry} for {len(missing)} items of the sequences (first: {missing[0]!r}); "
+            f"expected one {entry} per item (set `missing: zero` in the spec to use a zero vector)",
         )
     return out
 
@@ -152,7 +160,12 @@ def build_modality(
         model_dir = m.model or text_model
         precision = text_precision or m.precision
         emb = encode_texts(
-            values, model_dir, device=device, batch_size=m.batch_size, progress=progress, precision=precision
+            values,
+            model_dir,
+            device=device,
+            batch_size=m.batch_size or TEXT_BATCH_SIZE,
+            progress=progress,
+            precision=precision,
         )
         absent = np.array([k not in texts for k in item_keys], dtype=bool)
         emb[absent] = 0.0  # `missing: zero`: an item without text gets a zero vector, not the embedding of ""
@@ -165,6 +178,9 @@ def build_modality(
         emb, vocab = multi_hot(values, m.min_count)
         details.update(attributes=len(vocab), min_count=m.min_count)
         encoder = "multi-hot"
+    elif m.source == "image":
+        emb, image_details, encoder = _image_modality(m, path, source, item_keys, device, progress, dropped)
+        details.update(image_details)
     else:
         row_map = source / m.row_map.path if m.row_map else None
         matrix, row_keys = formats.read_dense_features(
@@ -185,6 +201,63 @@ def build_modality(
     table = np.zeros((len(item_keys) + 1, emb.shape[1]), dtype=np.float32)
     table[1:] = emb
     return table, ModalityInfo(m.name, int(emb.shape[1]), encoder, details)
+
+
+def _image_modality(
+    m: ModalitySpec,
+    path: Path,
+    source: Path,
+    item_keys: list[str],
+    device: str,
+    progress: bool,
+    dropped: frozenset[str],
+) -> tuple[np.ndarray, dict[str, Any], str]:
+    """Image files -> vectors [N, d] (images.py); a listed file that does not exist is a missing image, an
+    unreadable one an error or (``missing: zero``) a zero row, both counted in the returned details."""
+    from mdsrec.data import images
+
+    assert m.format is not None
+    files = images.find_images(path, m.format, source)
+    entry = "image file" if m.format == "folder" else "entry"
+    found: list[Path | None] = _lookup(m, path, files, item_keys, None, dropped, entry=entry)
+    for i, p in enumerate(found):
+        if p is not None and not p.is_file():
+            if m.missing == "error":
+                raise DataFormatError(
+                    path,
+                    f"image file {p} of item {item_keys[i]!r} not found (set `missing: zero` in the spec to use a "
+                    "zero vector)",
+                    line=_line_of(path, item_keys[i]),
+                )
+            found[i] = None
+    encoder = images.load_image_encoder(m.model, device, m.precision, m.image_size)
+    emb, bad = images.encode_images(
+        found,
+        encoder,
+        batch_size=m.batch_size or IMAGE_BATCH_SIZE,
+        max_pixels=m.max_pixels,
+        on_bad=m.missing,
+        progress=progress,
+        snap=snap_to_grid if m.precision == "float64" else None,
+        threads=m.threads,
+    )
+    missing = sum(p is None for p in found)
+    for b in bad[:5]:
+        log.warning("modality %s: zero row for item %r: %s: %s", m.name, item_keys[b.index], b.path, b.reason)
+    details: dict[str, Any] = {
+        "format": m.format,
+        "images": len(found) - missing - len(bad),
+        "zero_rows": missing + len(bad),
+        "missing_items": missing,
+        "unreadable_items": len(bad),
+        "unreadable": [{"key": item_keys[b.index], "file": b.path, "reason": b.reason} for b in bad[:100]],
+        "precision": m.precision,
+        "max_pixels": m.max_pixels,
+        "encoded_with": images.image_encoder_environment(),
+    }
+    if m.model is None:
+        details["image_size"] = m.image_size
+    return emb, details, f"image:{encoder.name}"
 
 
 def prepare(
@@ -268,6 +341,7 @@ def _prepare(
     settings = {
         "spec": {
             "name": spec.name,
+            "description": spec.description,
             "sequences": dataclasses.asdict(spec.sequences),
             "item_keys": dataclasses.asdict(spec.item_keys) if spec.item_keys else None,
             "modalities": [dataclasses.asdict(m) for m in spec.modalities],
@@ -302,6 +376,12 @@ def _prepare(
     lines += [
         f"  modality {i.name}: dim {i.dim}, encoder {i.encoder}"
         + (f" ({i.details['precision']})" if "precision" in i.details else "")
+        + (
+            f", {i.details['zero_rows']} zero rows ({i.details['missing_items']} without an image, "
+            f"{i.details['unreadable_items']} unreadable: see manifest.json)"
+            if i.details.get("zero_rows")
+            else ""
+        )
         for i in infos
     ]
     return "\n".join(lines)

@@ -35,7 +35,9 @@ SEQUENCE_FORMATS = ("s3rec", "unisrec", "recbole", "mmrec")
 KEY_MAP_FORMATS = ("datamaps", "item2index", "mmrec_item_map", "tsv")
 TEXT_FORMATS = ("unisrec_text", "keyword", "tsv")
 TEXT_PRECISIONS = ("float64", "float32")
-SOURCES = ("text", "attributes", "dense")
+IMAGE_FORMATS = ("folder", "tsv")
+TEXT_BATCH_SIZE, IMAGE_BATCH_SIZE = 64, 16  # default batch_size per source
+SOURCES = ("text", "attributes", "dense", "image")
 RECIPES = ("scientific", "sports", "toys")
 
 
@@ -57,26 +59,36 @@ class KeyMapSpec:
 @dataclass
 class ModalitySpec:
     name: str
-    source: str  # text | attributes | dense
+    source: str  # text | attributes | dense | image
     path: str
-    format: str | None = None  # text: unisrec_text | keyword | tsv
+    format: str | None = None  # text: unisrec_text | keyword | tsv; image: folder (default) | tsv
     key: str = (
         "token"  # "token": keyed by the sequence file's item token; "external": by item_keys (e.g. ASIN)
     )
     pattern: str | None = None  # text: regex with named groups splitting the text into fields
     fields: list[str] | None = None  # text: groups joined (with ". ") to form this modality's text
     encoder: str | None = None  # text: sentence_transformer (default); attributes: multi_hot; dense: identity
-    model: str | None = (
-        None  # text: local sentence-transformers directory (default: bundled all-MiniLM-L6-v2)
-    )
-    batch_size: int = 64
-    # text: "float64" computes in double precision and stores values on a 2^-20 grid, so the bytes (and the data
-    # fingerprint) are the same on other CPUs and library versions; "float32" is ~2x faster, machine-dependent
+    # text: local sentence-transformers directory (default: bundled all-MiniLM-L6-v2); image: local Hugging Face
+    # CLIP-like or vision model directory (default: bundled EfficientNet-Lite0)
+    model: str | None = None
+    # text: 64 texts, image: 16 pictures encoded at a time (a batch of 64 at 224 px peaks at 2.5 GiB in float64)
+    batch_size: int | None = None
+    # text and image: "float64" computes in double precision and stores values on a 2^-20 grid, so the bytes (and
+    # the data fingerprint) are the same on other CPUs and library versions; "float32" is faster (text ~2x, images
+    # ~4-5x), machine-dependent
     precision: str = "float64"
+    image_size: int = 224  # image, default encoder: the side the central crop is resized to
+    # image: a file of more pixels (width x height) is refused before it is decoded (decompression bombs)
+    max_pixels: int = 50_000_000
+    # image: torch threads while encoding (0: torch's default, one per core); 1 is fastest for small pictures
+    # when other processes keep cores busy (threads waiting on each other)
+    threads: int = 0
     min_count: int = 1  # attributes: drop attribute ids used by fewer items
     dim: int | None = None  # expected feature dimension (checked when given)
     row_map: KeyMapSpec | None = None  # dense: token/key -> row; default row i = item token str(i)
-    missing: str = "error"  # an item of the sequences without an entry: "error" or "zero" (zero vector / "")
+    # an item of the sequences without an entry: "error" or "zero" (zero vector / ""); for images also an
+    # unreadable, truncated or oversized file
+    missing: str = "error"
     extra: str = "error"  # an entry for an item that is not in the sequences: "error" or "ignore"
 
 
@@ -166,6 +178,17 @@ def parse_spec(values: dict[str, Any], where: str) -> DatasetSpec:
             raise ConfigError(f"{mw}.name ({ms.name!r}) must use letters, digits, '_' or '-'")
         if ms.key == "external" and key_spec is None:
             raise ConfigError(f"{mw}: key 'external' needs an item_keys section")
+        if ms.batch_size is None:
+            ms.batch_size = IMAGE_BATCH_SIZE if ms.source == "image" else TEXT_BATCH_SIZE
+        for positive in ("batch_size", "image_size", "max_pixels"):
+            if getattr(ms, positive) < 1:
+                raise ConfigError(f"{mw}.{positive} ({getattr(ms, positive)}) must be >= 1")
+        if ms.threads < 0:
+            raise ConfigError(f"{mw}.threads ({ms.threads}) must be >= 0 (0: torch's default)")
+        if ms.source == "image":
+            ms.format = ms.format or "folder"
+            _choice(f"{mw}.format", ms.format, IMAGE_FORMATS)
+            _choice(f"{mw}.precision", ms.precision, TEXT_PRECISIONS)
         if ms.source == "text":
             _choice(f"{mw}.format", ms.format, TEXT_FORMATS)
             _choice(f"{mw}.precision", ms.precision, TEXT_PRECISIONS)
