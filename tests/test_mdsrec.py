@@ -14,7 +14,8 @@ from mdsrec.data.processed import ModalityInfo, load_processed, write_processed
 from mdsrec.data.protocol import Batch, Split, build_train_rows, train_batches
 from mdsrec.errors import ConfigError
 from mdsrec.models import DataInfo, build_model
-from mdsrec.models.mdsrec import MDSRec, MDSRecConfig, MDSRecICALayer
+from mdsrec.models.ica import ICALayer
+from mdsrec.models.mdsrec import MDSRec, MDSRecConfig
 from mdsrec.training.trainer import make_experiment
 from tests.conftest import TINY_MODEL
 
@@ -355,7 +356,7 @@ def test_ica_layer_matches_the_equations_written_out(tiny_data, shared: bool) ->
     where the layer folds the maps into the keys and values."""
     model = make(tiny_data).eval()
     enc, ica = model.encoder(1), model.ica_layers(0)[0]
-    assert isinstance(ica, MDSRecICALayer)
+    assert isinstance(ica, ICALayer)
     attn = enc.layers[0].attn
     with torch.no_grad():  # non-zero biases, so the folded query bias term is exercised too
         for lin in (attn.q, attn.k, attn.v, ica.w1, ica.w2):
@@ -550,3 +551,43 @@ def test_extension_fields_are_checked() -> None:
         MDSRecConfig(ext_cosine_tau=-1.0)
     with pytest.raises(ValueError, match="cooc_norm_modal"):
         MDSRecConfig(cooc_norm_modal="rows")
+
+
+@pytest.mark.parametrize("over", [{}, {"graph_on_bar_id": True}])
+def test_item_tables_are_reused_without_gradients_until_a_weight_changes(
+    tiny_data, monkeypatch, over
+) -> None:
+    """Evaluation and serving compute the graph tables once; an optimizer step, a loaded state dict or training
+    mode (gradients on) make them current again, and cached scores equal recomputed ones exactly."""
+    model = make(tiny_data, **over).eval()
+    batch = Batch(random_items(tiny_data.num_items), torch.full((3,), 8))
+    computed = []
+    real = model._item_tables
+    monkeypatch.setattr(model, "_item_tables", lambda: computed.append(1) or real())
+
+    def fresh() -> torch.Tensor:  # gradients on: no cache
+        with torch.enable_grad():
+            return model.score_all(batch).detach()
+
+    with torch.no_grad():
+        first, second = model.score_all(batch), model.score_all(batch)
+    assert len(computed) == 1
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+    torch.testing.assert_close(first, fresh(), rtol=0, atol=0)
+    assert len(computed) == 2  # the grad-enabled call computed its own
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.train()
+    F.cross_entropy(model.score_all(batch), torch.ones(3, dtype=torch.long)).backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        stepped = model.score_all(batch)
+    assert not torch.allclose(stepped, first)
+    torch.testing.assert_close(stepped, fresh(), rtol=0, atol=0)
+
+    model.load_state_dict(state)
+    with torch.no_grad():
+        restored = model.score_all(batch)
+    torch.testing.assert_close(restored, first, rtol=0, atol=0)

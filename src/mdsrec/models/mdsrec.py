@@ -63,7 +63,8 @@ from mdsrec.models.base import (
     init_weights,
     mask_padding_column,
 )
-from mdsrec.models.layers import CausalEncoder, MultiHeadSelfAttention, TransformerLayer
+from mdsrec.models.ica import ACTIVATIONS, SCALES, ICALayer, centre_weights, interest_centres
+from mdsrec.models.layers import CausalEncoder
 from mdsrec.models.modal_features import ModalityProjections
 from mdsrec.models.sparse import check_coo, coo_parts, spmm
 
@@ -134,8 +135,8 @@ class MDSRecConfig:
                     f"{name} ({getattr(self, name)!r}) must be one of {', '.join(NORMALIZATIONS)}"
                 )
         choices = {
-            "ica_activation": ("gelu", "sigmoid"),
-            "ica_scale": ("head", "hidden"),
+            "ica_activation": ACTIVATIONS,
+            "ica_scale": SCALES,
             "fused_loss": ("s", "final"),
         }
         for name, allowed in choices.items():
@@ -153,59 +154,6 @@ class MDSRecConfig:
 # ---------------------------------------------------------------------------------------------------------------
 # Eq. 7-9: one causal Transformer encoder per channel
 # ---------------------------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Eq. 12-15: one layer of interest-centralized attention
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class MDSRecICALayer(nn.Module):
-    """Centres attend over one user's prefix of the modality Transformer's layer-(l-1) states, with that Transformer
-    layer's own Q/K/V projections (Eq. 12-13); heads concatenated, then U (Eq. 14) and sigma((g W1 + b1) W2 + b2)
-    (Eq. 15). U, W1, W2 are this layer's own weights."""
-
-    def __init__(self, cfg: MDSRecConfig) -> None:
-        super().__init__()
-        d = cfg.hidden_size
-        self.u = nn.Linear(d, d, bias=False)  # Eq. 14
-        self.w1 = nn.Linear(d, d)  # Eq. 15
-        self.w2 = nn.Linear(d, d)
-        self.act = F.gelu if cfg.ica_activation == "gelu" else torch.sigmoid
-        self.scale_by_hidden = cfg.ica_scale == "hidden"
-
-    def forward(
-        self, centres: Tensor, states: Tensor, attn: MultiHeadSelfAttention, visible: Tensor
-    ) -> Tensor:
-        """centres [B or 1, P or 1, K, D] (layer l-1), states [B, L, D], visible [B, P, L] (True: position j is in
-        the prefix ending at the p-th represented position) -> centres of layer l [B, P, K, D].
-
-        The D x D maps are applied per token, never per (prefix, centre): the output map (U, W1, W2 folded into
-        one W, no activation between them) goes into the values, v_h W_h^T [B, h, L, D], and for per-prefix
-        centres the query projection goes into the keys, k_h Wq_h [B, h, L, D]. Both are exact re-associations
-        of Eq. 12-15. Cost O(B P K h L D + B L D^2) instead of O(B P K D^2); memory: scores [B, h, P, K, L]."""
-        b, n, d = states.shape
-        heads, dh = attn.heads, d // attn.heads
-        scale = math.sqrt(d if self.scale_by_hidden else dh)
-        k = attn.split_heads(attn.k(states))  # [B, h, L, D/h]
-        v = attn.split_heads(attn.v(states))  # [B, h, L, D/h]
-        # U, W1, W2 without an activation between them: one folded map x (W2 W1 U)^T + (W2 b1 + b2), exact.
-        w = self.w2.weight @ self.w1.weight @ self.u.weight  # [D, D]
-        bias = self.w2.weight @ self.w1.bias + self.w2.bias  # [D]
-        # [B, h, L, D]: head h's values through W[:, h]^T (einsum, not a broadcast matmul: the weight's gradient
-        # is then one [h, D/h, D] product, never a [B, h, D/h, D] tensor summed over B)
-        v_out = torch.einsum("bhle,dhe->bhld", v, w.view(d, heads, dh))
-        # layer-0 centres shared by every prefix: project once
-        if centres.size(0) == 1 and centres.size(1) == 1:
-            q = attn.q(centres[0, 0]).view(-1, heads, dh).transpose(0, 1)  # [h, K, D/h]
-            scores = torch.einsum("hkd,bhld->bhkl", q, k)[:, :, None]  # [B, h, 1, K, L]
-        else:  # per-prefix centres: q_h . k = c . (k_h Wq_h) + bq_h . k_h
-            k_in = torch.einsum("bhle,hed->bhld", k, attn.q.weight.view(heads, dh, d))  # [B, h, L, D]
-            k_bias = (k * attn.q.bias.view(1, heads, 1, dh)).sum(-1)  # [B, h, L]
-            scores = torch.einsum("bpkd,bhld->bhpkl", centres, k_in) + k_bias[:, :, None, None, :]
-        scores = torch.where(visible[:, None, :, None, :], scores / scale, float("-inf"))  # [B, h, P, K, L]
-        out = torch.einsum("bhpkl,bhld->bpkd", scores.softmax(dim=-1), v_out)  # [B, P, K, D] heads summed
-        return self.act(out + bias)  # [B, P, K, D]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -234,6 +182,8 @@ class MDSRec(SequentialRecommender):
     def __init__(self, cfg: MDSRecConfig, info: DataInfo) -> None:
         super().__init__()
         self.cfg = cfg
+        # (key of every parameter's and buffer's identity and version, tables) while gradients are off
+        self._tables_cache: tuple[tuple[object, ...], tuple[Tensor | None, list[Tensor]]] | None = None
         n1 = info.num_items + 1
         self.num_items = info.num_items
         self.modalities = list(info.features)
@@ -319,7 +269,9 @@ class MDSRec(SequentialRecommender):
         )
         # Eq. 12-15: ica[i][l] is layer l + 1 of modality i's interest-centralized attention.
         self.ica = nn.ModuleList(
-            nn.ModuleList(MDSRecICALayer(cfg) for _ in range(cfg.num_layers))
+            nn.ModuleList(
+                ICALayer(cfg.hidden_size, cfg.ica_activation, cfg.ica_scale) for _ in range(cfg.num_layers)
+            )
             for _ in range(m_count if cfg.use_ica else 0)
         )
         self.apply(lambda mod: init_weights(mod, cfg.init_std))
@@ -366,11 +318,11 @@ class MDSRec(SequentialRecommender):
         assert isinstance(enc, CausalEncoder)
         return enc
 
-    def ica_layers(self, i: int) -> list[MDSRecICALayer]:
+    def ica_layers(self, i: int) -> list[ICALayer]:
         """Modality i's ICA layers, first to last."""
         stack = self.ica[i]
         assert isinstance(stack, nn.ModuleList)
-        return [layer for layer in stack if isinstance(layer, MDSRecICALayer)]
+        return [layer for layer in stack if isinstance(layer, ICALayer)]
 
     def bar_id(self, select: Tensor | None = None) -> Tensor:
         """Eq. 3: E-bar_id = mu_id O E_id + E_id [N+1, D], or only its rows ``select`` [U] -> [U, D]."""
@@ -403,15 +355,31 @@ class MDSRec(SequentialRecommender):
             out = [t + keep * self.ext_features.project_table(i) for i, t in enumerate(out)]
         return out
 
+    def item_tables(self) -> tuple[Tensor | None, list[Tensor]]:
+        """(E-bar_id [N+1, D] when Eq. 6 reads it, else None; E-hat_m [N+1, D] per modality). The full E-bar_id
+        only when Eq. 6 reads it (then the ID channel reads its rows too); otherwise the ID channel computes just
+        the batch's rows of it. Without gradients (evaluation, serving) the tables are computed once and reused
+        until a parameter or buffer changes (an optimizer step, a loaded state dict, a move to another device):
+        the same values as recomputing them, without the graph products on every call."""
+        if torch.is_grad_enabled():
+            return self._item_tables()
+        key = (torch.is_inference_mode_enabled(),) + tuple(
+            (id(t), t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers())
+        )
+        if self._tables_cache is None or self._tables_cache[0] != key:
+            self._tables_cache = (key, self._item_tables())
+        return self._tables_cache[1]
+
+    def _item_tables(self) -> tuple[Tensor | None, list[Tensor]]:
+        bar = self.bar_id() if self.cfg.graph_on_bar_id else None  # [N+1, D] or None
+        return bar, self.modal_tables(bar if bar is not None else self.item_emb.weight)
+
     # --- sequence representations ----------------------------------------------------------------------------
 
     def represent(self, items: Tensor, lengths: Tensor, ends: Tensor) -> MDSRecOutput:
         """items [B, L], lengths [B], ends [B, P] positions (< lengths) whose prefixes items[b, : ends + 1] are
         represented. Each prefix sees only its own positions, so the result does not depend on later items."""
-        # The full E-bar_id only when Eq. 6 reads it (then the ID channel reads its rows too); otherwise the ID
-        # channel computes just the batch's rows of it.
-        bar = self.bar_id() if self.cfg.graph_on_bar_id else None  # [N+1, D] or None
-        tables = self.modal_tables(bar if bar is not None else self.item_emb.weight)
+        bar, tables = self.item_tables()
         n = items.size(1)
         pos = torch.arange(n, device=items.device)  # [L]
         visible = (pos <= ends[:, :, None]) & (pos < lengths[:, None, None])  # [B, P, L]
@@ -430,23 +398,11 @@ class MDSRec(SequentialRecommender):
             if self.cfg.use_ica:
                 member = spmm(
                     getattr(self, f"member_idx_{i}"), getattr(self, f"member_val_{i}"), self.cfg.k, table
-                )
+                )  # [K, D] layer-0 centres E-hat_c (Eq. 11)
                 if self.cfg.ica_center_norm:  # on the scale of the Transformer inputs they are compared with
                     member = enc.ln(member)
-                c = member[
-                    None, None
-                ]  # [1, 1, K, D] layer-0 centres E-hat_c (Eq. 11), shared by all prefixes
-                # Eq. 12-16
-                for j, (layer, ica) in enumerate(zip(enc.layers, self.ica_layers(i), strict=True)):
-                    assert isinstance(layer, TransformerLayer)
-                    c = ica(c, states[j], layer.attn, visible)  # [B, P, K, D]; keys from layer j's input
-                logits = torch.einsum("bpd,bpkd->bpk", e_m, c).float()  # [B, P, K] e_m E_c^T (fp32 noise)
-                # Gumbel noise g = log(delta) - log(1 - delta), delta ~ U(0, 1), training only
-                if self.training:
-                    eps = torch.finfo(logits.dtype).eps
-                    delta = torch.rand_like(logits).clamp(eps, 1.0 - eps)
-                    logits = logits + torch.log(delta) - torch.log1p(-delta)
-                gamma = (logits / self.cfg.tau).softmax(dim=-1)  # [B, P, K] (Eq. 19)
+                c = interest_centres(member, states, enc, self.ica_layers(i), visible)  # [B, P, K, D]
+                gamma = centre_weights(e_m, c, self.cfg.tau, gumbel=self.training)  # [B, P, K]
                 e_tilde = e_m + torch.einsum("bpk,bpkd->bpd", gamma, c)  # Eq. 18
                 gammas.append(gamma)
                 centres_out.append(c)
