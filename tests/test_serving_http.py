@@ -181,6 +181,9 @@ def test_post_ranks_users_and_sessions_like_the_library_errors_in_place(
     assert_same_list(got[1], one(rec.session_request("s1", keys), 6, True))
     assert got[2]["id"] == "no-such-user" and "not found" in got[2]["error"]
     assert got[3]["id"] == "bad" and "'NOPE'" in got[3]["error"] and "items" not in got[3]
+    assert (
+        '"skip_unknown": true' in got[3]["error"] and "--" not in got[3]["error"]
+    )  # the API's field, no flag
     assert_same_list(got[4], one(rec.session_request("4", [keys[0], "NOPE"], skip_unknown=True), 3))
     assert got[4]["unknown_items"] == ["NOPE"]
     assert_same_list(got[5], one(rec.session_request("5", tokens, item_field="token"), 5))
@@ -553,6 +556,35 @@ def test_the_real_server_escapes_its_log_and_finishes_requests_in_flight_on_a_si
     assert 'POST /v1/recommend" 200' in log and "Invalid HTTP request" in log
     assert '"GET /v1/recommend?user=%1b[2J" 404' in log  # logged as it came, percent-escaped
     assert '"POST /v1/recommend" 413' in log
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="thread counts read from Linux /proc")
+def test_idle_connections_are_capped_and_cost_no_threads(run_dir: Path) -> None:
+    """300 idle connections: the server's thread count does not grow with them (asyncio, not a thread per
+    connection), a request beyond --max-connections is answered 503 (never dropped), and once they close the
+    server answers 200 again."""
+    server = Server(run_dir, "--max-connections", "50")
+    try:
+        before = _threads(server.proc.pid)
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(300)]
+        time.sleep(0.5)
+        assert _threads(server.proc.pid) <= before + 2, (before, _threads(server.proc.pid))
+        status, body = get(server.url + "/health/live")
+        assert status == 503, (status, body)
+        for conn in idle:
+            conn.close()
+        deadline = time.monotonic() + 30
+        while (status := get(server.url + "/health/live")[0]) != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status == 200
+    finally:
+        assert server.stop(signal.SIGTERM) == 0, "".join(server.lines)
 
 
 def test_startup_refuses_a_run_whose_checkpoint_cannot_be_loaded(

@@ -168,6 +168,7 @@ class Service:
     def __init__(self, rec: Recommender, settings: ServeSettings) -> None:
         settings.check()
         self.rec = rec
+        rec.unknown_hint = 'set "skip_unknown": true to drop them'
         self.settings = settings
         self.metrics = Metrics()
         self.batcher = MicroBatcher(

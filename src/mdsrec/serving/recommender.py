@@ -83,6 +83,8 @@ class Recommender:
         self.run_excludes_history = bool(exp.cfg.eval.exclude_history)
         self.loaded_at = datetime.now(timezone.utc)  # the model is loaded before a Recommender is made
         self._lock = threading.Lock()  # one forward pass at a time, whichever thread calls
+        # how the front end lets a user drop unknown items (the CLI's flag; the HTTP service names its field)
+        self.unknown_hint = "pass --skip-unknown to drop them"
         self._index: dict[str, dict[str, int]] = {}
         self._users: UserIndex | None = None
         self._popularity: Tensor | None = None
@@ -131,7 +133,7 @@ class Recommender:
             shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
             raise MdsrecError(
                 f"{where}: {len(unknown)} item(s) not in the catalogue ({item_field} of {self._items_file()}): "
-                f"{shown} (pass --skip-unknown to drop them)"
+                f"{shown} ({self.unknown_hint})"
             )
         return np.asarray(ids, dtype=np.int64), unknown
 
