@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import platform
 import resource
 import subprocess
 import sys
@@ -117,6 +119,7 @@ def main() -> int:
     p.add_argument("--threads", nargs="+", type=int, default=[0], help="torch threads per case (0: default)")
     p.add_argument("--clusters", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, help="write the figures and the conditions as JSON")
     p.add_argument("--child-folder", help=argparse.SUPPRESS)
     p.add_argument("--child-precision", help=argparse.SUPPRESS)
     p.add_argument("--child-threads", type=int, default=0, help=argparse.SUPPRESS)
@@ -124,7 +127,9 @@ def main() -> int:
     if args.child_folder:
         print(json.dumps(child(args)), flush=True)
         return 0
+    load_before = os.getloadavg()
     folder = render(Path(args.out), args.images, args.side, args.clusters, args.seed)
+    rows = []
     print(f"{'case':24s} {'images':>7s} {'seconds':>8s} {'img/s':>7s} {'peak MiB':>9s}  sha256 of image.npy")
     for precision in args.precision:
         for threads in args.threads:
@@ -145,11 +150,29 @@ def main() -> int:
                 text=True,
             )
             r = json.loads(run.stdout.strip().splitlines()[-1])
+            rows.append(r | {"precision": precision, "images_per_s": r["images"] / r["seconds"]})
             print(
                 f"{r['case']:24s} {r['images']:7d} {r['seconds']:8.1f} {r['images'] / r['seconds']:7.1f} "
                 f"{r['peak_rss_mib']:9.0f}  {r['sha256'][:16]}",
                 flush=True,
             )
+    if args.json:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        record = {
+            "figure": "mdsrec prepare, image path: images per second and peak RSS per case",
+            "rows": rows,
+            "pictures": {"count": args.images, "side_px": args.side, "batch_size": args.batch_size},
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "commit": commit or None,
+            "cpu": platform.processor() or None,
+            "cores": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        tmp.replace(args.json)
     return 0
 
 
