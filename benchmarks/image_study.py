@@ -6,7 +6,7 @@ of it); a model without the pictures can learn those clusters only from co-occur
 EfficientNet-Lite0 features, carry the style clusters, MDSRec with them beats MDSRec without them on the test set.
 
     python benchmarks/image_study.py --out /tmp/image_study                       # seeds 0 1 2
-    python benchmarks/image_study.py --out /tmp/image_study --records benchmarks/records/synthetic_images
+    python benchmarks/image_study.py --out /tmp/image_study --records benchmarks/records/image_study
 
 Steps: the quick start's raw files (mdsrec.data.synthetic, default config) into OUT/raw; two prepared sets from
 them, OUT/data/synthetic (image + topic: the quick start's set) and OUT/data/synthetic-topic (the same spec without
