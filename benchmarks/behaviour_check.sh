@@ -11,7 +11,8 @@ after=$(cd "$(dirname "$0")/.." && pwd)/src
 work=${2:-$(mktemp -d -t mdsrec-behaviour-XXXXXX)}
 mkdir -p "$work"
 data=$work/synthetic
-[[ -f $data/manifest.json ]] || PYTHONPATH=$after python -m mdsrec synthetic --out "$data" >/dev/null
+# made by the other tree, so that both read it (a newer tree reads an older processed set)
+[[ -f $data/manifest.json ]] || PYTHONPATH=$before python -m mdsrec synthetic --out "$data" >/dev/null
 status=0
 for m in sasrec gru4rec mdsrec; do
     for side in before after; do
