@@ -49,6 +49,8 @@ TRAINABLE = [
     "missrec",
     "mdsrec",
 ]
+# the synthetic sets' tables are "topic" and "style": UniSRec's text table is one of them here
+SYNTHETIC_SETS = {"unisrec": ["model.text_feature=topic"]}
 SPORTS = {
     "num_users": 35598,
     "num_items": 18357,
@@ -67,6 +69,7 @@ def config(model: str, device: str, precision: str, epochs: int, extra: list[str
         f"train.precision={precision}",
         f"train.epochs={epochs}",
         "train.progress=false",
+        *SYNTHETIC_SETS.get(model, []),
         *(extra or []),
     ]
     path = ROOT / "configs" / "experiments" / "sports" / f"{model}.yaml"
@@ -90,7 +93,7 @@ def cpu_vs_cuda(data: Any, model: str, device: str) -> dict[str, Any]:
         "ranks_differing": int((cpu != gpu).sum()),
         "max_rank_difference": int((cpu - gpu).abs().max()) if cpu.numel() else 0,
         "metrics_cpu": metrics_from_ranks(cpu, ks),
-        "metrics_cuda": metrics_from_ranks(gpu, ks),
+        "metrics_device": metrics_from_ranks(gpu, ks),
     }
 
 
