@@ -11,6 +11,7 @@ import pytest
 
 from mdsrec.cli import main
 from mdsrec.errors import MdsrecError
+from mdsrec.studies.bench_records import benchmarks_markdown, load_benchmarks
 from mdsrec.studies.report import (
     REQUIRED_FIELDS,
     load_records,
@@ -254,7 +255,8 @@ def test_report_is_deterministic_and_replaces_only_an_earlier_report(tmp_path: P
 def test_committed_results_md_is_what_the_committed_records_give(tmp_path: Path) -> None:
     """docs/results.md is regenerated with `mdsrec report benchmarks/records --out DIR` (then copied) whenever
     records are added."""
-    write_report(load_records([REPO / "benchmarks" / "records"]), tmp_path / "report")
+    records = REPO / "benchmarks" / "records"
+    write_report(load_records([records]), tmp_path / "report", load_benchmarks([records]))
     assert (tmp_path / "report" / "results.md").read_text(encoding="utf-8") == (
         REPO / "docs" / "results.md"
     ).read_text(encoding="utf-8")
@@ -307,3 +309,39 @@ def test_runs_with_diagnostics_get_channel_and_popularity_tables(tmp_path: Path)
     assert "| run | 0 (10 users) | 1-3 (20 users) |" in text
     assert "| `screens/base` | 0.0000 | 0.0100 | 0.0200 | 0.0300 | 0.0400 | 0.0500 |" in text
     assert "`screens/other` | 0.0500 / " not in text
+
+
+def test_benchmark_records_render_as_tables_and_bad_ones_name_the_file_and_field(tmp_path: Path) -> None:
+    root = tmp_path / "records"
+    (root / "bench").mkdir(parents=True)
+    (root / "study" / "runs" / "r").mkdir(parents=True)
+    (root / "study" / "runs" / "r" / "run.json").write_text("{}")  # inside runs/: not a benchmark record
+    conditions = {"command": "x.py --json out.json", "commit": "abc", "date": "2026-12-07", "cores": 2}
+    record = {
+        **conditions,
+        "figure": "requests per second",
+        "rows": [
+            {"server": "new", "rps": 596.7, "sha256": "0123456789abcdef" * 4},
+            {"server": "old", "rps": 135.9},
+        ],
+        "summary": {"rss_growth": 0.0435, "pass": True},
+        "signals": [{"signal": "SIGTERM", "exit_status": 0}],
+    }
+    (root / "bench" / "serve.json").write_text(json.dumps(record))
+    (b,) = load_benchmarks([root])
+    text = benchmarks_markdown([b])
+    assert "### serve" in text and "requests per second." in text
+    assert "| server | rps | sha256 |" in text and "| new | 596.7 | `0123456789ab` |" in text
+    assert "| old | 135.9 | - |" in text
+    assert "| rss_growth | 0.0435 |" in text and "| pass | true |" in text
+    assert "| SIGTERM | 0 |" in text
+    assert "Measured with `x.py --json out.json`; commit abc, date 2026-12-07, cores 2." in text
+    for bad, words in [
+        ("[1, 2]", "a benchmark record is a JSON object"),
+        (json.dumps({k: v for k, v in conditions.items() if k != "commit"}), "without the field 'commit'"),
+        ("{oops", "not readable JSON"),
+    ]:
+        (root / "bench" / "serve.json").write_text(bad)
+        with pytest.raises(MdsrecError, match=words) as err:
+            load_benchmarks([root])
+        assert "serve.json" in str(err.value)

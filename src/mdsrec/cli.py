@@ -379,18 +379,21 @@ def cmd_records(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from mdsrec.studies.bench_records import load_benchmarks
     from mdsrec.studies.report import load_records, update_readme, write_report
 
     t0 = time.perf_counter()
     records = load_records(args.records)
-    written = write_report(records, args.out)
+    benchmarks = load_benchmarks(args.records)
+    written = write_report(records, args.out, benchmarks)
     if args.readme:
         changed = update_readme(args.readme, records)
         print(f"{args.readme}: headline tables {'updated' if changed else 'already up to date'}")
     n = len({r.study for r in records})
     studies = f"{n} stud{'ies' if n != 1 else 'y'}"
     print(
-        f"read {len(records)} run records ({studies}) from {', '.join(args.records)}; wrote "
+        f"read {len(records)} run records ({studies}) and {len(benchmarks)} benchmark records from "
+        f"{', '.join(args.records)}; wrote "
         f"{', '.join(str(p) for p in written)} ({time.perf_counter() - t0:.1f}s)"
     )
     return 0

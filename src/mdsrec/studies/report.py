@@ -46,7 +46,7 @@ import json
 import os
 import re
 import statistics
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from mdsrec.errors import MdsrecError
 from mdsrec.evaluation.evaluator import POPULARITY_BUCKETS
 from mdsrec.rundir import LOG
 from mdsrec.rundir import METRICS as METRICS_FILE
+from mdsrec.studies.bench_records import BenchRecord, benchmarks_markdown
 from mdsrec.studies.paper import (
     PAPER_METRICS,
     PAPER_NAMES,
@@ -678,9 +679,9 @@ def _records_section(records: list[Record]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_results(records: list[Record]) -> str:
-    """results.md: per data set its seed tables beside the paper, the paper's claims and its other runs; then
-    where the records come from."""
+def render_results(records: list[Record], benchmarks: Sequence[BenchRecord] = ()) -> str:
+    """results.md: per data set its seed tables beside the paper, the paper's claims and its other runs; the
+    benchmark records' figures; then where the records come from."""
     table2 = load_table2()
     tables = seed_tables(records)
     singles = single_runs(records)
@@ -700,6 +701,8 @@ def render_results(records: list[Record]) -> str:
         diagnostics = diagnostics_markdown(dataset, in_data)
         if diagnostics:
             parts.append(diagnostics)
+    if benchmarks:
+        parts.append(benchmarks_markdown(list(benchmarks)))
     parts.append(_records_section(records))
     return "\n".join(parts)
 
@@ -973,7 +976,9 @@ def _figure(title: str, runs: list[Record]) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def write_report(records: list[Record], out_dir: str | Path) -> list[Path]:
+def write_report(
+    records: list[Record], out_dir: str | Path, benchmarks: Sequence[BenchRecord] = ()
+) -> list[Path]:
     """Write results.md, headline.md and report.html into OUT_DIR, all or none: every file is rendered first,
     then written into a temporary folder beside OUT_DIR that replaces it. OUT_DIR must be absent or hold only
     these files (a report written before), so that no other file is ever replaced. Returns the written paths."""
@@ -989,7 +994,7 @@ def write_report(records: list[Record], out_dir: str | Path) -> list[Path]:
                 f"{out}: holds files a report does not write ({', '.join(other[:5])}); choose an empty or new "
                 "folder (the report replaces the whole folder)"
             )
-    results = render_results(records)
+    results = render_results(records, benchmarks)
     texts = {
         "results.md": results,
         "headline.md": render_headline(records),
