@@ -213,7 +213,7 @@ def test_screens_study_gets_one_row_per_run_and_provenance_is_shown(tmp_path: Pa
     assert "| `sports_screens` | sports | 2 | 1 | 1 |" in text
     page = render_html(records)
     assert "No epoch log: mu_m4." in page and "Test CPU" in page  # the speed table names the CPU
-    assert render_headline(records).endswith("No seed-table records.\n")
+    assert render_headline(records).endswith("No seed-table records of the paper's data sets.\n")
 
 
 def test_html_is_self_contained(tmp_path: Path) -> None:
@@ -345,3 +345,15 @@ def test_benchmark_records_render_as_tables_and_bad_ones_name_the_file_and_field
         with pytest.raises(MdsrecError, match=words) as err:
             load_benchmarks([root])
         assert "serve.json" in str(err.value)
+
+
+def test_headline_shows_only_the_papers_data_sets(tmp_path: Path) -> None:
+    root = tmp_path / "records"
+    _record(root / "seeds", "sasrec/seed0", "sasrec", 0, 0.03)
+    _record(root / "seeds", "sasrec/seed1", "sasrec", 1, 0.032)
+    for seed in (0, 1):
+        _record(root / "study", f"mdsrec/seed{seed}", "mdsrec", seed, 0.1, dataset="synthetic")
+    records = load_records([root])
+    assert "## Synthetic" in render_results(records)
+    head = render_headline(records)
+    assert "Sports" in head and "Synthetic" not in head

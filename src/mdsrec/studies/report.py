@@ -708,17 +708,18 @@ def render_results(records: list[Record], benchmarks: Sequence[BenchRecord] = ()
 
 
 def render_headline(records: list[Record]) -> str:
-    """headline.md: per data set and seed study, test R@20 and N@20 (mean ± sd over seeds) beside the paper's
-    N@20."""
+    """headline.md: per data set of the paper and seed study, test R@20 and N@20 (mean ± sd over seeds) beside the
+    paper's N@20."""
     table2 = load_table2()
     parts = [
         "# Headline results\n\nTest Recall@20 and NDCG@20 of the best validation epoch (full ranking, "
         'leave-one-out), mean ± sample standard deviation over training seeds; "paper N@20" is the MDSRec '
         "paper's Table 2. `mdsrec report` writes these tables from run records; results.md has the full tables.\n"
     ]
-    tables = seed_tables(records)
+    # the paper's data sets only (others, e.g. synthetic studies, are in results.md)
+    tables = {d: ts for d, ts in seed_tables(records).items() if _in_paper(d, table2)}
     if not tables:
-        parts.append("No seed-table records.\n")
+        parts.append("No seed-table records of the paper's data sets.\n")
     for dataset, ts in tables.items():
         for t in ts:
             lines = [
