@@ -110,6 +110,9 @@ def test_two_processes_train_like_one(name: str, tiny_dir: Path, tiny_data, tmp_
     train(resolve_config(None, sets(name), model=name), tiny_data, tmp_path / "one")
     finished(torchrun(["--standalone", "--nproc-per-node", "2"], tmp_path / "two", name, tiny_dir))
     assert_same_run(tmp_path / "one", tmp_path / "two")
+    # the time spent communicating is logged per epoch under torchrun, and only there
+    assert all(e["comm_seconds"] > 0 for e in epochs(tmp_path / "two"))
+    assert all("comm_seconds" not in e for e in epochs(tmp_path / "one"))
 
 
 def test_two_nodes_on_loopback_train_like_one(tiny_dir: Path, tiny_data, tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ from mdsrec.atomic import locked_directory, remove_stale, write_json, write_text
 from mdsrec.config import ExperimentConfig, build_config, config_differences
 from mdsrec.data.processed import ProcessedDataset, load_processed
 from mdsrec.data.protocol import Batch, Split, build_train_rows, eval_batches, train_batches
-from mdsrec.distributed import SINGLE, Group, all_sum, barrier, from_env
+from mdsrec.distributed import SINGLE, CommTimer, Group, all_sum, barrier, from_env
 from mdsrec.errors import ConfigError, MdsrecError, TrainingDiverged
 from mdsrec.evaluation.evaluator import diagnose, evaluate, item_train_counts
 from mdsrec.models import DataInfo, SequentialRecommender, build_model, check_experiment, full_config
@@ -220,6 +220,9 @@ def _train(
         _start_run(run_dir, cfg, data, group)
     # under torchrun the gradients of the processes' slices are averaged (see mdsrec.distributed)
     ddp = DistributedDataParallel(_Loss(model), find_unused_parameters=True) if group.active else None
+    comm = CommTimer()  # seconds of communication per epoch, logged under torchrun
+    if ddp is not None:
+        comm.install(ddp)
 
     rows = build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode)
     valid_batches = eval_batches(exp.split, "valid", cfg.data)
@@ -239,7 +242,12 @@ def _train(
             local, weight = local_rows(batch, group)
             loss = training_loss(ddp or model, local, cfg.train.precision, device)
             # the global batch's mean loss, the same number on every process
-            value = all_sum(loss.item() * weight, group) / group.world if group.active else loss.item()
+            if group.active:
+                t_sum = time.perf_counter()
+                value = all_sum(loss.item() * weight, group) / group.world
+                comm.seconds += time.perf_counter() - t_sum
+            else:
+                value = loss.item()
             if not math.isfinite(value):
                 diverged = _diverged(epoch, f"training loss became {value}", state["best_epoch"])
                 break
@@ -250,6 +258,7 @@ def _train(
         if diverged:
             break
         train_seconds = time.perf_counter() - t0
+        comm_seconds = comm.take()
         t1 = time.perf_counter()
         diagnosis: dict[str, Any] = {}
         try:
@@ -275,6 +284,7 @@ def _train(
             "train_loss": total / max(count, 1),
             "train_seconds": round(train_seconds, 3),
             "eval_seconds": round(eval_seconds, 3),
+            **({"comm_seconds": round(comm_seconds, 3)} if group.active else {}),
             **{f"valid_{k}": v for k, v in valid.items()},
             "best": improved,
             **diagnosis,  # valid_channels, valid_popularity (eval.diagnostics)
