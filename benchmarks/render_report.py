@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mdsrec.studies.bench_records import load_benchmarks
 from mdsrec.studies.report import load_records, write_report
 
 
@@ -33,7 +34,7 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report"
-        write_report(load_records(args.records), report)
+        write_report(load_records(args.records), report, load_benchmarks(args.records))
         profile = Path(tmp) / "profile"
         cmd = [
             browser,
