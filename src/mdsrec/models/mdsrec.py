@@ -127,18 +127,15 @@ class MDSRecConfig:
             )
         if self.ext_cosine_tau < 0:
             raise ValueError(f"ext_cosine_tau ({self.ext_cosine_tau}) must be >= 0 (0: dot-product scores)")
-        for name in ("cooc_norm", "graph_norm", "cooc_norm_modal"):
-            if name == "cooc_norm_modal" and self.cooc_norm_modal is None:
-                continue
-            if getattr(self, name) not in NORMALIZATIONS:
-                raise ValueError(
-                    f"{name} ({getattr(self, name)!r}) must be one of {', '.join(NORMALIZATIONS)}"
-                )
         choices = {
+            "cooc_norm": NORMALIZATIONS,
+            "graph_norm": NORMALIZATIONS,
             "ica_activation": ACTIVATIONS,
             "ica_scale": SCALES,
             "fused_loss": ("s", "final"),
         }
+        if self.cooc_norm_modal is not None:
+            choices["cooc_norm_modal"] = NORMALIZATIONS
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} ({getattr(self, name)!r}) must be one of {', '.join(allowed)}")
@@ -149,11 +146,6 @@ class MDSRecConfig:
         if self.rho is not None:
             if not self.rho or any(r < 0 for r in self.rho) or abs(sum(self.rho) - 1.0) > 1e-6:
                 raise ValueError(f"rho ({self.rho}) must be non-negative weights summing to 1")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Eq. 7-9: one causal Transformer encoder per channel
-# ---------------------------------------------------------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------------------------------
