@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from mdsrec.studies.bench_records import write_benchmark_record
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,22 +83,12 @@ def main() -> int:
     for r in rows:
         print(json.dumps(r), flush=True)
     if args.json:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
-        record = {
+        figures = {
             "figure": f"one training epoch of {args.config.stem} on {args.data.name}, same global batch",
             "rows": rows,
             "speedup_of_training": round(rows[0]["train_seconds"] / rows[1]["train_seconds"], 3),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "commit": commit.strip() or None,
-            "cpu": platform.processor() or None,
-            "cores": os.cpu_count(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        tmp.replace(args.json)
+        write_benchmark_record(args.json, figures, load_before)
     return 0
 
 

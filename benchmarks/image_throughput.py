@@ -21,13 +21,14 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from mdsrec.studies.bench_records import write_benchmark_record
 
 
 def peak_mib() -> float:
@@ -157,22 +158,12 @@ def main() -> int:
                 flush=True,
             )
     if args.json:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-        record = {
+        figures = {
             "figure": "mdsrec prepare, image path: images per second and peak RSS per case",
             "rows": rows,
             "pictures": {"count": args.images, "side_px": args.side, "batch_size": args.batch_size},
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "commit": commit or None,
-            "cpu": platform.processor() or None,
-            "cores": os.cpu_count(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        tmp.replace(args.json)
+        write_benchmark_record(args.json, figures, load_before)
     return 0
 
 

@@ -15,14 +15,14 @@ Run it with the cores otherwise idle.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from mdsrec.studies.bench_records import write_benchmark_record
 
 CHILD = """
 import sys, time
@@ -78,6 +78,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path, help="write the figures as a small JSON record")
     args = ap.parse_args()
+    load_before = os.getloadavg()
 
     if not (args.out / "best.pt").is_file():
         built = make_run(args.data, args.model, args.config, args.set, args.out)
@@ -91,18 +92,12 @@ def main() -> int:
     for name, times in rows.items():
         print(f"{name}: load_run median {statistics.median(times):.3f} s over {len(times)} ({times})")
     if args.json:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-        record = {
+        figures = {
             "figure": "load_run seconds (median)",
             "values": {k: statistics.median(v) for k, v in rows.items()},
             "samples": rows,
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "commit": commit or None,
-            "cpu": platform.processor() or None,
-            "threads": os.cpu_count(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        write_benchmark_record(args.json, figures, load_before)
     return 0
 
 

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import re
 import signal
@@ -35,9 +34,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mdsrec.studies.bench_records import write_benchmark_record
 
 ROOT = Path(__file__).resolve().parent.parent
 SPORTS = {
@@ -228,42 +230,69 @@ async def _exchange(
     return int(status), not close, conn
 
 
-async def _load(server: Server, bodies: list[bytes], level: Level, limit: int, seconds: float) -> None:
+CONNECTION_FAILURES = (
+    OSError,
+    asyncio.IncompleteReadError,
+    asyncio.LimitOverrunError,
+    ConnectionError,
+    ValueError,
+)
+
+
+async def closed_loop(
+    server: Server,
+    bodies: list[bytes],
+    concurrency: int,
+    limit: int,
+    seconds: float,
+    answered: Callable[[int, float, int], None],
+    failed: Callable[[int, float], bool],
+) -> None:
+    """``concurrency`` clients, each sending its next request as soon as the last is answered, keeping its
+    connection while the server allows: requests 0, 1, ... up to ``limit`` (body ``i % len(bodies)``) or for
+    ``seconds``. ``answered(i, sent, status)`` is told of each answer, ``failed(i, sent)`` of each connection
+    failure (the connection is dropped; True stops that client). ``sent`` is ``time.perf_counter()`` at sending."""
     next_index = 0
     stop_at = time.perf_counter() + seconds
 
-    async def worker() -> None:
+    async def client() -> None:
         nonlocal next_index
         conn = None
         while next_index < limit and time.perf_counter() < stop_at:
-            body = bodies[next_index % len(bodies)]
+            i = next_index
             next_index += 1
-            t0 = time.perf_counter()
+            sent = time.perf_counter()
             try:
-                status, keep, conn = await _exchange(conn, server, body)
-            except (
-                OSError,
-                asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError,
-                ConnectionError,
-                ValueError,
-            ):
-                level.connection_errors += 1
+                status, keep, conn = await _exchange(conn, server, bodies[i % len(bodies)])
+            except CONNECTION_FAILURES:
                 if conn is not None:
                     conn[1].close()
                 conn = None
+                if failed(i, sent):
+                    return
                 continue
-            level.latencies.append(time.perf_counter() - t0)
-            cls = f"{status // 100}xx"
-            level.statuses[cls] = level.statuses.get(cls, 0) + 1
+            answered(i, sent, status)
             if not keep:
                 conn[1].close()
                 conn = None
         if conn is not None:
             conn[1].close()
 
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+
+
+async def _load(server: Server, bodies: list[bytes], level: Level, limit: int, seconds: float) -> None:
+    def answered(i: int, sent: float, status: int) -> None:
+        level.latencies.append(time.perf_counter() - sent)
+        cls = f"{status // 100}xx"
+        level.statuses[cls] = level.statuses.get(cls, 0) + 1
+
+    def failed(i: int, sent: float) -> bool:
+        level.connection_errors += 1
+        return False
+
     t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(level.concurrency)))
+    await closed_loop(server, bodies, level.concurrency, limit, seconds, answered, failed)
     level.seconds = time.perf_counter() - t0
 
 
@@ -391,23 +420,13 @@ def main() -> int:
             f"{r['status_5xx']} |"
         )
     if args.json:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
-        record = {
+        figures = {
             "rows": results,
             "batched_vs_alone": equivalence,
             "client_loop": args.client_loop,
             "exit_status_after_sigint": stopped,
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "commit": commit or None,
-            "cpu": platform.processor() or None,
-            "cores": os.cpu_count(),
-            "load_average_before": load_before,  # 1, 5, 15 minutes: what else ran on the machine
-            "load_average_after": os.getloadavg(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        write_benchmark_record(args.json, figures, load_before)
     return 0
 
 

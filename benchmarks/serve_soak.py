@@ -21,16 +21,15 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from serve_load import ROOT, Server, _exchange, make_data, make_run, sessions, start_server
+from mdsrec.studies.bench_records import write_benchmark_record
+from serve_load import ROOT, Server, closed_loop, make_data, make_run, sessions, start_server
 
 
 def rss_mib(pid: int) -> float:
@@ -74,57 +73,34 @@ def bodies(keys: list[list[str]], count: int, seed: int = 0) -> list[tuple[str, 
 async def load(
     server: Server, work: list[tuple[str, bytes]], concurrency: int, seconds: float
 ) -> tuple[dict[str, int], int, list[tuple[float, str]]]:
-    """Send ``work`` with ``concurrency`` closed-loop clients: (answers per "kind status-class", connection errors,
-    [(send time, what happened)] per request)."""
+    """Send ``work`` with ``concurrency`` closed-loop clients (serve_load.closed_loop): (answers per "kind
+    status-class", connection errors, [(send time, what happened)] per request)."""
     counts: dict[str, int] = {}
     errors = 0
     events: list[tuple[float, str]] = []
-    next_index = 0
-    stop_at = time.monotonic() + seconds
 
-    async def worker() -> None:
-        nonlocal next_index, errors
-        conn = None
-        while next_index < len(work) and time.monotonic() < stop_at:
-            kind, body = work[next_index]
-            next_index += 1
-            sent = time.monotonic()
-            try:
-                status, keep, conn = await _exchange(conn, server, body)
-            except (
-                OSError,
-                asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError,
-                ConnectionError,
-                ValueError,
-            ):
-                errors += 1
-                events.append((sent, "connection error"))
-                if conn is not None:
-                    conn[1].close()
-                conn = None
-                if server.proc.poll() is not None:
-                    return
-                continue
-            key = f"{kind} {status // 100}xx"
-            counts[key] = counts.get(key, 0) + 1
-            events.append((sent, f"{status // 100}xx"))
-            if not keep:
-                conn[1].close()
-                conn = None
-        if conn is not None:
-            conn[1].close()
+    def answered(i: int, sent: float, status: int) -> None:
+        key = f"{work[i][0]} {status // 100}xx"
+        counts[key] = counts.get(key, 0) + 1
+        events.append((sent, f"{status // 100}xx"))
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    def failed(i: int, sent: float) -> bool:
+        nonlocal errors
+        errors += 1
+        events.append((sent, "connection error"))
+        return server.proc.poll() is not None  # the server is gone: this client stops
+
+    bodies = [body for _, body in work]
+    await closed_loop(server, bodies, concurrency, len(work), seconds, answered, failed)
     return counts, errors, events
 
 
 def soak(server: Server, work: list[tuple[str, bytes]], concurrency: int, seconds: float) -> dict[str, Any]:
     asyncio.run(load(server, work[:200], concurrency, 120))  # warm-up, not counted
     rss_start = rss_mib(server.proc.pid)
-    t0 = time.monotonic()
+    t0 = time.perf_counter()
     counts, errors, _ = asyncio.run(load(server, work, concurrency, seconds))
-    elapsed = time.monotonic() - t0
+    elapsed = time.perf_counter() - t0
     rss_end = rss_mib(server.proc.pid)
     answered = sum(counts.values())
     return {
@@ -149,7 +125,7 @@ def signal_under_load(
     async def run() -> tuple[dict[str, int], int, list[tuple[float, str]], float]:
         task = asyncio.create_task(load(server, work, concurrency, 120))
         await asyncio.sleep(after)
-        at = time.monotonic()
+        at = time.perf_counter()
         server.proc.send_signal(sig)
         counts, errors, events = await task
         return counts, errors, events, at
@@ -213,26 +189,14 @@ def main() -> int:
     )
     print("PASS" if ok else "FAIL", flush=True)
     if args.json:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
-        record = {
+        figures = {
             "model": args.model,
             "concurrency": args.concurrency,
             "soak": result,
             "signals": signals,
             "pass": ok,
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "commit": commit or None,
-            "cpu": platform.processor() or None,
-            "cores": os.cpu_count(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        tmp.replace(args.json)
+        write_benchmark_record(args.json, figures, load_before)
     return 0 if ok else 1
 
 

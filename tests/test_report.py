@@ -357,3 +357,14 @@ def test_headline_shows_only_the_papers_data_sets(tmp_path: Path) -> None:
     assert "## Synthetic" in render_results(records)
     head = render_headline(records)
     assert "Sports" in head and "Synthetic" not in head
+
+
+def test_a_written_benchmark_record_carries_its_conditions_and_reads_back(tmp_path: Path) -> None:
+    from mdsrec.studies.bench_records import write_benchmark_record
+
+    write_benchmark_record(tmp_path / "b" / "x.json", {"rows": [{"case": "a", "s": 1.5}]}, (0.5, 0.25, 0.125))
+    (b,) = load_benchmarks([tmp_path])
+    assert b.data["rows"] == [{"case": "a", "s": 1.5}] and b.data["load_average_before"] == [0.5, 0.25, 0.125]
+    for field in ("command", "commit", "date", "cores", "load_average_after"):
+        assert field in b.data, field
+    assert not list((tmp_path / "b").glob("*.tmp*"))  # written atomically, nothing left beside it

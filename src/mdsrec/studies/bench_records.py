@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mdsrec.atomic import write_json
 from mdsrec.errors import MdsrecError
 
 REQUIRED = ("command", "commit", "date")
@@ -37,6 +41,29 @@ class BenchRecord:
     path: Path
     name: str  # the file name without .json
     data: dict[str, Any]
+
+
+def write_benchmark_record(
+    path: str | Path, figures: dict[str, Any], load_before: tuple[float, float, float] | None = None
+) -> None:
+    """Write ``figures`` as a benchmark record at PATH (atomically), with the conditions of the measurement: the
+    command line, the commit, the CPU, the cores, the load average before (``load_before``, taken when the script
+    started) and now, the date."""
+    from mdsrec.training.trainer import git_commit
+
+    write_json(
+        path,
+        {
+            **figures,
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "commit": git_commit(),
+            "cpu": platform.processor() or None,
+            "cores": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
 
 
 def load_benchmarks(paths: Iterable[str | Path]) -> list[BenchRecord]:

@@ -119,7 +119,8 @@ def make_experiment(
     return Experiment(cfg, data, split, model.to(device), device)
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The commit of this source tree (None outside a git checkout)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
@@ -408,7 +409,7 @@ def provenance(device: torch.device, total_seconds: float, group: Group = SINGLE
 
     return {
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else None,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "versions": {
             "mdsrec": __version__,
             "python": platform.python_version(),
@@ -436,7 +437,7 @@ def _start_run(run_dir: Path, cfg: ExperimentConfig, data: ProcessedDataset, gro
             "data_name": data.name,
             "data_fingerprint": data.fingerprint,
             "mdsrec_version": __version__,
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "world_size": group.world,
             "backend": group.backend,
