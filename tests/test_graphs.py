@@ -263,3 +263,47 @@ def test_membership_matrix_means() -> None:
         assert means[k].numpy() == pytest.approx(e[1:][labels[1:] == k].mean(axis=0), rel=1e-5, abs=1e-6)
     with pytest.raises(ValueError, match=r"0\.\.3"):
         membership_matrix(np.array([-1, 0, 4]), 4)
+
+
+def clustered_features(n: int, dim: int = 16, seed: int = 5) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((12, dim)).astype(np.float32)
+    f = np.zeros((n + 1, dim), dtype=np.float32)
+    f[1:] = centres[rng.integers(0, 12, n)] + 0.4 * rng.standard_normal((n, dim)).astype(np.float32)
+    return f
+
+
+def test_approximate_neighbours_above_the_threshold_have_the_exact_layout_and_high_recall() -> None:
+    f = clustered_features(1500)
+    exact = topk_cosine_neighbours(f, 10)
+    approx = topk_cosine_neighbours(f, 10, exact_up_to=1000)  # 1500 items > 1000: the HNSW index
+    assert approx.shape == exact.shape == (1501, 11) and approx.dtype == np.int64
+    assert not approx[0].any()
+    assert np.array_equal(approx[1:, 0], np.arange(1, 1501))  # the item itself first
+    found = [len(set(approx[i, 1:]) & set(exact[i, 1:])) for i in range(1, 1501)]
+    assert np.mean(found) / 10 >= 0.95  # a small index is close to exact
+    for i in range(1, 1501):
+        assert i not in approx[i, 1:] and len(set(approx[i, 1:])) == 10
+    f_t = torch.from_numpy(f)
+    sims = [
+        (f_t[i] @ f_t[approx[i, 1:]].t()) / (f_t[i].norm() * f_t[approx[i, 1:]].norm(dim=1)) for i in (1, 700)
+    ]
+    for s in sims:  # by similarity, descending
+        assert bool((s[:-1] >= s[1:] - 1e-6).all())
+    again = topk_cosine_neighbours(f, 10, include_self=False, exact_up_to=1000)
+    assert np.array_equal(again, approx[:, 1:])  # reproducible (one-thread build), with and without self
+
+
+def test_approximate_neighbours_need_faiss_and_say_how_to_install_it(monkeypatch) -> None:
+    import builtins
+
+    real = builtins.__import__
+
+    def no_faiss(name, *args, **kwargs):
+        if name == "faiss":
+            raise ImportError("No module named 'faiss'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_faiss)
+    with pytest.raises(ImportError, match=r"mdsrec\[ann\]"):
+        topk_cosine_neighbours(clustered_features(30), 3, exact_up_to=10)

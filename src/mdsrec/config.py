@@ -77,9 +77,14 @@ class TrainConfig:
     # AMX/AVX512-BF16 and on recent GPUs), parameters, gradients and optimizer state in fp32; evaluation always runs
     # in fp32 (exact full ranking). Part of a run's identity: a resume keeps the saved value.
     precision: str = "fp32"
+    # Catalogues with more items than this compute the training cross-entropy and the evaluation ranks over item
+    # chunks (mdsrec.models.catalogue): the same values to float tolerance, memory bounded by rows x chunk.
+    score_chunk_above: int = 262_144
 
     def __post_init__(self) -> None:
         _check_choice("train.precision", self.precision, ("fp32", "bf16"))
+        if self.score_chunk_above < 0:
+            raise ConfigError(f"train.score_chunk_above ({self.score_chunk_above}) must be >= 0")
         _check_positive("train.epochs", self.epochs)
         _check_positive("train.patience", self.patience)
         if not (math.isfinite(self.min_delta) and self.min_delta >= 0):
@@ -119,7 +124,13 @@ class ExperimentConfig:
 # Keys that change how a run is shown or how fast it goes, never what it learns or its metrics: a run resumed or
 # reused with other values for them is the same run.
 OPERATIONAL_KEYS = frozenset(
-    {"train.progress", "train.num_threads", "data.eval_batch_size", "eval.diagnostics"}
+    {
+        "train.progress",
+        "train.num_threads",
+        "train.score_chunk_above",
+        "data.eval_batch_size",
+        "eval.diagnostics",
+    }
 )
 
 

@@ -12,7 +12,13 @@ from mdsrec.config import DataConfig, EvalConfig
 from mdsrec.data.protocol import Batch, Split, eval_batches
 from mdsrec.distributed import SINGLE, Group, gather_in_order, shard
 from mdsrec.evaluation.metrics import metrics_from_ranks
-from mdsrec.evaluation.ranking import exclusion_mask, masked, pad_histories, target_ranks
+from mdsrec.evaluation.ranking import (
+    chunked_target_ranks,
+    exclusion_mask,
+    masked,
+    pad_histories,
+    target_ranks,
+)
 from mdsrec.models.base import SequentialRecommender
 
 
@@ -67,17 +73,24 @@ def channel_ranks(
     done: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]] = []
     for batch in shard(every, group):  # under torchrun each process ranks its share of the batches
         batch = batch.to(device)
-        named = model.channel_scores_all(batch) if channels else {"fused": model.score_all(batch)}
         assert batch.users is not None and batch.target is not None
         hist: torch.Tensor | None = None
         if eval_cfg.exclude_history:
             full = [split.eval_input(int(u), stage)[0] for u in batch.users]  # whole history, not the window
             hist = pad_histories(full, batch.target.device)
+        chunk = model.chunking.chunk(batch.items.size(0))
+        factors = model.score_factors(batch, channels) if chunk is not None else None
         ranked = {}
-        for name, scores in named.items():  # scores [B, N+1]
-            if hist is not None:
-                scores = exclude_history(scores, batch, hist)
-            ranked[name] = target_ranks(scores, batch.target).cpu()
+        if chunk is not None and factors is not None:  # a large catalogue: counted chunk by chunk
+            for name, f in factors.items():
+                q, table, div = f.as_factors()  # [B, D], [N+1, D]
+                ranked[name] = chunked_target_ranks(q, table, batch.target, chunk, hist, div).cpu()
+        else:
+            named = model.channel_scores_all(batch) if channels else {"fused": model.score_all(batch)}
+            for name, scores in named.items():  # scores [B, N+1]
+                if hist is not None:
+                    scores = exclude_history(scores, batch, hist)
+                ranked[name] = target_ranks(scores, batch.target).cpu()
         fused = ranked.pop("fused")
         done.append((batch.users.cpu(), batch.target.cpu(), fused, ranked))
     model.train(was_training)

@@ -78,6 +78,59 @@ def target_ranks(scores: Tensor, target: Tensor) -> Tensor:
     return (scores >= t).sum(dim=1)  # counts the target itself once: 1 + others >= target
 
 
+def chunked_target_ranks(
+    query: Tensor,
+    table: Tensor,
+    target: Tensor,
+    chunk: int,
+    history: Tensor | None = None,
+    divisor: float = 1.0,
+) -> Tensor:
+    """``target_ranks`` of the scores query [B, D] @ table [N+1, D].T (/ ``divisor``), counted over item chunks of
+    ``chunk`` items, so no [B, N+1] matrix is held; ``history`` [B, H] (0-padded) as ``exclusion_mask``'s, the
+    target kept rankable. Memory O(B x chunk).
+
+    The rank is 1 + the number of OTHER rankable items scoring at least the target's score, all scores from
+    matrix products over chunks of the table: equal to ``target_ranks`` of the whole matrix, ties included, as
+    long as the matrix product rounds a score the same way whatever the chunk (the tests check this on CPU)."""
+    if chunk < 1:
+        raise ValueError(f"chunk ({chunk}) must be >= 1")
+
+    def scored(y: Tensor) -> Tensor:
+        return y / divisor if divisor != 1.0 else y
+
+    # The target's score as a matrix product over its own chunk, as the other items' scores are computed (a row
+    # product can round differently, and then an item tied with the target would count differently).
+    t = torch.empty(query.size(0), dtype=query.dtype, device=query.device)  # [B]
+    for start in range(0, table.size(0), chunk):
+        own = ((target >= start) & (target < start + chunk)).nonzero().view(-1)  # [R] rows with targets here
+        if len(own):
+            y = scored(query[own] @ table[start : start + chunk].t())  # [R, C]
+            t[own] = y.gather(1, (target[own] - start)[:, None]).view(-1)
+    if torch.isnan(t).any():
+        raise FloatingPointError("model produced NaN scores")
+    if bool((target == 0).any()) or torch.isneginf(t).any():
+        bad = int(target[(target == 0) | torch.isneginf(t)][0])
+        raise ValueError(f"target item {bad} has score -inf (is it the padding id 0, or masked?)")
+    rows = torch.arange(query.size(0), device=query.device)  # [B]
+    counts = torch.zeros(query.size(0), dtype=torch.long, device=query.device)  # [B]
+    for start in range(0, table.size(0), chunk):
+        stop = min(start + chunk, table.size(0))
+        y = scored(query @ table[start:stop].t())  # [B, C]
+        if torch.isnan(y).any():
+            raise FloatingPointError("model produced NaN scores")
+        if start == 0:
+            y[:, 0] = NOT_RANKABLE
+        if history is not None:
+            inside = (history >= start) & (history < stop)  # [B, H]
+            r, c = inside.nonzero(as_tuple=True)
+            y[r, history[r, c] - start] = NOT_RANKABLE
+        own = (target >= start) & (target < stop)  # [B] rows whose target lies in this chunk
+        y[rows[own], target[own] - start] = NOT_RANKABLE  # the target is the 1 below, never counted here
+        counts += (y >= t[:, None]).sum(dim=1)
+    return counts + 1
+
+
 def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """(items [B, min(k, N+1)], rankable [B]) for scores [B, N+1] (or [N+1] -> [k], []): each row's best items, equal scores in ascending id, and how many
     of its items are rankable (score above -inf); a row's list is its first min(k, rankable) items.

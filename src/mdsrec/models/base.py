@@ -17,10 +17,10 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mdsrec.data.protocol import Batch
+from mdsrec.models.catalogue import Chunking, Factors, Scores, catalogue_cross_entropy
 
 
 @dataclass
@@ -45,6 +45,9 @@ class SequentialRecommender(nn.Module):
     prefix_objective: ClassVar[bool] = True
     # False for parameter-free references (popularity, item-to-item): the trainer evaluates them without training.
     trainable: ClassVar[bool] = True
+    # When whole-catalogue scores are computed over item chunks (mdsrec.models.catalogue); make_experiment sets it
+    # from train.score_chunk_above.
+    chunking: Chunking = Chunking()
 
     @staticmethod
     def needs_materialized(cfg: Any) -> bool:
@@ -76,6 +79,12 @@ class SequentialRecommender(nn.Module):
         ranked), the others are its parts (MDSRec: 'id' for y_s and one per modality). For diagnostics only; a
         model with one channel returns 'fused' alone."""
         return {"fused": self.score_all(batch)}
+
+    def score_factors(self, batch: Batch, channels: bool = False) -> dict[str, Scores] | None:
+        """``channel_scores_all``'s scores as products of queries [B, D] with an item table (``Factors``), so that
+        the evaluator can rank a large catalogue chunk by chunk: 'fused' alone, or with ``channels`` every channel.
+        None when the model's scores are not such a product (the evaluator then ranks the whole [B, N+1] matrix)."""
+        return None
 
     def register_derived(
         self, info: DataInfo, names: Sequence[str], compute: Callable[[], Sequence[Tensor]]
@@ -128,14 +137,16 @@ class NextItemModel(SequentialRecommender):
         states = self.encode(batch.items, batch.lengths)  # [B, L, D]
         mask = batch.targets > 0  # [B, L]
         h = states[mask]  # [P, D] trained positions only
-        logits = h @ self.item_table().t()  # [P, N+1]
-        logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits, batch.targets[mask])
+        return catalogue_cross_entropy(Factors(h, self.item_table()), batch.targets[mask], self.chunking)
 
     def score_all(self, batch: Batch) -> Tensor:
         states = self.encode(batch.items, batch.lengths)  # [B, L, D]
         h = gather_last(states, batch.lengths)  # [B, D]
         return mask_padding_column(h @ self.item_table().t())  # [B, N+1]
+
+    def score_factors(self, batch: Batch, channels: bool = False) -> dict[str, Scores] | None:
+        states = self.encode(batch.items, batch.lengths)  # [B, L, D]
+        return {"fused": Factors(gather_last(states, batch.lengths), self.item_table())}
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:

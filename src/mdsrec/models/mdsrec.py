@@ -26,6 +26,7 @@ Deviations (config fields; the reasoning and measurements are in docs/models.md)
 - The fused channel's loss uses y_s of Eq. 20 (``fused_loss="s"``); "final" uses Eq. 22's y.
 - Cross-entropy at every trained position of a row (all prefixes in one pass), averaged over trained positions.
 - ``cooc_norm_modal`` normalises O for the modal part of Eq. 3 on its own ("none": the literal text there).
+- Above 200,000 items the top-H neighbours are approximate (faiss HNSW, ``graphs.approximate_cosine_neighbours``).
 
 Extensions (beyond the paper's text; off by default, every field named ``ext_*``):
 - ``ext_modal_features``: E-hat_m = A_m E_id + W_m x_m, the item's own projected features in every modal table.
@@ -61,8 +62,8 @@ from mdsrec.models.base import (
     SequentialRecommender,
     check_config,
     init_weights,
-    mask_padding_column,
 )
+from mdsrec.models.catalogue import Factors, FactorSum, Scores, catalogue_cross_entropy
 from mdsrec.models.ica import ACTIVATIONS, SCALES, ICALayer, centre_weights, interest_centres
 from mdsrec.models.layers import CausalEncoder
 from mdsrec.models.modal_features import ModalityProjections
@@ -402,22 +403,30 @@ class MDSRec(SequentialRecommender):
             e_tildes.append(e_tilde)
         return MDSRecOutput(e_s, e_ms, e_tildes, gammas, centres_out, self.item_emb.weight, tables)
 
-    def channel_scores(self, out: MDSRecOutput) -> tuple[Tensor, list[Tensor]]:
-        """y_s [..., N+1] (Eq. 20) and y_m per modality (Eq. 21) for representations [..., D]; column 0 is not
-        masked here."""
-        y_s = self.score(out.e_s, out.id_table)
-        return y_s, [self.score(e, t) for e, t in zip(out.e_tilde, out.modal_tables, strict=True)]
+    def channel_factors(self, out: MDSRecOutput) -> tuple[Factors, list[Factors]]:
+        """y_s (Eq. 20) and y_m per modality (Eq. 21) as products of the representations [..., D] with the item
+        tables: the dot product, or with ``ext_cosine_tau`` > 0 the cosine over that temperature."""
+        return self.factors(out.e_s, out.id_table), [
+            self.factors(e, t) for e, t in zip(out.e_tilde, out.modal_tables, strict=True)
+        ]
 
-    def score(self, e: Tensor, table: Tensor) -> Tensor:
-        """e [..., D] against an item table [N+1, D] -> [..., N+1]: the dot product (Eq. 20-21), or with
-        ``ext_cosine_tau`` > 0 the cosine over that temperature."""
+    def factors(self, e: Tensor, table: Tensor) -> Factors:
         tau = self.cfg.ext_cosine_tau
         if tau > 0:
-            return F.normalize(e, dim=-1) @ F.normalize(table, dim=-1).t() / tau
-        return e @ table.t()
+            return Factors(F.normalize(e, dim=-1), F.normalize(table, dim=-1), tau)
+        return Factors(e, table)
+
+    def channel_scores(self, out: MDSRecOutput) -> tuple[Tensor, list[Tensor]]:
+        """y_s [..., N+1] (Eq. 20) and y_m per modality (Eq. 21); column 0 is not masked here."""
+        f_s, f_m = self.channel_factors(out)
+        return f_s.scores(), [f.scores() for f in f_m]
+
+    def fused(self, f_s: Factors, f_m: list[Factors]) -> FactorSum:
+        """Eq. 22: y = y_s + sum_m rho_m y_m."""
+        return FactorSum(f_s, tuple(zip(self.rho, f_m, strict=True)))
 
     def fuse(self, y_s: Tensor, y_m: list[Tensor]) -> Tensor:
-        """Eq. 22: y = y_s + sum_m rho_m y_m."""
+        """Eq. 22 on score matrices (the same sums, in the same order, as ``fused(...).scores()``)."""
         y = y_s
         for r, y_i in zip(self.rho, y_m, strict=True):
             y = y + r * y_i
@@ -453,18 +462,29 @@ class MDSRec(SequentialRecommender):
             out.id_table,
             out.modal_tables,
         )
-        y_s, y_m = self.channel_scores(packed)  # [T, N+1], M x [T, N+1]
+        f_s, f_m = self.channel_factors(packed)  # [T, D] queries against [N+1, D] tables
 
-        def ce(y: Tensor) -> Tensor:
-            return F.cross_entropy(mask_padding_column(y), target)
+        def ce(y: Scores) -> Tensor:
+            return catalogue_cross_entropy(y, target, self.chunking)
 
-        loss = ce(self.fuse(y_s, y_m) if self.cfg.fused_loss == "final" else y_s)
-        for r, y in zip(self.rho, y_m, strict=True):
-            loss = loss + r * ce(y)
+        loss = ce(self.fused(f_s, f_m) if self.cfg.fused_loss == "final" else f_s)
+        for r, f in zip(self.rho, f_m, strict=True):
+            loss = loss + r * ce(f)
         return loss
 
     def score_all(self, batch: Batch) -> Tensor:
         return self.channel_scores_all(batch)["fused"]
+
+    def score_factors(self, batch: Batch, channels: bool = False) -> dict[str, Scores] | None:
+        ends = (batch.lengths - 1).clamp(min=0)[:, None]  # [B, 1] only the full history is represented
+        f_s, f_m = self.channel_factors(self.represent(batch.items, batch.lengths, ends))
+        f_s, f_m = _first(f_s), [_first(f) for f in f_m]  # [B, D] queries
+        out: dict[str, Scores] = {"fused": self.fused(f_s, f_m)}
+        if channels:
+            out["id"] = f_s
+            for name, f in zip(self.modalities, f_m, strict=True):
+                out[name if name not in out else f"modality {name}"] = f
+        return out
 
     def channel_scores_all(self, batch: Batch) -> dict[str, Tensor]:
         """'fused' (Eq. 22, what is ranked), 'id' (y_s, Eq. 20) and each modality's y_m (Eq. 21), each [B, N+1]
@@ -477,3 +497,8 @@ class MDSRec(SequentialRecommender):
         for y in out.values():
             y[:, 0] = float("-inf")
         return out
+
+
+def _first(f: Factors) -> Factors:
+    """The factors of the one represented prefix per row: queries [B, 1, D] -> [B, D]."""
+    return f._replace(query=f.query[:, 0])

@@ -55,6 +55,7 @@ from mdsrec.distributed import SINGLE, CommTimer, Group, all_sum, barrier, from_
 from mdsrec.errors import ConfigError, MdsrecError, TrainingDiverged
 from mdsrec.evaluation.evaluator import diagnose, evaluate, item_train_counts
 from mdsrec.models import DataInfo, SequentialRecommender, build_model, check_experiment, full_config
+from mdsrec.models.catalogue import Chunking
 from mdsrec.rundir import (
     BEST,
     CONFIG,
@@ -113,6 +114,7 @@ def make_experiment(
         raise ConfigError("train.precision (bf16): this GPU does not support bfloat16; use fp32")
     check_experiment(cfg)
     model = build_model(cfg.model, info)
+    model.chunking = Chunking(above_items=cfg.train.score_chunk_above, num_items=data.num_items)
     source = transfer_source(model)
     if saved_state is None and source is not None:  # a new run starts from another run's parameters
         load_transferable(model, source)
