@@ -4,6 +4,8 @@
 
 Cases, each in its own subprocess so that its peak RSS (getrusage ru_maxrss) is its own:
 
+* ``data`` (when the work folder does not hold it yet): draws the synthetic data and saves it there, so that every
+  case loads it (sequences; the feature table only for MDSRec) without the generator's temporaries.
 * ``graphs``: builds MDSRec (one 384-d feature table; the frozen Sports config's H = 20, k = 32, mu values) on the
   synthetic catalogue: co-occurrence, the top-H neighbour graph (approximate above 200,000 items: faiss HNSW), the
   k-means membership; seconds of the whole build, peak RSS. Its derived state is saved for the MDSRec cases.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import subprocess
@@ -72,7 +75,36 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build(name: str, args: argparse.Namespace, state_path: Path) -> tuple[Any, Any, float]:
+def data_paths(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
+    stem = f"{args.items}_{args.interactions}_{args.dim}_{args.seed}"
+    return work / f"sequences_{stem}.npz", work / f"features_{stem}.npy"
+
+
+def case_data(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Draws the synthetic data once and saves it, so that each case loads it without the generator's
+    temporaries in its peak RSS."""
+    import numpy as np
+
+    seq_path, feat_path = data_paths(args, work)
+    sequences, features = synthetic(args.items, args.dim, args.interactions, args.seed)
+    lengths = np.array([len(s) for s in sequences])
+    np.savez(seq_path, items=np.concatenate(sequences), lengths=lengths)
+    np.save(feat_path, features["synthetic"])
+    return {"users": len(sequences), "interactions": int(lengths.sum())}
+
+
+def load_data(args: argparse.Namespace, work: Path, with_features: bool) -> tuple[list[Any], Any]:
+    import numpy as np
+
+    seq_path, feat_path = data_paths(args, work)
+    saved = np.load(seq_path)
+    offsets = np.concatenate([[0], np.cumsum(saved["lengths"])])
+    items = saved["items"]
+    sequences = [items[offsets[u] : offsets[u + 1]] for u in range(len(offsets) - 1)]
+    return sequences, np.load(feat_path) if with_features else None
+
+
+def build(name: str, args: argparse.Namespace, work: Path) -> tuple[Any, Any, float]:
     """(model, split, seconds to build the model) for ``name`` on the synthetic catalogue; MDSRec from the saved
     derived state when there is one."""
     import torch
@@ -81,13 +113,14 @@ def build(name: str, args: argparse.Namespace, state_path: Path) -> tuple[Any, A
     from mdsrec.models import DataInfo, build_model
     from mdsrec.models.catalogue import Chunking
 
-    sequences, features = synthetic(args.items, args.dim, args.interactions, args.seed)
+    state_path = work / f"mdsrec_derived_{args.items}.pt"
+    sequences, features = load_data(args, work, name == "mdsrec")
     split = Split(sequences)
     saved = torch.load(state_path) if name == "mdsrec" and state_path.exists() else None
     info = DataInfo(
         args.items,
         50,
-        {"text": features["synthetic"]} if name == "mdsrec" else {},
+        {"text": features} if name == "mdsrec" else {},
         [split.train_part(u) for u in range(split.num_users)],
         saved,
     )
@@ -99,29 +132,34 @@ def build(name: str, args: argparse.Namespace, state_path: Path) -> tuple[Any, A
     return model, split, seconds
 
 
-def case_graphs(args: argparse.Namespace, state_path: Path) -> dict[str, Any]:
+def case_graphs(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    import re
+
     import torch
 
+    state_path = work / f"mdsrec_derived_{args.items}.pt"
     state_path.unlink(missing_ok=True)
-    model, split, total = build("mdsrec", args, state_path)
-    derived = {k: v for k, v in model.state_dict().items() if k.endswith(("_idx", "_val"))}
+    model, split, total = build("mdsrec", args, work)
+    derived = {k: v for k, v in model.state_dict().items() if re.search(r"_(idx|val)(_\d+)?$", k)}
+    assert any(k.startswith("graph_idx") for k in derived), sorted(derived)
     torch.save(derived, state_path)
     return {
         "model_build_seconds": round(total, 1),
         "users": split.num_users,
         "interactions": int(sum(len(s) for s in split.sequences)),
         "graph_nonzeros": sum(int(v.shape[-1]) for k, v in derived.items() if k.startswith("graph_idx")),
+        "derived_state_mib": round(sum(v.numel() * v.element_size() for v in derived.values()) / 2**20),
         "peak_rss_mib": round(peak_mib()),
     }
 
 
-def case_train(name: str, args: argparse.Namespace, state_path: Path) -> dict[str, Any]:
+def case_train(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import torch
 
     from mdsrec.config import DataConfig
     from mdsrec.data.protocol import build_train_rows, train_batches
 
-    model, split, _ = build(name, args, state_path)
+    model, split, _ = build(name, args, work)
     model.train()
     rows = build_train_rows(split, 50)
     batches = train_batches(rows, DataConfig(max_len=50, batch_size=512), 0)
@@ -148,12 +186,12 @@ def case_train(name: str, args: argparse.Namespace, state_path: Path) -> dict[st
     }
 
 
-def case_eval(name: str, args: argparse.Namespace, state_path: Path) -> dict[str, Any]:
+def case_eval(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from mdsrec.config import DataConfig, EvalConfig
     from mdsrec.data.protocol import Split
     from mdsrec.evaluation.evaluator import evaluate
 
-    model, split, _ = build(name, args, state_path)
+    model, split, _ = build(name, args, work)
     users = Split(split.sequences[: args.eval_users])
     before = peak_mib()
     t = time.perf_counter()
@@ -242,21 +280,27 @@ def main() -> int:
     args = p.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="big_catalogue_"))
     work.mkdir(parents=True, exist_ok=True)
-    state_path = work / f"mdsrec_derived_{args.items}.pt"
     if args.child:
-        if args.child == "graphs":
-            out = case_graphs(args, state_path)
+        logging.basicConfig(
+            level=logging.INFO, format="  %(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+        )
+        if args.child == "data":
+            out = case_data(args, work)
+        elif args.child == "graphs":
+            out = case_graphs(args, work)
         elif args.child.startswith("train-"):
-            out = case_train(args.child.split("-", 1)[1], args, state_path)
+            out = case_train(args.child.split("-", 1)[1], args, work)
         elif args.child.startswith("eval-"):
-            out = case_eval(args.child.split("-", 1)[1], args, state_path)
+            out = case_eval(args.child.split("-", 1)[1], args, work)
         else:
             out = case_recall(args)
         print(json.dumps(out), flush=True)
         return 0
     load_before = os.getloadavg()
     results: dict[str, Any] = {}
-    for case in args.cases:
+    seq_path, feat_path = data_paths(args, work)
+    cases = args.cases if seq_path.exists() and feat_path.exists() else ["data", *args.cases]
+    for case in cases:
         t = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, __file__, *sys.argv[1:], "--work", str(work), "--child", case],
@@ -268,6 +312,7 @@ def main() -> int:
         print("\n".join(lines[:-1]), flush=True)
         results[case] = {**json.loads(lines[-1]), "case_wall_seconds": round(time.perf_counter() - t, 1)}
         print(f"{case}: {json.dumps(results[case])}", flush=True)
+    results.pop("data", None)
     verdicts = {}
     for case in ("train-sasrec", "eval-sasrec", "train-mdsrec", "eval-mdsrec"):
         if case in results:
