@@ -94,6 +94,26 @@ def test_padding_invariance(name: str, tiny_data) -> None:
     torch.testing.assert_close(model.score_all(b), model.score_all(wider))
 
 
+@pytest.mark.parametrize("name", [n for n in MODELS if hasattr(REGISTRY[n][0], "encode_last")])
+def test_the_last_state_equals_the_encoder_read_at_the_last_position(name: str, tiny_data) -> None:
+    """encode_last (what score_all reads; SASRec computes its last layer at that position only) equals encode read
+    at each row's last real position, with rows of mixed lengths, and gives the same top-10 lists."""
+    from mdsrec.models.base import gather_last
+
+    model, split = make(name, tiny_data)
+    model.eval()
+    g = torch.Generator().manual_seed(2)
+    lengths = torch.tensor([1, 20, 7, 13, 2, 20])
+    items = torch.randint(1, tiny_data.num_items + 1, (6, 20), generator=g)
+    items[torch.arange(20)[None, :] >= lengths[:, None]] = 0  # right padding
+    with torch.no_grad():
+        last = model.encode_last(items, lengths)
+        read = gather_last(model.encode(items, lengths), lengths)
+        torch.testing.assert_close(last, read, rtol=1e-5, atol=1e-6)
+        table = model.item_table()
+        assert torch.equal((last @ table.t()).topk(10).indices, (read @ table.t()).topk(10).indices)
+
+
 # Models whose encoder sees the whole sequence: no scores after every prefix (the cloze model).
 NON_CAUSAL = {"bert4rec"}
 

@@ -125,6 +125,11 @@ class NextItemModel(SequentialRecommender):
         """Output item embeddings [N+1, D] (row 0 padding)."""
         raise NotImplementedError
 
+    def encode_last(self, items: Tensor, lengths: Tensor) -> Tensor:
+        """items [B, L] -> the hidden state at each row's last real position [B, D], what scoring reads: by default
+        ``encode`` read there; a model may compute only that position in its last layer (SASRec)."""
+        return gather_last(self.encode(items, lengths), lengths)
+
     def prefix_scores(self, items: Tensor, lengths: Tensor) -> Tensor:
         if self.needs_materialized(getattr(self, "cfg", None)):
             return super().prefix_scores(items, lengths)
@@ -140,13 +145,11 @@ class NextItemModel(SequentialRecommender):
         return catalogue_cross_entropy(Factors(h, self.item_table()), batch.targets[mask], self.chunking)
 
     def score_all(self, batch: Batch) -> Tensor:
-        states = self.encode(batch.items, batch.lengths)  # [B, L, D]
-        h = gather_last(states, batch.lengths)  # [B, D]
+        h = self.encode_last(batch.items, batch.lengths)  # [B, D]
         return mask_padding_column(h @ self.item_table().t())  # [B, N+1]
 
     def score_factors(self, batch: Batch, channels: bool = False) -> dict[str, Scores] | None:
-        states = self.encode(batch.items, batch.lengths)  # [B, L, D]
-        return {"fused": Factors(gather_last(states, batch.lengths), self.item_table())}
+        return {"fused": Factors(self.encode_last(batch.items, batch.lengths), self.item_table())}
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:

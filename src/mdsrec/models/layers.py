@@ -86,7 +86,21 @@ class TransformerLayer(nn.Module):
 
     def forward(self, x: Tensor, causal: bool = True, key_padding: Tensor | None = None) -> Tensor:
         x = self.ln1(x + self.drop(self.attn(x, causal=causal, key_padding=key_padding)))
+        return self._ffn(x)
+
+    def _ffn(self, x: Tensor) -> Tensor:
         return self.ln2(x + self.drop(self.ff2(self.act(self.ff1(x)))))  # no dropout inside the FFN (RecBole)
+
+    def forward_last(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """The causal layer's output at each row's last real position only: x [B, L, D], lengths [B] -> [B, D].
+        The same function as ``forward(x)`` read at ``lengths - 1`` (float rounding apart): the query is that
+        position's row, the keys every position up to it; 1/L of the layer's work when only the last state is
+        read (scoring the next item)."""
+        last = (lengths - 1).clamp(min=0)  # [B]
+        q = x.gather(1, last.view(-1, 1, 1).expand(-1, 1, x.size(-1)))  # [B, 1, D]
+        visible = torch.arange(x.size(1), device=x.device)[None, None, :] <= last[:, None, None]  # [B, 1, L]
+        h = self.ln1(q + self.drop(self.attn.attend(q, x, visible)))  # [B, 1, D]
+        return self._ffn(h)[:, 0]  # [B, D]
 
 
 class CausalEncoder(nn.Module):

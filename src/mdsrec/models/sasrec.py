@@ -54,11 +54,23 @@ class SASRec(NextItemModel):
             self.item_emb.weight[0].zero_()
 
     def encode(self, items: Tensor, lengths: Tensor) -> Tensor:
-        pos = position_rows(self.pos_emb, items.size(1), items.device)  # [1, L, D]
-        x = self.drop(self.ln(self.item_emb(items) + pos))  # [B, L, D]
+        x = self._embed(items)  # [B, L, D]
         for layer in self.layers:
             x = layer(x, causal=True)  # right padding + causal mask: real positions never see padding
         return x
+
+    def encode_last(self, items: Tensor, lengths: Tensor) -> Tensor:
+        """As ``encode`` read at the last real position, with the last layer computed at that position only."""
+        x = self._embed(items)  # [B, L, D]
+        for layer in self.layers[:-1]:
+            x = layer(x, causal=True)
+        last = self.layers[-1]
+        assert isinstance(last, TransformerLayer)
+        return last.forward_last(x, lengths)  # [B, D]
+
+    def _embed(self, items: Tensor) -> Tensor:
+        pos = position_rows(self.pos_emb, items.size(1), items.device)  # [1, L, D]
+        return self.drop(self.ln(self.item_emb(items) + pos))  # [B, L, D]
 
     def item_table(self) -> Tensor:
         return self.item_emb.weight  # [N+1, D]
