@@ -5,7 +5,8 @@ where the server allows it, a new connection per request where it does not).
 
     git worktree add --detach ../serving_old d6c1947     # the old server, never modified
     python benchmarks/serve_load.py --out /tmp/serve_load --old-src ../serving_old/src [--models sasrec,mdsrec]
-        [--levels 1,8,32,64] [--requests 2000] [--seconds 20] [--prepare-only] [--json OUT]
+        [--levels 1,8,32,64] [--requests 2000] [--seconds 20] [--compare-src DIR] [--rounds N] [--prepare-only]
+        [--json OUT]
 
 What it serves: a synthetic data set of Sports' size (18,357 items, 35,598 users, histories of 5 + a geometric
 number of items, mean about 8.3, as Sports' 8.32; two 384-d feature tables), and one run per model built with the
@@ -345,6 +346,19 @@ def main() -> int:
     ap.add_argument(
         "--new-args", default="", help="more flags for this checkout's mdsrec serve, e.g. '--threads 2'"
     )
+    ap.add_argument(
+        "--compare-src",
+        type=Path,
+        help="another source tree with the same (FastAPI) server, e.g. this checkout before a change, served as "
+        "'compare'",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every server and level this many times, the servers taking turns round by round; the "
+        "summary gives each one's median (default: %(default)s)",
+    )
     ap.add_argument("--models", default="sasrec,mdsrec")
     ap.add_argument("--levels", default="1,8,32,64")
     ap.add_argument(
@@ -381,13 +395,15 @@ def main() -> int:
         print(f"{model}: 64 sessions ranked together vs one at a time: {equivalence[model]}", flush=True)
     servers: list[tuple[str, str, Path, int | None]] = [("new", "new", ROOT / "src", None)]
     new_args = args.new_args.split()
+    if args.compare_src:
+        servers.append(("compare", "new", args.compare_src, None))
     if args.old_src:
         servers.append(("old", "old", args.old_src, None))
         if args.old_threads:
             servers.append((f"old, {args.old_threads} thread(s)", "old", args.old_src, args.old_threads))
     results: list[dict[str, Any]] = []
     stopped: dict[str, int] = {}
-    for model, run in runs.items():
+    for round_no, (model, run) in ((r, mr) for r in range(args.rounds) for mr in runs.items()):
         for label, kind, src, threads in servers:
             name = f"{label} {model}"
             log = args.out / f"{label.replace(' ', '').replace(',', '-')}-{model}.log"
@@ -399,13 +415,14 @@ def main() -> int:
                     row = {
                         "model": model,
                         "server": label,
+                        **({"round": round_no + 1} if args.rounds > 1 else {}),
                         **run_level(server, bodies, c, args.requests, args.seconds).row(),
                     }
                     results.append(row)
                     print(json.dumps(row), flush=True)
             finally:
                 code = server.stop()
-                stopped[name] = code
+                stopped[name + (f" round {round_no + 1}" if args.rounds > 1 else "")] = code
                 print(f"{name}: stopped (SIGINT), exit status {code}", flush=True)
 
     print(
@@ -419,8 +436,27 @@ def main() -> int:
             f"{r['p50_ms']} | {r['p99_ms']} | {r['server_cpu_ms_per_request']} | {r['connection_errors']} | "
             f"{r['status_5xx']} |"
         )
+    summary = []
+    if args.rounds > 1:
+        keys = sorted({(r["model"], r["server"], r["concurrency"]) for r in results}, key=str)
+        for model, label, c in keys:
+            mine = [r for r in results if (r["model"], r["server"], r["concurrency"]) == (model, label, c)]
+            summary.append(
+                {
+                    "model": model,
+                    "server": label,
+                    "concurrency": c,
+                    "rounds": len(mine),
+                    "median_requests_per_s": statistics.median(r["requests_per_s"] for r in mine),
+                    "median_p99_ms": statistics.median(r["p99_ms"] for r in mine),
+                    "connection_errors": sum(r["connection_errors"] for r in mine),
+                    "status_5xx": sum(r["status_5xx"] for r in mine),
+                }
+            )
+            print(json.dumps(summary[-1]), flush=True)
     if args.json:
         figures = {
+            **({"summary": summary} if summary else {}),
             "rows": results,
             "batched_vs_alone": equivalence,
             "client_loop": args.client_loop,
