@@ -315,19 +315,3 @@ def test_top_k_equals_the_first_k_of_a_stable_sort_of_whole_rows() -> None:
             assert torch.equal(rankable, (scores > NOT_RANKABLE).sum(dim=-1))
             one, count = top_k(scores[0], k)  # one row [N+1], as explain passes it
             assert torch.equal(one, order[0]) and int(count) == int(rankable[0])
-
-
-def test_length_groups_partition_the_batch_and_never_cost_more_than_one_call() -> None:
-    from mdsrec.serving.recommender import length_groups
-
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        lengths = rng.integers(1, 51, size=int(rng.integers(1, 80))).tolist()
-        groups = length_groups(lengths, call_cost=64)
-        assert sorted(b for g in groups for b in g) == list(range(len(lengths)))  # every row once
-        spans = [(min(lengths[b] for b in g), max(lengths[b] for b in g)) for g in groups]
-        assert all(hi < lo for (_, hi), (lo, _) in zip(spans, spans[1:], strict=False))  # by length
-        cost = sum(len(g) * hi + 64 for g, (_, hi) in zip(groups, spans, strict=True))
-        assert cost <= len(lengths) * max(lengths) + 64  # never worse than one padded call
-    assert length_groups([10, 11, 12, 10]) == [[0, 1, 2, 3]]  # alike: one call, in the given order
-    assert length_groups([3] * 30 + [50] * 2) == [list(range(30)), [30, 31]]  # two long rows apart

@@ -234,23 +234,12 @@ class Recommender:
         for r, w in zip(requests, windows, strict=True):
             if len(w) == 0:
                 raise MdsrecError(f"{r.id!r} has an empty history: nothing to rank from")
-        if not windows:
-            return torch.empty(0, self.data.num_items + 1)
-        parts = []  # (rows of the batch, their scores [b, N+1])
+        items = pad_histories(windows)  # [B, L] right-padded
+        lengths = torch.tensor([len(w) for w in windows], dtype=torch.long)  # [B]
         with self._lock, torch.no_grad():
             self.model.eval()
-            for rows in length_groups([len(w) for w in windows]):
-                items = pad_histories(
-                    [windows[b] for b in rows]
-                )  # [b, L] right-padded to the group's longest
-                lengths = torch.tensor([len(windows[b]) for b in rows], dtype=torch.long)  # [b]
-                parts.append((rows, self.model.score_all(Batch(items, lengths).to(self.exp.device)).cpu()))
-        if len(parts) == 1 and parts[0][0] == list(range(len(windows))):
-            y = parts[0][1]
-        else:
-            y = torch.empty(len(windows), parts[0][1].shape[1], dtype=parts[0][1].dtype)  # [B, N+1]
-            for rows, part in parts:
-                y[torch.tensor(rows)] = part
+            y = self.model.score_all(Batch(items, lengths).to(self.exp.device))  # [B, N+1]
+        y = y.detach().cpu()
         return y if y.dtype == torch.float64 else y.float()
 
     def _rank(self, requests: list[Request], options: list[Options]) -> Iterator[dict[str, Any]]:
@@ -301,37 +290,6 @@ class Recommender:
             if r.dropped:
                 out["unknown_items"] = r.dropped
             yield out
-
-
-# What one more score_all call costs, in padded positions of the batch (Python and framework overhead against a
-# position's share of the encoder; a rough figure for the Transformer models on CPU).
-CALL_COST_POSITIONS = 64
-
-
-def length_groups(lengths: Sequence[int], call_cost: int = CALL_COST_POSITIONS) -> list[list[int]]:
-    """The rows of a batch in groups by history length, each group one ``score_all`` call padded to its longest:
-    the split of the rows sorted by length that minimises the padded positions plus ``call_cost`` per call (one
-    group when the lengths are alike). A row's scores do not depend on its group (padding invariance)."""
-    order = sorted(range(len(lengths)), key=lambda b: lengths[b])
-    n = len(order)
-    best = [0.0] + [float("inf")] * n  # best[j]: cost of the first j sorted rows
-    cut = [0] * (n + 1)
-    # a group starts where the length changes (splitting equal lengths never helps): O(n x distinct lengths)
-    starts = [i for i in range(n) if i == 0 or lengths[order[i - 1]] != lengths[order[i]]]
-    for j in range(1, n + 1):
-        width = lengths[order[j - 1]]  # the longest of any group ending at sorted row j
-        for i in starts:
-            if i >= j:
-                break
-            cost = best[i] + (j - i) * width + call_cost
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-    groups = []
-    j = n
-    while j > 0:
-        groups.append(order[cut[j] : j])
-        j = cut[j]
-    return groups[::-1] if len(groups) > 1 else [list(range(n))] if n else []
 
 
 def _blocked(options: list[Options]) -> Tensor | None:
