@@ -153,18 +153,20 @@ def test_bert4rec_encoder_sees_mask_at_masked_positions_only(tiny_data, monkeypa
     assert isinstance(model, BERT4Rec)
     batch = train_batches(build_train_rows(split, 20), DataConfig(batch_size=64), epoch_seed=0)[0]
     seen: dict[str, torch.Tensor] = {}
-    encode, scores = model.encode, model.scores
+    encode, factors = model.encode, model.factors
 
     def spy_encode(items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         seen["items"], seen["lengths"] = items.clone(), lengths.clone()
         return encode(items, lengths)
 
-    def spy_scores(h: torch.Tensor) -> torch.Tensor:
-        seen["scores"] = scores(h)
-        return seen["scores"]
+    def spy_factors(h: torch.Tensor):
+        f = factors(h)
+        seen["scores"] = f.scores().detach()
+        seen["scores"][:, 0] = float("-inf")
+        return f
 
     monkeypatch.setattr(model, "encode", spy_encode)
-    monkeypatch.setattr(model, "scores", spy_scores)
+    monkeypatch.setattr(model, "factors", spy_factors)
     torch.manual_seed(11)
     loss = model.compute_loss(batch)
     torch.manual_seed(11)  # the same draw again, outside the model

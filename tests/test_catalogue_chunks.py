@@ -68,6 +68,28 @@ def test_chunk_sizes_do_not_change_the_loss_and_one_item_chunks_work() -> None:
         torch.testing.assert_close(x, losses[0], **TOL)
 
 
+def test_a_bias_is_folded_into_one_more_column() -> None:
+    """BERT4Rec's output bias: the chunked loss and ranks equal those of q @ t.T + bias."""
+    h, table = _leaves()
+    bias = torch.randn(24, requires_grad=True)
+    target = torch.tensor([1, 5, 23, 7, 7, 2, 11, 19, 3])
+    f = Factors(h, table, bias=bias)
+    torch.testing.assert_close(f.folded().scores(), h @ table.t() + bias, **TOL)
+
+    def run(chunking: Chunking) -> tuple[torch.Tensor, ...]:
+        loss = catalogue_cross_entropy(f, target, chunking, "sum")
+        return (loss, *torch.autograd.grad(loss, (h, table, bias)))
+
+    for a, b in zip(run(CHUNKED), run(Chunking()), strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+    g = f.folded()
+    y = (h @ table.t() + bias).detach()
+    y[:, 0] = float("-inf")
+    assert torch.equal(
+        chunked_target_ranks(g.query.detach(), g.table.detach(), target, 5), target_ranks(y, target)
+    )
+
+
 def test_a_sum_of_products_is_scored_as_its_concatenation() -> None:
     """MDSRec's Eq. 22 (y_s + sum rho_m y_m) as one product: chunked equals the sum of the matrices."""
     h1, t1 = _leaves(seed=1)
@@ -128,6 +150,7 @@ def test_a_models_loss_and_gradients_are_the_same_chunked(tiny_data, name, over)
     def run(chunking: Chunking) -> tuple[torch.Tensor, list[torch.Tensor]]:
         model.chunking = chunking
         model.zero_grad()
+        torch.manual_seed(5)  # BERT4Rec's cloze masks: the same in both passes
         loss = model.compute_loss(batch)
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
@@ -143,7 +166,7 @@ def _train_batches(split: Split) -> list[Batch]:
     return train_batches(build_train_rows(split, 20), DataConfig(max_len=20, batch_size=64), 0)
 
 
-@pytest.mark.parametrize("name", ["sasrec", "mdsrec", "gru4recf"])
+@pytest.mark.parametrize("name", ["sasrec", "mdsrec", "gru4recf", "bert4rec"])
 @pytest.mark.parametrize("exclude", [False, True])
 def test_evaluation_is_the_same_chunked(tiny_data, name, exclude) -> None:
     model, split = make_model(name, tiny_data)

@@ -83,8 +83,10 @@ def channel_ranks(
         ranked = {}
         if chunk is not None and factors is not None:  # a large catalogue: counted chunk by chunk
             for name, f in factors.items():
-                q, table, div = f.as_factors()  # [B, D], [N+1, D]
-                ranked[name] = chunked_target_ranks(q, table, batch.target, chunk, hist, div).cpu()
+                g = f.as_factors().folded()  # queries [B, D] against [N+1, D]
+                ranked[name] = chunked_target_ranks(
+                    g.query, g.table, batch.target, chunk, hist, g.divisor
+                ).cpu()
         else:
             named = model.channel_scores_all(batch) if channels else {"fused": model.score_all(batch)}
             for name, scores in named.items():  # scores [B, N+1]

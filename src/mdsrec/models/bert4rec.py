@@ -60,6 +60,7 @@ from mdsrec.models.base import (
     gather_last,
     init_weights,
 )
+from mdsrec.models.catalogue import Factors, Scores, catalogue_cross_entropy
 from mdsrec.models.layers import TransformerLayer, position_rows
 
 
@@ -135,10 +136,15 @@ class BERT4Rec(SequentialRecommender):
             x = layer(x, causal=False, key_padding=padding)
         return x
 
+    def factors(self, h: Tensor) -> Factors:
+        """h [..., D] -> the item scores as a product: the masked-LM transform of h against the item rows (the
+        [MASK] row is not a column), plus the output bias."""
+        q = self.head_ln(self.act(self.head(h)))  # [..., D]
+        return Factors(q, self.item_emb.weight[: self.num_items + 1], bias=self.out_bias)
+
     def scores(self, h: Tensor) -> Tensor:
-        """h [..., D] -> [..., N+1] item scores (the [MASK] row is not a column); column 0 is -inf."""
-        h = self.head_ln(self.act(self.head(h)))  # [..., D]
-        y = h @ self.item_emb.weight[: self.num_items + 1].t() + self.out_bias  # [..., N+1]
+        """h [..., D] -> [..., N+1] item scores; column 0 is -inf."""
+        y = self.factors(h).scores()  # [..., N+1]
         y[..., 0] = float("-inf")
         return y
 
@@ -168,14 +174,19 @@ class BERT4Rec(SequentialRecommender):
         states = self.encode(seq.masked_fill(masked, self.mask_id), lengths)  # [B, L', D]
         # Summed over each row's masked positions, averaged over the B rows: every masked position weighs 1/B
         # whatever the batch's composition (see the module docstring).
-        ce = F.cross_entropy(
-            self.scores(states[masked]), seq[masked], reduction="sum"
+        ce = catalogue_cross_entropy(
+            self.factors(states[masked]), seq[masked], self.chunking, reduction="sum"
         )  # over the P positions
         return ce / seq.size(0)
 
-    def score_all(self, batch: Batch) -> Tensor:
+    def mask_state(self, batch: Batch) -> Tensor:
+        """[B, D]: the state at a [MASK] appended after each history (all of a full max_len history kept)."""
         mask = torch.full_like(batch.lengths, self.mask_id)  # [B]
-        # [MASK] after the history: [B, L+1], all of a full max_len history kept
-        seq, lengths = append_item(batch.items, batch.lengths, mask, self.max_len + 1)
-        h = gather_last(self.encode(seq, lengths), lengths)  # [B, D] state at the [MASK] position
-        return self.scores(h)  # [B, N+1]
+        seq, lengths = append_item(batch.items, batch.lengths, mask, self.max_len + 1)  # [B, L+1]
+        return gather_last(self.encode(seq, lengths), lengths)
+
+    def score_all(self, batch: Batch) -> Tensor:
+        return self.scores(self.mask_state(batch))  # [B, N+1]
+
+    def score_factors(self, batch: Batch, channels: bool = False) -> dict[str, Scores] | None:
+        return {"fused": self.factors(self.mask_state(batch))}

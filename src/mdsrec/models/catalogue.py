@@ -50,16 +50,28 @@ class Chunking:
 
 class Factors(NamedTuple):
     """Scores as a product: query [..., D] @ table[N+1, D].T, divided by ``divisor`` (a temperature) when it is not
-    1. ``scores()`` is that product, computed exactly as the models always did."""
+    1, plus a per-item ``bias`` [N+1] when given. ``scores()`` is that, computed exactly as the models always did."""
 
     query: Tensor
     table: Tensor
     divisor: float = 1.0
+    bias: Tensor | None = None
 
     def scores(self) -> Tensor:
         """[..., N+1], column 0 not masked."""
         y = self.query @ self.table.t()
-        return y / self.divisor if self.divisor != 1.0 else y
+        y = y / self.divisor if self.divisor != 1.0 else y
+        return y + self.bias if self.bias is not None else y
+
+    def folded(self) -> Factors:
+        """The same scores without a bias: a column of ones on the query, the bias as the table's last column."""
+        if self.bias is None:
+            return self
+        ones = torch.ones(*self.query.shape[:-1], 1, dtype=self.query.dtype, device=self.query.device)
+        return Factors(
+            torch.cat([self.scaled_query(), ones], dim=-1),
+            torch.cat([self.table, self.bias[:, None]], dim=-1),
+        )
 
     def scaled_query(self) -> Tensor:
         """The query with the divisor folded in, [..., D]."""
@@ -84,8 +96,10 @@ class FactorSum(NamedTuple):
         return y
 
     def as_factors(self) -> Factors:
-        query = torch.cat([self.first.scaled_query()] + [w * f.scaled_query() for w, f in self.rest], dim=-1)
-        return Factors(query, torch.cat([self.first.table] + [f.table for _, f in self.rest], dim=-1))
+        parts = [self.first.folded()] + [f.folded() for _, f in self.rest]
+        weights = [1.0] + [w for w, _ in self.rest]
+        query = torch.cat([w * f.scaled_query() for w, f in zip(weights, parts, strict=True)], dim=-1)
+        return Factors(query, torch.cat([f.table for f in parts], dim=-1))
 
 
 Scores = Factors | FactorSum
@@ -135,7 +149,7 @@ def catalogue_cross_entropy(
         y = scores.scores()  # [T, N+1]
         y[:, 0] = float("-inf")
         return F.cross_entropy(y, target, reduction=reduction)
-    factors = scores.as_factors()
+    factors = scores.as_factors().folded()
     with torch.autocast(factors.query.device.type, enabled=False):
         h = factors.scaled_query().float()  # [T, D]
         table = factors.table.float()  # [N+1, D]
