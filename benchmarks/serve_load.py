@@ -184,6 +184,7 @@ class Level:
     connection_errors: int = 0
     seconds: float = 0.0
     server_cpu: float = 0.0  # CPU seconds the server process used during the level
+    client_cpu: float = 0.0  # CPU seconds this script (the load client) used during the level
 
     def row(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -196,6 +197,7 @@ class Level:
             "p99_ms": round(q(0.99), 1),
             "mean_ms": round(1000 * statistics.fmean(lat), 1) if lat else float("nan"),
             "server_cpu_ms_per_request": round(1000 * self.server_cpu / max(len(lat), 1), 2),
+            "client_cpu_ms_per_request": round(1000 * self.client_cpu / max(len(lat), 1), 2),
             "connection_errors": self.connection_errors,
             "status_5xx": self.statuses.get("5xx", 0),
             "status_4xx": self.statuses.get("4xx", 0),
@@ -215,10 +217,10 @@ async def _exchange(
     ).encode()
     writer.write(head + body)
     await writer.drain()
-    status_line = await reader.readuntil(b"\r\n")
-    version, status = status_line.split(b" ", 2)[:2]
+    lines = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")  # the whole header block in one read
+    version, status = lines[0].split(b" ", 2)[:2]
     length, close = None, version == b"HTTP/1.0"
-    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+    for line in lines[1:]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
         if name == b"content-length":
@@ -318,9 +320,10 @@ def cpu_seconds(pid: int) -> float:
 
 def run_level(server: Server, bodies: list[bytes], concurrency: int, limit: int, seconds: float) -> Level:
     level = Level(concurrency)
-    cpu0 = cpu_seconds(server.proc.pid)
+    cpu0, client0 = cpu_seconds(server.proc.pid), time.process_time()
     run_async(_load(server, bodies, level, limit, seconds))
     level.server_cpu = cpu_seconds(server.proc.pid) - cpu0
+    level.client_cpu = time.process_time() - client0
     return level
 
 
@@ -351,6 +354,12 @@ def main() -> int:
         type=Path,
         help="another source tree with the same (FastAPI) server, e.g. this checkout before a change, served as "
         "'compare'",
+    )
+    ap.add_argument(
+        "--compare-args",
+        default="",
+        help="flags for the 'compare' server's mdsrec serve (with no --compare-src: this checkout's server again "
+        "with these flags, e.g. '--threads 2')",
     )
     ap.add_argument(
         "--rounds",
@@ -393,21 +402,27 @@ def main() -> int:
     for model, run in runs.items():  # not timed
         equivalence[model] = batch_equivalence(run, bodies_keys[:64])
         print(f"{model}: 64 sessions ranked together vs one at a time: {equivalence[model]}", flush=True)
-    servers: list[tuple[str, str, Path, int | None]] = [("new", "new", ROOT / "src", None)]
     new_args = args.new_args.split()
-    if args.compare_src:
-        servers.append(("compare", "new", args.compare_src, None))
+    # (label, kind, source tree, torch threads for an old server, mdsrec serve flags)
+    servers: list[tuple[str, str, Path, int | None, list[str] | None]] = [
+        ("new", "new", ROOT / "src", None, new_args)
+    ]
+    if args.compare_src or args.compare_args:
+        label = f"compare {args.compare_args}".strip()
+        servers.append((label, "new", args.compare_src or ROOT / "src", None, args.compare_args.split()))
     if args.old_src:
-        servers.append(("old", "old", args.old_src, None))
+        servers.append(("old", "old", args.old_src, None, None))
         if args.old_threads:
-            servers.append((f"old, {args.old_threads} thread(s)", "old", args.old_src, args.old_threads))
+            servers.append(
+                (f"old, {args.old_threads} thread(s)", "old", args.old_src, args.old_threads, None)
+            )
     results: list[dict[str, Any]] = []
     stopped: dict[str, int] = {}
     for round_no, (model, run) in ((r, mr) for r in range(args.rounds) for mr in runs.items()):
-        for label, kind, src, threads in servers:
+        for label, kind, src, threads, flags in servers:
             name = f"{label} {model}"
             log = args.out / f"{label.replace(' ', '').replace(',', '-')}-{model}.log"
-            server = start_server(name, kind, src, run, log, threads, new_args if kind == "new" else None)
+            server = start_server(name, kind, src, run, log, threads, flags)
             try:
                 bodies = [server.body(k) for k in bodies_keys]
                 run_level(server, bodies, 8, 50, 60)  # warm-up, not counted
