@@ -604,8 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--threads",
         type=_positive_int,
-        default=1,
-        help="torch threads of the model (the event loop answering HTTP uses another core; default: %(default)s)",
+        default=2,
+        help="torch threads of the model (the event loop answering HTTP shares the cores; default: %(default)s)",
     )
     v.add_argument("--max-top", type=_positive_int, default=1000, help="largest top (default: %(default)s)")
     v.add_argument(

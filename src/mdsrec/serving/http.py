@@ -84,7 +84,7 @@ class ServeSettings:
     cold_start: str = "error"  # default for sessions without a known item: "error" or "popular"
     batch_size: int = 64  # most requests ranked by one score_all call
     batch_wait_ms: float = 2.0  # longest wait for a batch to fill after its first request
-    threads: int = 1  # torch threads of the model; the event loop answering HTTP needs a core of its own
+    threads: int = 2  # torch threads of the model (the event loop answering HTTP shares the cores)
     max_top: int = 1000
     max_history: int = 1000
     max_requests: int = 256  # requests in one POST
@@ -603,8 +603,9 @@ def serve(
     # The model runs on one thread with `threads` torch threads while the event loop parses and answers on
     # another. Torch releases the GIL inside each operation and takes it back after; with the default switch
     # interval of 5 ms a busy event loop can hold the model thread up that long after every operation (a
-    # forward pass has dozens), 1 ms keeps batches moving. More torch threads than free cores spin and slow
-    # everything down on a small or shared machine, hence the default of 1.
+    # forward pass has dozens), 1 ms keeps batches moving. Two torch threads beat one on 2 cores even though the
+    # event loop shares them (SASRec, Sports size, 32 clients: 844-860 against 563-679 requests/s,
+    # benchmarks/serve_load.py); more threads than free cores spin on a busy or shared machine.
     torch.set_num_threads(settings.threads)
     sys.setswitchinterval(0.001)
     # Everything loaded so far (the run's data, the model) lives as long as the server: moved out of the garbage
