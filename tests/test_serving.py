@@ -315,3 +315,12 @@ def test_top_k_equals_the_first_k_of_a_stable_sort_of_whole_rows() -> None:
             assert torch.equal(rankable, (scores > NOT_RANKABLE).sum(dim=-1))
             one, count = top_k(scores[0], k)  # one row [N+1], as explain passes it
             assert torch.equal(one, order[0]) and int(count) == int(rankable[0])
+
+
+def test_recommend_ranks_fewer_requests_per_call_on_a_large_catalogue(rec: Recommender) -> None:
+    from mdsrec.serving.recommender import MAX_SCORES_PER_CALL, requests_per_call
+
+    assert rec.batch_size == rec.exp.cfg.data.eval_batch_size  # a small catalogue: the configured batch
+    assert requests_per_call(1024, 18_357) == 1024
+    assert requests_per_call(1024, 1_000_000) == MAX_SCORES_PER_CALL // 1_000_001 == 134
+    assert requests_per_call(1024, 10**9) == 1  # never zero

@@ -79,7 +79,7 @@ class Recommender:
         self.model = exp.model
         self.model.eval()
         self.max_len = exp.cfg.data.max_len
-        self.batch_size = exp.cfg.data.eval_batch_size
+        self.batch_size = requests_per_call(exp.cfg.data.eval_batch_size, exp.data.num_items)
         self.run_excludes_history = bool(exp.cfg.eval.exclude_history)
         self.loaded_at = datetime.now(timezone.utc)  # the model is loaded before a Recommender is made
         self._lock = threading.Lock()  # one forward pass at a time, whichever thread calls
@@ -208,7 +208,8 @@ class Recommender:
         exclude_history: bool | None = None,
         blocked: Tensor | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """As :meth:`recommend`, lazily, one ``score_all`` per ``data.eval_batch_size`` requests."""
+        """As :meth:`recommend`, lazily, one ``score_all`` per ``data.eval_batch_size`` requests (fewer above
+        131,072 items, so that a batch's scores stay near 512 MiB)."""
         options = Options(top, exclude_history, blocked)
         chunk: list[Request] = []
         for request in requests:
@@ -290,6 +291,16 @@ class Recommender:
             if r.dropped:
                 out["unknown_items"] = r.dropped
             yield out
+
+
+# Most scores one score_all call of recommend holds: 2^27 float32 = 512 MiB (plus its masks).
+MAX_SCORES_PER_CALL = 1 << 27
+
+
+def requests_per_call(eval_batch_size: int, num_items: int) -> int:
+    """Requests ranked per ``score_all`` call by ``recommend``: ``data.eval_batch_size``, fewer for a catalogue so
+    large that their [B, N+1] scores would pass ``MAX_SCORES_PER_CALL`` (at least 1)."""
+    return max(1, min(eval_batch_size, MAX_SCORES_PER_CALL // (num_items + 1)))
 
 
 def _blocked(options: list[Options]) -> Tensor | None:
