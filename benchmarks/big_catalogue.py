@@ -42,33 +42,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from graph_build import synthetic  # noqa: E402
+from mdsrec.config import ExperimentConfig, resolve_config  # noqa: E402
 from mdsrec.studies.bench_records import write_benchmark_record  # noqa: E402
 
 LIMIT_MIB = 8 * 1024
 GRAPH_LIMIT_S = 600.0
 HIDDEN = 64
-MDSREC = {
-    "name": "mdsrec",
-    "hidden_size": HIDDEN,
-    "inner_size": 256,
-    "num_layers": 2,
-    "num_heads": 2,
-    "dropout": 0.5,
-    "attn_dropout": 0.5,
-    "mu_id": 16.0,
-    "mu_m": 0.2,
-    "h": 20,
-    "k": 32,
-}
-SASREC = {
-    "name": "sasrec",
-    "hidden_size": HIDDEN,
-    "inner_size": 256,
-    "num_layers": 2,
-    "num_heads": 2,
-    "dropout": 0.5,
-    "attn_dropout": 0.5,
-}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def frozen(name: str) -> ExperimentConfig:
+    """The frozen Sports config of ``name`` (configs/experiments/sports), at hidden size ``HIDDEN``."""
+    path = ROOT / f"configs/experiments/sports/{name}.yaml"
+    return resolve_config(str(path), [f"model.hidden_size={HIDDEN}"], model=name)
 
 
 def peak_mib() -> float:
@@ -117,16 +103,17 @@ def build(name: str, args: argparse.Namespace, work: Path) -> tuple[Any, Any, fl
     sequences, features = load_data(args, work, name == "mdsrec")
     split = Split(sequences)
     saved = torch.load(state_path) if name == "mdsrec" and state_path.exists() else None
+    cfg = frozen(name)
     info = DataInfo(
         args.items,
-        50,
+        cfg.data.max_len,
         {"text": features} if name == "mdsrec" else {},
         [split.train_part(u) for u in range(split.num_users)],
         saved,
     )
     torch.manual_seed(0)
     start = time.perf_counter()
-    model = build_model(MDSREC if name == "mdsrec" else SASREC, info)
+    model = build_model(cfg.model, info)
     seconds = time.perf_counter() - start
     model.chunking = Chunking(num_items=args.items)
     return model, split, seconds
@@ -156,13 +143,12 @@ def case_graphs(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def case_train(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import torch
 
-    from mdsrec.config import DataConfig
     from mdsrec.data.protocol import build_train_rows, train_batches
 
     model, split, _ = build(name, args, work)
     model.train()
-    rows = build_train_rows(split, 50)
-    batches = train_batches(rows, DataConfig(max_len=50, batch_size=512), 0)
+    rows = build_train_rows(split, frozen(name).data.max_len)
+    batches = train_batches(rows, frozen(name).data, 0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     before = peak_mib()
     times = []
@@ -187,7 +173,6 @@ def case_train(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any
 
 
 def case_eval(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from mdsrec.config import DataConfig, EvalConfig
     from mdsrec.data.protocol import Split
     from mdsrec.evaluation.evaluator import evaluate
 
@@ -195,7 +180,8 @@ def case_eval(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
     users = Split(split.sequences[: args.eval_users])
     before = peak_mib()
     t = time.perf_counter()
-    metrics = evaluate(model, users, "test", DataConfig(max_len=50), EvalConfig())
+    cfg = frozen(name)
+    metrics = evaluate(model, users, "test", cfg.data, cfg.eval)
     return {
         "users": users.num_users,
         "seconds": round(time.perf_counter() - t, 1),
@@ -213,7 +199,7 @@ def case_recall(args: argparse.Namespace) -> dict[str, Any]:
     _, features = synthetic(args.recall_items, args.dim, 1000, args.seed + 1)
     x = torch.from_numpy(features["synthetic"][1:])
     xn = (x / x.norm(dim=1, keepdim=True)).numpy()
-    n, h = len(xn), MDSREC["h"]
+    n, h = len(xn), int(frozen("mdsrec").model["h"])
     queries = np.random.default_rng(args.seed).choice(n, size=min(args.recall_queries, n), replace=False)
     t = time.perf_counter()
     exact = []

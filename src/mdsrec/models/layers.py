@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mdsrec.models.base import check_divisible
+from mdsrec.models.base import check_divisible, gather_last
 
 
 def position_rows(pos_emb: nn.Embedding, length: int, device: torch.device) -> Tensor:
@@ -97,7 +97,7 @@ class TransformerLayer(nn.Module):
         position's row, the keys every position up to it; 1/L of the layer's work when only the last state is
         read (scoring the next item)."""
         last = (lengths - 1).clamp(min=0)  # [B]
-        q = x.gather(1, last.view(-1, 1, 1).expand(-1, 1, x.size(-1)))  # [B, 1, D]
+        q = gather_last(x, lengths)[:, None]  # [B, 1, D]
         visible = torch.arange(x.size(1), device=x.device)[None, None, :] <= last[:, None, None]  # [B, 1, L]
         h = self.ln1(q + self.drop(self.attn.attend(q, x, visible)))  # [B, 1, D]
         return self._ffn(h)[:, 0]  # [B, D]
