@@ -51,13 +51,6 @@ TRAINABLE = [
 ]
 # the synthetic sets' tables are "topic" and "style": UniSRec's text table is one of them here
 SYNTHETIC_SETS = {"unisrec": ["model.text_feature=topic"]}
-SPORTS = {
-    "num_users": 35598,
-    "num_items": 18357,
-    "min_length": 5,
-    "mean_extra_length": 3.32,
-    "max_length": 296,
-}
 
 
 def config(model: str, device: str, precision: str, epochs: int, extra: list[str] | None = None) -> Any:
@@ -138,7 +131,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from mdsrec.data.processed import load_processed
-    from mdsrec.data.synthetic import SyntheticConfig, write_synthetic
+    from mdsrec.data.synthetic import SyntheticConfig, sports_size, write_synthetic
 
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
@@ -168,9 +161,7 @@ def main() -> int:
     print(json.dumps(result["train_tiny"], default=str)[:2000], flush=True)
     if not args.skip_sports:
         t = time.perf_counter()
-        sports_cfg = SyntheticConfig(
-            **SPORTS, clusters_per_modality=60, feature_dim=384, images=False, seed=7
-        )
+        sports_cfg = sports_size(images=False)
         sports = load_processed(write_synthetic(work / "sports", sports_cfg))
         result["sports_data_seconds"] = round(time.perf_counter() - t, 1)
         result["sports_epoch"] = {

@@ -43,20 +43,13 @@ from typing import Any
 from mdsrec.studies.bench_records import write_benchmark_record
 
 ROOT = Path(__file__).resolve().parent.parent
-SPORTS = {
-    "num_users": 35598,
-    "num_items": 18357,
-    "min_length": 5,
-    "mean_extra_length": 3.32,
-    "max_length": 296,
-}
 
 
 def make_data(out: Path) -> Path:
-    from mdsrec.data.synthetic import SyntheticConfig, write_synthetic
+    from mdsrec.data.synthetic import sports_size, write_synthetic
 
     if not (out / "manifest.json").is_file():
-        write_synthetic(out, SyntheticConfig(**SPORTS, clusters_per_modality=60, feature_dim=384, seed=7))
+        write_synthetic(out, sports_size())
     return out
 
 
