@@ -14,6 +14,7 @@ Shape legend: T rows (trained positions or users), D query width, N items (row 0
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -81,6 +82,14 @@ class Factors(NamedTuple):
         return self
 
 
+def weighted_sum(first: Tensor, rest: Iterable[tuple[float | Tensor, Tensor]]) -> Tensor:
+    """first + sum_i w_i * t_i over ``rest`` = (w_i, t_i), added in that order."""
+    y = first
+    for w, t in rest:
+        y = y + w * t
+    return y
+
+
 class FactorSum(NamedTuple):
     """Scores that are a weighted sum of products: first.scores() + sum_i w_i * rest_i.scores() (MDSRec's Eq. 22).
     ``scores()`` adds the matrices in that order; ``as_factors()`` is one product with the queries (weighted) and
@@ -90,10 +99,7 @@ class FactorSum(NamedTuple):
     rest: tuple[tuple[float | Tensor, Factors], ...] = ()
 
     def scores(self) -> Tensor:
-        y = self.first.scores()
-        for w, f in self.rest:
-            y = y + w * f.scores()
-        return y
+        return weighted_sum(self.first.scores(), [(w, f.scores()) for w, f in self.rest])
 
     def as_factors(self) -> Factors:
         parts = [self.first.folded()] + [f.folded() for _, f in self.rest]
@@ -164,4 +170,4 @@ def catalogue_cross_entropy(
     raise ValueError(f"reduction ({reduction!r}) must be 'mean', 'sum' or 'none'")
 
 
-__all__ = ["Chunking", "Factors", "FactorSum", "Scores", "catalogue_cross_entropy"]
+__all__ = ["Chunking", "Factors", "FactorSum", "Scores", "catalogue_cross_entropy", "weighted_sum"]

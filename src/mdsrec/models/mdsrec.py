@@ -63,7 +63,7 @@ from mdsrec.models.base import (
     check_config,
     init_weights,
 )
-from mdsrec.models.catalogue import Factors, FactorSum, Scores, catalogue_cross_entropy
+from mdsrec.models.catalogue import Factors, FactorSum, Scores, catalogue_cross_entropy, weighted_sum
 from mdsrec.models.ica import ACTIVATIONS, SCALES, ICALayer, centre_weights, interest_centres
 from mdsrec.models.layers import CausalEncoder
 from mdsrec.models.modal_features import ModalityProjections
@@ -427,10 +427,7 @@ class MDSRec(SequentialRecommender):
 
     def fuse(self, y_s: Tensor, y_m: list[Tensor]) -> Tensor:
         """Eq. 22 on score matrices (the same sums, in the same order, as ``fused(...).scores()``)."""
-        y = y_s
-        for r, y_i in zip(self.rho, y_m, strict=True):
-            y = y + r * y_i
-        return y
+        return weighted_sum(y_s, zip(self.rho, y_m, strict=True))
 
     # --- the contract ----------------------------------------------------------------------------------------
 
