@@ -36,24 +36,30 @@ def exclusion_mask(
     history: Tensor | None = None,
     keep: Tensor | None = None,
     blocked: Tensor | None = None,
+    columns: tuple[int, int] | None = None,
 ) -> Tensor:
     """[B, N+1] bool, True where an item may not be ranked (see the module docstring).
 
     ``history`` [B, H] long (0-padded): the items to exclude per row (None: no history exclusion); ``keep`` [B]
     long: each row's held-out item, rankable even inside its history (0: none); ``blocked`` [N+1] bool: items no
-    row may rank, or [B, N+1]: each row's own. B is ``history``'s rows, else ``keep``'s, else 1."""
+    row may rank, or [B, N+1]: each row's own. B is ``history``'s rows, else ``keep``'s, else 1. ``columns``
+    (start, stop): only the items start..stop-1, [B, stop - start] (a chunk of the catalogue)."""
     rows = history.shape[0] if history is not None else keep.shape[0] if keep is not None else 1
     device = (
         history.device if history is not None else keep.device if keep is not None else torch.device("cpu")
     )
-    mask = torch.zeros(rows, num_items + 1, dtype=torch.bool, device=device)  # [B, N+1]
+    start, stop = columns if columns is not None else (0, num_items + 1)
+    mask = torch.zeros(rows, stop - start, dtype=torch.bool, device=device)  # [B, C]
     if history is not None:
-        mask.scatter_(1, history, True)
+        r, c = ((history >= start) & (history < stop)).nonzero(as_tuple=True)
+        mask[r, history[r, c] - start] = True
         if keep is not None:
-            mask.scatter_(1, keep.view(-1, 1), False)
-    mask[:, 0] = True
+            (k,) = ((keep >= start) & (keep < stop)).nonzero(as_tuple=True)
+            mask[k, keep[k] - start] = False
+    if start == 0:
+        mask[:, 0] = True
     if blocked is not None:
-        mask |= blocked.to(device)  # [N+1] broadcast over the rows, or [B, N+1]
+        mask |= blocked[..., start:stop].to(device)  # [C] broadcast over the rows, or [B, C]
     return mask
 
 
@@ -119,12 +125,7 @@ def chunked_target_ranks(
         y = scored(query @ table[start:stop].t())  # [B, C]
         if torch.isnan(y).any():
             raise FloatingPointError("model produced NaN scores")
-        if start == 0:
-            y[:, 0] = NOT_RANKABLE
-        if history is not None:
-            inside = (history >= start) & (history < stop)  # [B, H]
-            r, c = inside.nonzero(as_tuple=True)
-            y[r, history[r, c] - start] = NOT_RANKABLE
+        y = masked(y, exclusion_mask(table.size(0) - 1, history, None, None, (start, stop)))
         own = (target >= start) & (target < stop)  # [B] rows whose target lies in this chunk
         y[rows[own], target[own] - start] = NOT_RANKABLE  # the target is the 1 below, never counted here
         counts += (y >= t[:, None]).sum(dim=1)
