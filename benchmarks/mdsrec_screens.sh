@@ -33,8 +33,9 @@ declare -A screens=(
     [fused_final]="model.fused_loss=final"
     [mu_m4]="model.mu_m=4.0"
     [no_mrgc]="model.use_mrgc=false"
+    [ext_id_features]="model.ext_id_features=true"
 )
-order=(base ext_features modal_literal_o ext_cosine fused_final mu_m4 no_mrgc)
+order=(base ext_features modal_literal_o ext_id_features ext_cosine fused_final mu_m4 no_mrgc)
 [[ $# -gt 0 ]] && order=("$@")
 
 # one queue at a time per OUT_ROOT: a second one waits here for the first to end

@@ -172,9 +172,9 @@ def test_represent_computes_bar_id_once(tiny_data, monkeypatch, on_bar: bool) ->
     calls: list[bool] = []
     real = model.bar_id
 
-    def counting(select=None):
+    def counting(select=None, e=None):
         calls.append(select is None)
-        return real(select)
+        return real(select, e)
 
     monkeypatch.setattr(model, "bar_id", counting)
     with torch.no_grad():
@@ -253,7 +253,7 @@ def test_ablation_switches(tiny_data) -> None:
     assert buffers - buffer_names(no_mrgc) == graphs
     assert buffer_names(no_mrgc) - buffers == {"features_0", "features_1"}
     feats = no_mrgc.features_0
-    torch.testing.assert_close(no_mrgc.modal_tables(no_mrgc.bar_id())[0], no_mrgc.proj[0](feats))
+    torch.testing.assert_close(no_mrgc.item_tables().modal[0], no_mrgc.proj[0](feats))
 
     no_ica = make(tiny_data, use_ica=False)  # w/o ICA: no centres, e-tilde == e
     assert params - param_names(no_ica) == {n for n in params if n.startswith("ica.")} != set()
@@ -268,7 +268,7 @@ def test_ablation_switches(tiny_data) -> None:
 
     on_bar = make(tiny_data, graph_on_bar_id=True)  # Eq. 6 on E-bar_id: same parameters, other tables
     assert param_names(on_bar) == params
-    assert not torch.allclose(on_bar.modal_tables(on_bar.bar_id())[0], full.modal_tables(full.bar_id())[0])
+    assert not torch.allclose(on_bar.item_tables().modal[0], full.item_tables().modal[0])
 
     shared = make(tiny_data, share_encoders=True)
     assert {n.split(".")[1] for n in param_names(shared) if n.startswith("encoders.")} == {"0"}
@@ -385,7 +385,7 @@ def test_ica_layer_l_reads_the_transformer_input_of_layer_l(tiny_data) -> None:
     model = make(tiny_data).eval()
     items = random_items(tiny_data.num_items, b=1)
     out = model.represent(items, torch.tensor([8]), torch.tensor([[7]]))
-    table = model.modal_tables(model.bar_id())[1]
+    table = model.item_tables().modal[1]
     cluster, item = model.member_idx_1  # [N] each: (cluster, item) pairs
     means = torch.stack([table[item[cluster == j]].mean(0) for j in range(4)])  # [K, D]
     c = model.encoder(2).ln(means)[None, None]  # [1, 1, K, D] through the encoder's input LayerNorm
@@ -416,7 +416,7 @@ def test_any_number_of_modalities(tiny_data, dims: list[int]) -> None:
     for f in feats.values():
         f[0] = 0
     model = make(tiny_data, features=feats)
-    assert len(model.modal_tables(model.bar_id())) == len(dims) and model.rho == [1 / len(dims)] * len(dims)
+    assert len(model.item_tables().modal) == len(dims) and model.rho == [1 / len(dims)] * len(dims)
     batch = train_batches(build_train_rows(Split(tiny_data.sequences), 8), DataConfig(batch_size=32), 0)[0]
     loss = model.compute_loss(batch)
     loss.backward()
@@ -512,7 +512,12 @@ def test_interest_centres_stay_distinct_with_trained_attention(tiny_data) -> Non
 
 @pytest.mark.parametrize(
     "over",
-    [{"ext_modal_features": True}, {"ext_cosine_tau": 0.1}, {"cooc_norm_modal": "none"}],
+    [
+        {"ext_modal_features": True},
+        {"ext_cosine_tau": 0.1},
+        {"cooc_norm_modal": "none"},
+        {"ext_id_features": True},
+    ],
 )
 def test_extension_switches_change_the_scores_keep_causality_and_train(tiny_data, over) -> None:
     base, model = make(tiny_data).eval(), make(tiny_data, **over).eval()
@@ -532,10 +537,33 @@ def test_extension_switches_change_the_scores_keep_causality_and_train(tiny_data
     loss = model.compute_loss(train)
     loss.backward()
     assert torch.isfinite(loss)
-    if over.get("ext_modal_features"):
-        assert model.ext_features is not None
-        grads = [p.grad for p in model.ext_features.parameters()]
-        assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    for field, module in (("ext_modal_features", model.ext_features), ("ext_id_features", model.ext_id)):
+        if over.get(field):
+            assert module is not None
+            grads = [p.grad for p in module.parameters()]
+            assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("on_bar", [False, True])
+def test_ext_id_features_add_each_items_projected_features_to_e_id(tiny_data, on_bar: bool) -> None:
+    """With ext_id_features, E_id reads E_id + sum_m W'_m x_m (padding row zero) everywhere; with W' zeroed the
+    model scores exactly as the paper's model with the same weights."""
+    model = make(tiny_data, ext_id_features=True, graph_on_bar_id=on_bar).eval()
+    assert model.ext_id is not None
+    e = model.id_table().detach()
+    own = sum(model.ext_id.proj[i](model.ext_id.table(i)) for i in range(len(model.ext_id))).detach()
+    torch.testing.assert_close(e[1:], model.item_emb.weight.detach()[1:] + own[1:])
+    assert torch.equal(e[0], torch.zeros_like(e[0]))
+    batch = Batch(random_items(tiny_data.num_items), torch.full((3,), 8))
+    with torch.no_grad():
+        before = model.score_all(batch)
+        for p in model.ext_id.parameters():
+            p.zero_()
+        zeroed = model.score_all(batch)
+        model.ext_id = None  # the paper's model, the same weights otherwise
+        paper = model.score_all(batch)
+    assert not torch.allclose(before[:, 1:], zeroed[:, 1:])
+    torch.testing.assert_close(zeroed, paper)
 
 
 def test_modal_cooc_norm_changes_only_the_modal_graphs(tiny_data) -> None:

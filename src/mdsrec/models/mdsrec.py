@@ -31,6 +31,8 @@ Deviations (config fields; the reasoning and measurements are in docs/models.md)
 Extensions (beyond the paper's text; off by default, every field named ``ext_*``):
 - ``ext_modal_features``: E-hat_m = A_m E_id + W_m x_m, the item's own projected features in every modal table.
 - ``ext_cosine_tau`` > 0: every channel scores by cos(e, E) / tau instead of the dot product of Eq. 20-21.
+- ``ext_id_features``: E_id + sum_m W'_m x_m wherever E_id is read (Eq. 3, 6, 20): every item's ID embedding
+  carries its own projected features, as SASRecF's inputs and MISSRec's scores do.
 
 Shape legend: B batch, L sequence length, P represented prefixes per row, D hidden, N items, M modalities,
 K centres, h heads.
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -115,6 +118,8 @@ class MDSRecConfig:
     ext_modal_features: bool = False
     # > 0: channels score by cos(e, E) / ext_cosine_tau instead of the dot product
     ext_cosine_tau: float = 0.0
+    # E_id + sum_m W'_m x_m wherever E_id is read: the items' own features in the ID embeddings
+    ext_id_features: bool = False
 
     def __post_init__(self) -> None:
         check_config(self, ("hidden_size", "num_layers", "num_heads", "inner_size", "k", "kmeans_iters"))
@@ -154,6 +159,14 @@ class MDSRecConfig:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+class ItemTables(NamedTuple):
+    """The item tables every prefix is scored against, each [N+1, D]."""
+
+    id: Tensor  # E_id (Eq. 20's table; with ext_id_features plus the items' projected features)
+    bar: Tensor | None  # E-bar_id (Eq. 3) when Eq. 6 reads it (graph_on_bar_id), else None
+    modal: list[Tensor]  # E-hat_m per modality (Eq. 6)
+
+
 @dataclass
 class MDSRecOutput:
     """Representations of the prefixes ending at the represented positions ([B, P, ...])."""
@@ -176,7 +189,7 @@ class MDSRec(SequentialRecommender):
         super().__init__()
         self.cfg = cfg
         # (key of every parameter's and buffer's identity and version, tables) while gradients are off
-        self._tables_cache: tuple[tuple[object, ...], tuple[Tensor | None, list[Tensor]]] | None = None
+        self._tables_cache: tuple[tuple[object, ...], ItemTables] | None = None
         n1 = info.num_items + 1
         self.num_items = info.num_items
         self.modalities = list(info.features)
@@ -252,6 +265,9 @@ class MDSRec(SequentialRecommender):
             if cfg.ext_modal_features
             else None
         )
+        self.ext_id = (
+            ModalityProjections(info.features, info.num_items, d, "MDSRec") if cfg.ext_id_features else None
+        )
         # Eq. 7-9: encoders[0] is the ID channel, encoders[1 + i] modality i (one shared encoder if asked).
         count = 1 if cfg.share_encoders else 1 + m_count
         self.encoders = nn.ModuleList(
@@ -317,39 +333,45 @@ class MDSRec(SequentialRecommender):
         assert isinstance(stack, nn.ModuleList)
         return [layer for layer in stack if isinstance(layer, ICALayer)]
 
-    def bar_id(self, select: Tensor | None = None) -> Tensor:
-        """Eq. 3: E-bar_id = mu_id O E_id + E_id [N+1, D], or only its rows ``select`` [U] -> [U, D]."""
+    def id_table(self) -> Tensor:
+        """E_id [N+1, D]: the ID embeddings, with ``ext_id_features`` plus sum_m W'_m x_m (row 0 stays zero)."""
         e = self.item_emb.weight
+        if self.ext_id is None:
+            return e
+        own = torch.stack([self.ext_id.project_table(i) for i in range(len(self.ext_id))]).sum(0)  # [N+1, D]
+        return e + _without_padding(own)
+
+    def bar_id(self, select: Tensor | None = None, e: Tensor | None = None) -> Tensor:
+        """Eq. 3: E-bar_id = mu_id O E_id + E_id [N+1, D], or only its rows ``select`` [U] -> [U, D]; ``e`` is
+        E_id when the caller has it (``id_table()``)."""
+        e = self.id_table() if e is None else e
         own = e if select is None else e[select]
         if self.mu_id == 0:
             return own
         return self.mu_id * spmm(self.cooc_idx, self.cooc_val, e.size(0), e, select) + own
 
-    def bar_id_of(self, items: Tensor) -> Tensor:
+    def bar_id_of(self, items: Tensor, e: Tensor | None = None) -> Tensor:
         """E-bar_id[items] for any index tensor, computing only the rows of the distinct items it holds."""
         uniq, inverse = torch.unique(items, return_inverse=True)  # [U], items.shape
-        return self.bar_id(uniq)[inverse]  # [..., D]
+        return self.bar_id(uniq, e)[inverse]  # [..., D]
 
-    def modal_tables(self, bar_id: Tensor) -> list[Tensor]:
-        """E-hat_m [N+1, D] per modality: A_m E_id (Eq. 6; A_m E-bar_id with graph_on_bar_id, the only case that
-        reads ``bar_id``), or the projected raw features without MRGC."""
+    def modal_tables(self, src: Tensor) -> list[Tensor]:
+        """E-hat_m [N+1, D] per modality: A_m src (Eq. 6: ``src`` is E_id, or E-bar_id with graph_on_bar_id), or
+        the projected raw features without MRGC."""
         out = []
         for i in range(len(self.modalities)):
             if self.cfg.use_mrgc:
-                src = bar_id if self.cfg.graph_on_bar_id else self.item_emb.weight
                 out.append(
                     spmm(getattr(self, f"graph_idx_{i}"), getattr(self, f"graph_val_{i}"), src.size(0), src)
                 )
             else:
                 out.append(self.proj[i](getattr(self, f"features_{i}")))
         if self.ext_features is not None:  # + W_m x_m, row 0 (padding) kept at zero
-            keep = torch.ones(out[0].size(0), 1, device=out[0].device)
-            keep[0] = 0.0
-            out = [t + keep * self.ext_features.project_table(i) for i, t in enumerate(out)]
+            out = [t + _without_padding(self.ext_features.project_table(i)) for i, t in enumerate(out)]
         return out
 
-    def item_tables(self) -> tuple[Tensor | None, list[Tensor]]:
-        """(E-bar_id [N+1, D] when Eq. 6 reads it, else None; E-hat_m [N+1, D] per modality). The full E-bar_id
+    def item_tables(self) -> ItemTables:
+        """E_id, E-bar_id (when Eq. 6 reads it, else None) and E-hat_m per modality, each [N+1, D]. The full E-bar_id
         only when Eq. 6 reads it (then the ID channel reads its rows too); otherwise the ID channel computes just
         the batch's rows of it. Without gradients (evaluation, serving) the tables are computed once and reused
         until a parameter or buffer changes (an optimizer step, a loaded state dict, a move to another device):
@@ -363,22 +385,23 @@ class MDSRec(SequentialRecommender):
             self._tables_cache = (key, self._item_tables())
         return self._tables_cache[1]
 
-    def _item_tables(self) -> tuple[Tensor | None, list[Tensor]]:
-        bar = self.bar_id() if self.cfg.graph_on_bar_id else None  # [N+1, D] or None
-        return bar, self.modal_tables(bar if bar is not None else self.item_emb.weight)
+    def _item_tables(self) -> ItemTables:
+        e = self.id_table()  # [N+1, D]
+        bar = self.bar_id(e=e) if self.cfg.graph_on_bar_id else None  # [N+1, D] or None
+        return ItemTables(e, bar, self.modal_tables(bar if bar is not None else e))
 
     # --- sequence representations ----------------------------------------------------------------------------
 
     def represent(self, items: Tensor, lengths: Tensor, ends: Tensor) -> MDSRecOutput:
         """items [B, L], lengths [B], ends [B, P] positions (< lengths) whose prefixes items[b, : ends + 1] are
         represented. Each prefix sees only its own positions, so the result does not depend on later items."""
-        bar, tables = self.item_tables()
+        e, bar, tables = self.item_tables()
         n = items.size(1)
         pos = torch.arange(n, device=items.device)  # [L]
         visible = (pos <= ends[:, :, None]) & (pos < lengths[:, None, None])  # [B, P, L]
         idx = ends[:, :, None].expand(-1, -1, self.cfg.hidden_size)  # [B, P, D]
 
-        bar_items = bar[items] if bar is not None else self.bar_id_of(items)  # [B, L, D] E-bar_id[S]
+        bar_items = bar[items] if bar is not None else self.bar_id_of(items, e)  # [B, L, D] E-bar_id[S]
         e_id = self.encoder(0)(bar_items)[-1].gather(1, idx)  # [B, P, D] (Eq. 7-8)
         e_s = e_id
         e_ms, e_tildes, gammas, centres_out = [], [], [], []
@@ -401,7 +424,7 @@ class MDSRec(SequentialRecommender):
                 centres_out.append(c)
             e_ms.append(e_m)
             e_tildes.append(e_tilde)
-        return MDSRecOutput(e_s, e_ms, e_tildes, gammas, centres_out, self.item_emb.weight, tables)
+        return MDSRecOutput(e_s, e_ms, e_tildes, gammas, centres_out, e, tables)
 
     def channel_factors(self, out: MDSRecOutput) -> tuple[Factors, list[Factors]]:
         """y_s (Eq. 20) and y_m per modality (Eq. 21) as products of the representations [..., D] with the item
@@ -494,6 +517,13 @@ class MDSRec(SequentialRecommender):
         for y in out.values():
             y[:, 0] = float("-inf")
         return out
+
+
+def _without_padding(t: Tensor) -> Tensor:
+    """t [N+1, D] with row 0 (the padding item) zero."""
+    keep = torch.ones(t.size(0), 1, dtype=t.dtype, device=t.device)
+    keep[0] = 0.0
+    return keep * t
 
 
 def _first(f: Factors) -> Factors:
