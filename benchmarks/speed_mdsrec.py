@@ -26,7 +26,7 @@ from typing import Any
 
 
 def child(
-    data_dir: str, config: str | None, model: str | None, sets: list[str], steps: int, ev: bool
+    data_dir: str, config: str | None, model: str | None, sets: list[str], steps: int, ev: bool, adam: str
 ) -> dict:
     import numpy as np
     import torch
@@ -35,7 +35,7 @@ def child(
     from mdsrec.data.processed import load_processed
     from mdsrec.data.protocol import build_train_rows, eval_batches, train_batches
     from mdsrec.evaluation.evaluator import diagnose, evaluate, item_train_counts
-    from mdsrec.training.trainer import make_experiment, optimizer_step, training_loss
+    from mdsrec.training.trainer import make_experiment, make_optimizer, optimizer_step, training_loss
     from runlib import wait_for_device
 
     cfg = resolve_config(config, ["train.progress=false", *sets], model=model)
@@ -43,7 +43,10 @@ def child(
     t0 = time.perf_counter()
     exp = make_experiment(cfg, data)
     build_s = time.perf_counter() - t0
-    opt = torch.optim.Adam(exp.model.parameters(), lr=cfg.train.lr)
+    if adam == "trainer":
+        opt: torch.optim.Optimizer = make_optimizer(exp.model, cfg.train.lr)
+    else:  # torch's per-tensor loop (the trainer's Adam before it was fused)
+        opt = torch.optim.Adam(exp.model.parameters(), lr=cfg.train.lr, foreach=False)
     rows = build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode)
     batches = train_batches(rows, cfg.data, epoch_seed=1)
     timed = batches if steps <= 0 else batches[1 : steps + 1]
@@ -98,6 +101,13 @@ def main() -> int:
     p.add_argument(
         "--eval", action="store_true", help="also time one validation pass, with and without channels"
     )
+    p.add_argument(
+        "--adam",
+        nargs="+",
+        choices=("trainer", "per-tensor"),
+        default=["trainer"],
+        help="the optimizer(s) each case is timed with: the trainer's (fused) and/or torch's per-tensor Adam",
+    )
     p.add_argument("--json", help="write a benchmark record here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -114,14 +124,20 @@ def main() -> int:
             "mdsrec w/o ICA": ("mdsrec", [*common, f"model.h={args.h}", "model.use_ica=false"]),
             f"mdsrec k={args.k}": ("mdsrec", [*common, f"model.h={args.h}", f"model.k={args.k}"]),
         }
+    # every case once per optimizer: name -> (model, overrides, adam)
+    timed = {
+        (n if len(args.adam) == 1 else f"{n} ({a})"): (m, sets, a)
+        for n, (m, sets) in cases.items()
+        for a in args.adam
+    }
     if args.child is not None:
-        model, sets = cases[args.child]
-        print(json.dumps(child(args.data, args.config, model, sets, args.steps, args.eval)))
+        model, sets, adam = timed[args.child]
+        print(json.dumps(child(args.data, args.config, model, sets, args.steps, args.eval, adam)))
         return 0
 
     load_before = os.getloadavg()
     res: dict[str, dict[str, Any]] = {}
-    for name in cases:
+    for name in timed:
         out = subprocess.run(
             [sys.executable, *sys.argv, "--child", name], check=True, capture_output=True, text=True
         )
@@ -131,7 +147,7 @@ def main() -> int:
     first = next(iter(res))
     rows = []
     for name, r in res.items():
-        rows.append({"case": name, "overrides": " ".join(cases[name][1]), **r, f"ratio_to_{first}": 0.0})
+        rows.append({"case": name, "overrides": " ".join(timed[name][1]), "adam": timed[name][2], **r})
         rows[-1][f"ratio_to_{first}"] = round(r["epoch_seconds"] / base, 3)
         print(
             f"{name:20s} epoch {r['epoch_seconds']:8.1f}s  ratio to {first} {r['epoch_seconds'] / base:5.2f}  "

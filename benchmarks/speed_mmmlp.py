@@ -17,17 +17,16 @@ import time
 
 
 def measure(data_dir: str, config: str, sets: list[str], batches: int) -> dict[str, float]:
-    import torch
 
     from mdsrec.config import resolve_config
     from mdsrec.data.processed import load_processed
     from mdsrec.data.protocol import build_train_rows, train_batches
-    from mdsrec.training.trainer import make_experiment, optimizer_step, training_loss
+    from mdsrec.training.trainer import make_experiment, make_optimizer, optimizer_step, training_loss
     from runlib import wait_for_device
 
     cfg = resolve_config(config, ["train.progress=false", *sets], model="mmmlp")
     exp = make_experiment(cfg, load_processed(data_dir))
-    opt = torch.optim.Adam(exp.model.parameters(), lr=cfg.train.lr)
+    opt = make_optimizer(exp.model, cfg.train.lr)
     epoch = train_batches(build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode), cfg.data, 1)
     full = cfg.model.get("token_mixing") == "full"
     positions = sum((cfg.data.max_len if full else b.items.size(1)) * b.items.size(0) for b in epoch)

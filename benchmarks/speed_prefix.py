@@ -22,17 +22,16 @@ import time
 
 
 def child(data_dir: str, mode: str, sets: list[str]) -> dict[str, float]:
-    import torch
 
     from mdsrec.config import resolve_config
     from mdsrec.data.processed import load_processed
     from mdsrec.data.protocol import build_train_rows, eval_batches, train_batches
     from mdsrec.evaluation.evaluator import evaluate
-    from mdsrec.training.trainer import make_experiment
+    from mdsrec.training.trainer import make_experiment, make_optimizer
 
     cfg = resolve_config(None, [f"data.train_mode={mode}", *sets], model="sasrec")
     exp = make_experiment(cfg, load_processed(data_dir))
-    opt = torch.optim.Adam(exp.model.parameters(), lr=cfg.train.lr)
+    opt = make_optimizer(exp.model, cfg.train.lr)
     rows = build_train_rows(exp.split, cfg.data.max_len, mode)
     t0 = time.perf_counter()
     batches = train_batches(rows, cfg.data, epoch_seed=1)
