@@ -524,3 +524,44 @@ def test_frozen_configs_ship_with_the_package_and_a_missing_folder_is_an_error(t
     assert cfg.model["hidden_size"] == 300 and cfg.model["h"] == 20
     with pytest.raises(ConfigError, match="frozen configs folder"):
         run_config("mdsrec", "sports", tmp_path / "nowhere", [])
+
+
+def test_a_named_variant_trains_from_its_frozen_config_beside_its_model(
+    tiny_data, tmp_path, train_calls
+) -> None:
+    """``--models cooc,cooc_wide``: cooc_wide is not a registered model but a frozen config that says
+    ``variant: cooc_wide``; its runs go to runs/cooc_wide and its results row carries its own name."""
+    configs = tmp_path / "configs"
+    (configs / "synthetic").mkdir(parents=True)
+    (configs / "synthetic" / "cooc_wide.yaml").write_text(
+        "variant: cooc_wide\nmodel: {name: cooc, window: 3}\ntrain: {progress: false}\n"
+    )
+    results = benchmark(tiny_data, ["cooc", "cooc_wide"], 1, tmp_path / "b", configs).results
+    assert [r.model for r in results] == ["cooc", "cooc_wide"]
+    assert sorted(train_calls) == [("cooc/seed0", False), ("cooc_wide/seed0", False)]
+    saved = json.loads((tmp_path / "b" / "runs" / "cooc_wide" / "seed0" / "metrics.json").read_text())
+    assert saved["config"]["variant"] == "cooc_wide" and saved["config"]["model"]["window"] == 3
+    assert results[0].metrics["config"]["variant"] is None
+    md = (tmp_path / "b" / "results.md").read_text()
+    assert "| cooc wide | 1 | " in md
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("model: {name: cooc}\n", "must say 'variant: cooc_wide'"),
+        ("variant: cooc_other\nmodel: {name: cooc}\n", "must say 'variant: cooc_wide'"),
+        ("variant: pop_wide\nmodel: {name: cooc}\n", r"variant \('pop_wide'\) must be the model's name"),
+    ],
+)
+def test_a_variant_config_must_name_itself_after_its_model(
+    tiny_data, tmp_path, text: str, match: str
+) -> None:
+    configs = tmp_path / "configs"
+    (configs / "synthetic").mkdir(parents=True)
+    (configs / "synthetic" / "cooc_wide.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        benchmark(tiny_data, ["cooc_wide"], 1, tmp_path / "b", configs)
+    with pytest.raises(ConfigError, match="nor a variant with a frozen config"):
+        benchmark(tiny_data, ["cooc_narrow"], 1, tmp_path / "b", configs)
+    assert not (tmp_path / "b").exists()

@@ -57,3 +57,12 @@ def test_a_config_file_that_is_not_utf8_or_yaml_is_one_error_line(tmp_path) -> N
     with pytest.raises(ConfigError) as info:
         resolve_config(broken, [])
     assert str(info.value).splitlines() == [str(info.value)] and "line 1, column" in str(info.value)
+
+
+def test_variant_is_a_checked_top_level_name() -> None:
+    cfg = resolve_config(None, ["variant=mdsrec_plus"], model="mdsrec")
+    assert cfg.variant == "mdsrec_plus" and cfg.row_name == "mdsrec_plus" and cfg.model_name == "mdsrec"
+    assert resolve_config(None, [], model="mdsrec").row_name == "mdsrec"
+    for bad in ("plus", "mdsrec_", "mdsrec_Plus", "sasrec_plus"):
+        with pytest.raises(ConfigError, match="variant"):
+            resolve_config(None, [f"variant={bad}"], model="mdsrec")

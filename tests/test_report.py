@@ -368,3 +368,19 @@ def test_a_written_benchmark_record_carries_its_conditions_and_reads_back(tmp_pa
     for field in ("command", "commit", "date", "cores", "load_average_after"):
         assert field in b.data, field
     assert not list((tmp_path / "b").glob("*.tmp*"))  # written atomically, nothing left beside it
+
+
+def test_a_variant_gets_its_own_row_after_its_model_without_paper_values(tmp_path: Path) -> None:
+    study = tmp_path / "records" / "sports_seeds"
+    plus_run = _record(study, "mdsrec_plus/seed0", "mdsrec", 42, 0.05)
+    m = json.loads((plus_run / "metrics.json").read_text())
+    m["config"]["variant"] = "mdsrec_plus"
+    (plus_run / "metrics.json").write_text(json.dumps(m))
+    _record(study, "mdsrec/seed0", "mdsrec", 42, 0.03)
+    _record(study, "sasrec/seed0", "sasrec", 42, 0.02)
+    text = render_results(load_records([tmp_path / "records"]))
+    base, plus = _line(text, "| MDSRec | 1 |"), _line(text, "| MDSRec plus | 1 |")
+    assert plus.startswith("| MDSRec plus | 1 | 1e-3 | 0.0500 |")
+    assert base.endswith("| 0.0664 | 0.0321 | 0.0989 | 0.0401 |")  # the paper's Sports MDSRec beside ours
+    assert plus.endswith("| - | - | - | - |")  # the paper has no such row
+    assert text.index("| SASRec | 1 |") < text.index("| MDSRec | 1 |") < text.index("| MDSRec plus | 1 |")

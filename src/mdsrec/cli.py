@@ -478,7 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("benchmark", help="train several models over seeds; results.csv/.md/.png (resumable)")
     b.add_argument("--data", required=True, help="processed data directory")
-    b.add_argument("--models", required=True, help="comma-separated model names, e.g. sasrec,gru4rec,pop")
+    b.add_argument(
+        "--models",
+        required=True,
+        help="comma-separated model names, e.g. sasrec,gru4rec,pop, or named variants: a frozen config "
+        "CONFIGS/<dataset>/<variant>.yaml that says 'variant: <variant>' (e.g. mdsrec_plus)",
+    )
     b.add_argument("--seeds", type=int, default=3, help="training seeds per model (default: %(default)s)")
     b.add_argument("--out", required=True, help="output directory (runs/ and results files)")
     b.add_argument(

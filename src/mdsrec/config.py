@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -112,10 +113,18 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # A named variant of the model (a frozen config such as ``mdsrec_plus``: the model's name, "_", a suffix):
+    # benchmarks and reports list its runs under this name, beside the model's own row. None: the model itself.
+    variant: str | None = None
 
     @property
     def model_name(self) -> str:
         return str(self.model["name"])
+
+    @property
+    def row_name(self) -> str:
+        """The name its runs are listed under: the variant's, else the model's."""
+        return self.variant or self.model_name
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -230,8 +239,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
     parts = key.strip().split(".")
-    if len(parts) < 2 or not all(parts):
-        raise ConfigError(f"override {text!r}: key must be section.key, for example train.lr=0.001")
+    if not all(parts) or (len(parts) < 2 and parts != ["variant"]):
+        raise ConfigError(
+            f"override {text!r}: key must be section.key (for example train.lr=0.001) or variant"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError) as e:
@@ -272,7 +283,7 @@ def load_config_dict(path: str | Path) -> dict[str, Any]:
 
 def build_config(values: dict[str, Any]) -> ExperimentConfig:
     """Turn a dict of sections into an ExperimentConfig (model section is validated later by the model)."""
-    known = {"model", "data", "train", "eval"}
+    known = {"model", "data", "train", "eval", "variant"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(
@@ -283,12 +294,26 @@ def build_config(values: dict[str, Any]) -> ExperimentConfig:
         model = {"name": model}
     if not isinstance(model, dict) or "name" not in model:
         raise ConfigError("config section 'model' must be a mapping with a 'name'")
+    variant = values.get("variant")
+    if variant is not None:
+        check_variant_name(variant, str(model["name"]))
     return ExperimentConfig(
         model=dict(model),
         data=dataclass_from_dict(DataConfig, values.get("data", {}) or {}, "data"),
         train=dataclass_from_dict(TrainConfig, values.get("train", {}) or {}, "train"),
         eval=dataclass_from_dict(EvalConfig, values.get("eval", {}) or {}, "eval"),
+        variant=variant,
     )
+
+
+def check_variant_name(variant: Any, model: str) -> None:
+    """A variant's name is its model's name, an underscore and a suffix (``mdsrec_plus`` for model mdsrec), so
+    that every table can tell which model a variant row belongs to."""
+    if not isinstance(variant, str) or not re.fullmatch(rf"{re.escape(model)}_[a-z0-9][a-z0-9_]*", variant):
+        raise ConfigError(
+            f"variant ({variant!r}) must be the model's name, an underscore and a suffix of lower-case letters, "
+            f"digits and underscores (e.g. {model}_plus for model {model})"
+        )
 
 
 def resolve_config(

@@ -96,13 +96,28 @@ def split_overrides(sets: list[str], models: list[str]) -> dict[str, list[str]]:
 
 
 def run_config(model: str, dataset: str, configs_dir: Path | None, sets: list[str]) -> ExperimentConfig:
-    """The frozen config CONFIGS/<dataset>/<model>.yaml if it exists (else the defaults), ``sets`` on top."""
+    """The frozen config CONFIGS/<dataset>/<model>.yaml if it exists (else the defaults), ``sets`` on top. A name
+    that is not a registered model is a named variant: its frozen config must exist and say ``variant: <name>``."""
     if configs_dir is not None and not Path(configs_dir).is_dir():
         raise ConfigError(
             f"frozen configs folder {configs_dir} not found (it should hold <dataset>/<model>.yaml); "
             "pass an existing --configs folder"
         )
     frozen = Path(configs_dir) / dataset / f"{model}.yaml" if configs_dir is not None else None
+    if model not in REGISTRY:
+        if frozen is None or not frozen.is_file():
+            raise ConfigError(
+                f"unknown model {model!r}: neither a registered model ({', '.join(sorted(REGISTRY))}) nor a "
+                f"variant with a frozen config {frozen if frozen is not None else '<dataset>/' + model + '.yaml'}"
+            )
+        log.info("%s: frozen config %s (a variant)", model, frozen)
+        cfg = resolve_config(frozen, sets)
+        if cfg.variant != model:
+            raise ConfigError(
+                f"{frozen}: a variant's frozen config must say 'variant: {model}' (it says {cfg.variant!r})"
+            )
+        check_experiment(cfg)
+        return cfg
     if frozen is not None and frozen.is_file():
         log.info("%s: frozen config %s", model, frozen)
         cfg = resolve_config(frozen, sets, model=model)
@@ -131,7 +146,7 @@ def plan_runs(
     plans: dict[str, list[tuple[str, ExperimentConfig]]] = {}
     for m in models:
         base = run_config(m, dataset, configs_dir, per_model[m])
-        if not param or not REGISTRY[m][0].trainable:
+        if not param or not REGISTRY[base.model_name][0].trainable:
             plans[m] = [("", base)]
             continue
         if any(o.split("=", 1)[0].strip() == param for o in per_model[m]):
@@ -275,14 +290,12 @@ def _benchmark(
         raise ConfigError(f"seeds ({seeds}) must be >= 1")
     if not models or len(set(models)) != len(models):
         raise ConfigError(f"models ({models}) must be a non-empty list without repeats")
-    unknown = [m for m in models if m not in REGISTRY]
-    if unknown:
-        raise ConfigError(f"unknown model(s) {unknown} (known: {', '.join(sorted(REGISTRY))})")
     param, raw_values = parse_search(search) if search is not None else ("", [])
     dataset = dataset or data.name
     cdir = Path(configs_dir) if configs_dir is not None else None
     plans = plan_runs(models, dataset, cdir, split_overrides(sets or [], models), param, raw_values)
-    total = sum(len(p) + (seeds - 1 if REGISTRY[m][0].trainable else 0) for m, p in plans.items())
+    trainable = {m: REGISTRY[p[0][1].model_name][0].trainable for m, p in plans.items()}
+    total = sum(len(p) + (seeds - 1 if trainable[m] else 0) for m, p in plans.items())
     runner = _Runner(out, data, dry_run, total)
 
     results: list[RunResult] = []
@@ -291,7 +304,7 @@ def _benchmark(
     for m in models:
         searching = len(plans[m]) > 1
         candidates = [(runner.run(m, 0, setting, cfg, searching), cfg) for setting, cfg in plans[m]]
-        later = range(1, seeds if REGISTRY[m][0].trainable else 1)
+        later = range(1, seeds if trainable[m] else 1)
         first: RunResult | None
         if searching:
             done_search = [(r, c) for r, c in candidates if r is not None]

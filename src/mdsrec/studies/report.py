@@ -64,6 +64,7 @@ from mdsrec.studies.paper import (
     display_name,
     load_table2,
     paper_name,
+    split_variant,
 )
 from mdsrec.studies.results import (
     METRICS,
@@ -117,7 +118,9 @@ class Record:
 
     @property
     def model(self) -> str:
-        return str(self.metrics["config"]["model"]["name"])
+        """The row the run belongs to: its config's variant (``mdsrec_plus``), else its model's name."""
+        config = self.metrics["config"]
+        return str(config.get("variant") or config["model"]["name"])
 
     @property
     def seed(self) -> int:
@@ -298,8 +301,12 @@ def load_records(paths: Iterable[str | Path]) -> list[Record]:
 
 
 def model_key(model: str) -> tuple[int, str]:
-    """Sort key of a model name: references, then Table 2's order, then the others by name."""
-    return (MODEL_ORDER.index(model), "") if model in MODEL_ORDER else (len(MODEL_ORDER), model)
+    """Sort key of a model name: references, then Table 2's order (a variant right after its model), then the
+    others by name."""
+    if model in MODEL_ORDER:
+        return MODEL_ORDER.index(model), ""
+    split = split_variant(model, MODEL_ORDER)
+    return (MODEL_ORDER.index(split[0]), model) if split is not None else (len(MODEL_ORDER), model)
 
 
 @dataclass
