@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdsrec.data.processed import ProcessedDataset
-from mdsrec.studies.paper import COMPARISON_METRICS, COMPARISONS, PAPER_METRICS, display_name, paper_name
+from mdsrec.models import REGISTRY
+from mdsrec.studies.paper import (
+    COMPARISON_METRICS,
+    COMPARISONS,
+    PAPER_METRICS,
+    display_name,
+    paper_name,
+    split_variant,
+)
 
 METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@20")
 CSV_COLUMNS = (
@@ -208,16 +216,27 @@ def results_markdown(
     return text + ("\n" + claims if claims else "")
 
 
+def _variant_of(name: str) -> str | None:
+    """The registered model ``name`` is a named variant of (``mdsrec_plus`` -> mdsrec), else None."""
+    split = split_variant(name, REGISTRY)
+    return split[0] if split is not None else None
+
+
 def comparisons_markdown(
     results: list[RunResult], dataset: str, table2: dict[tuple[str, str, str], float]
 ) -> str:
     """For each of the paper's pairwise claims whose two models are in ``results``: both means, the relative
     difference, the paper's own difference on this data set, and whether the claim holds here: "level (within seed
     spread)" when every difference is at most the sum of the two standard deviations, else "yes" / "no" on both
-    metrics or "mixed". Empty when no pair is present."""
+    metrics or "mixed". A named variant (``mdsrec_plus``) is held to its model's claims and compared with its
+    model. Empty when no pair is present."""
     groups = _grouped(results)
-    rows = []
+    pairs: list[tuple[str, str]] = []
     for a, b in COMPARISONS:
+        pairs += [(a, b), *((v, b) for v in groups if _variant_of(v) == a)]
+    pairs += [(v, base) for v in groups if (base := _variant_of(v)) is not None]
+    rows = []
+    for a, b in pairs:
         if a not in groups or b not in groups:
             continue
         cells = [f"{display_name(a)} > {display_name(b)}"]
@@ -229,6 +248,11 @@ def comparisons_markdown(
             if sa is not None and sb is not None:
                 spread.append(abs(ma - mb) <= sa + sb)
         pa, pb = (table2.get((dataset.lower(), COMPARISON_METRICS[0], paper_name(x))) for x in (a, b))
+        base = _variant_of(a)
+        if (
+            base is not None and base != b
+        ):  # a variant held to its model's claim: the paper's difference of that
+            pa = table2.get((dataset.lower(), COMPARISON_METRICS[0], paper_name(base)))
         cells.append(f"{100 * (pa / pb - 1):+.1f}%" if pa is not None and pb else "-")
         if spread and all(
             spread
