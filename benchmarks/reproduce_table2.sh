@@ -19,14 +19,13 @@
 #                        sports-main, linked into OUT_ROOT/sports_search when they exist
 #   sports-seeds         not in the default list: GRU4Rec, GRU4RecF, SASRec, SASRecF on Sports with 3 seeds, frozen
 #                        lr 1e-3 (the pairs of the input-fusion claims, cheapest first; ~4.5-11 h on 2 CPU cores,
-#                        GRU4Rec 48 min a seed on the slower machine); their seed-0 runs are those of sports-table2,
-#                        linked into OUT_ROOT/sports_seeds when they exist
+#                        GRU4Rec up to 48 min a seed); their seed-0 runs are those of sports-table2, linked into
+#                        OUT_ROOT/sports_seeds when they exist
 #   sports-seeds-all     not in the default list: sports-seeds, then the other six Table 2 models on Sports with 3
-#                        seeds into the same folder, cheapest first (a seed takes MMMLP ~50 min, BERT4Rec ~75 min,
-#                        FDSA ~1.5 h, MDSRec ~2.1 h on the 2 CPU cores that measured the Sports table, MISSRec ~6.5 h
-#                        and UniSRec ~11 h on the next machine: ~47 h for seeds 43 and 44 of the six, for a machine
-#                        with the time or a GPU; ~22 h after the runs already in benchmarks/records, where they
-#                        restore, see below); seed-0 runs of sports-table2 are linked as above
+#                        seeds into the same folder, cheapest first (a seed on 2 CPU cores: MMMLP ~50 min, BERT4Rec
+#                        ~75 min, FDSA ~1.5 h, MDSRec ~2.1 h, MISSRec ~6.5 h, UniSRec ~11 h: ~47 h for seeds 43 and 44
+#                        of the six, for a machine with the time or a GPU; less where runs restore from
+#                        benchmarks/records, see below); seed-0 runs of sports-table2 are linked as above
 # Add --dry-run after the steps to see what each would train without training anything.
 # benchmarks/records holds the metrics and epoch logs (no checkpoints) of finished runs, saved with
 # `mdsrec records save OUT_ROOT benchmarks/records` and committed, so that runs outlive the machine that trained
