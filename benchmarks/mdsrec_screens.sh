@@ -12,6 +12,8 @@
 # mdsrec from DIR (a git worktree held at a committed state), so that editing this checkout while the queue runs
 # cannot change a run halfway; MDSREC_FOLLOW=1 moves that worktree to this checkout's HEAD before each screen.
 #
+# with_ica is the baseline with ICA switched back on: what ICA adds at the screens' length, for its cost.
+#
 # Promotion rule (set before the screens ran): a variant is promoted to a full run with ICA when, at epoch 6, its
 # validation NDCG@20 beats the baseline screen's by at least 3% and its validation Recall@20 is not below the
 # baseline's.
@@ -34,8 +36,9 @@ declare -A screens=(
     [mu_m4]="model.mu_m=4.0"
     [no_mrgc]="model.use_mrgc=false"
     [ext_id_features]="model.ext_id_features=true"
+    [with_ica]="model.use_ica=true"
 )
-order=(base ext_features modal_literal_o ext_id_features ext_cosine fused_final mu_m4 no_mrgc)
+order=(base ext_features modal_literal_o ext_id_features ext_cosine fused_final mu_m4 no_mrgc with_ica)
 [[ $# -gt 0 ]] && order=("$@")
 
 # one queue at a time per OUT_ROOT: a second one waits here for the first to end
