@@ -514,8 +514,23 @@ def seed_table_markdown(table: SeedTable, table2: dict[tuple[str, str, str], flo
     return "\n".join(lines) + "\n"
 
 
+# A screen (a run of a study that has a run named ``base``) is promoted when its last epoch's validation N@20 is at
+# least this much above the base run's and its validation R@20 is not below it (benchmarks/mdsrec_screens.sh).
+PROMOTION_GAIN = 0.03
+
+
+def _last_valid(r: Record) -> tuple[float, float] | None:
+    """(N@20, R@20) of validation after the run's last epoch (log.jsonl), else None."""
+    lines = [x for x in r.log or [] if "valid_ndcg@20" in x and "valid_recall@20" in x]
+    return (float(lines[-1]["valid_ndcg@20"]), float(lines[-1]["valid_recall@20"])) if lines else None
+
+
 def single_runs_markdown(study: str, runs: list[Record]) -> str:
-    """One row per run of a study that is not a seed table (screens, sweeps)."""
+    """One row per run of a study that is not a seed table (screens, sweeps): validation at the best and at the last
+    epoch, test at the best. In a study with a run named ``base`` (screens) every other run is set against it at
+    the last epoch, with the promotion rule's verdict."""
+    base = next((r for r in runs if r.name == "base"), None)
+    base_last = _last_valid(base) if base is not None else None
     head = [
         "run",
         "model",
@@ -527,9 +542,11 @@ def single_runs_markdown(study: str, runs: list[Record]) -> str:
         "test N@20",
         "test R@20",
     ]
+    head += ["last valid N@20", "last valid R@20"] + (["vs base", "promoted"] if base_last else [])
     lines = [f"### Runs: `{study}`", "", *_head(head)]
     for r in runs:
         m = r.metrics
+        last = _last_valid(r)
         cells = [
             f"`{r.name}`",
             display_name(r.model),
@@ -540,9 +557,26 @@ def single_runs_markdown(study: str, runs: list[Record]) -> str:
             f"{m['valid']['recall@20']:.4f}",
             f"{m['test']['ndcg@20']:.4f}",
             f"{m['test']['recall@20']:.4f}",
+            *((f"{last[0]:.4f}", f"{last[1]:.4f}") if last else ("-", "-")),
         ]
+        if base_last:
+            if r is base or last is None:
+                cells += ["-", "-"]
+            else:
+                gain = (last[0] / base_last[0] - 1, last[1] / base_last[1] - 1)
+                promoted = gain[0] >= PROMOTION_GAIN and last[1] >= base_last[1]
+                cells += [
+                    f"N@20 {100 * gain[0]:+.1f}%, R@20 {100 * gain[1]:+.1f}%",
+                    "yes" if promoted else "no",
+                ]
         lines.append(_row(cells))
-    _notes(lines, _source_line(study, runs), fingerprint_note(runs))
+    rule = (
+        f"A run is promoted when its last epoch's validation N@20 is at least {100 * PROMOTION_GAIN:.0f}% above "
+        "`base`'s and its validation R@20 is not below `base`'s."
+        if base_last
+        else ""
+    )
+    _notes(lines, rule, _source_line(study, runs), fingerprint_note(runs))
     return "\n".join(lines) + "\n"
 
 
