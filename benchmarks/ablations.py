@@ -1,12 +1,15 @@
 """MDSRec's Table 3 ablations on one data set: the full model and each variant, one seed, the same settings for all.
 
     python benchmarks/ablations.py --data DATA_DIR --dataset scientific --lr 1e-3 --runs runs/ablations \
-        --out runs/ablations/scientific.md [--full-run runs/anchor/scientific/mdsrec/lr1e-3]
+        --out runs/ablations/scientific.md [--full-run runs/bench/scientific_table2/runs/mdsrec/train.lr=0.001/seed0]
 
 Every run is `mdsrec train --config configs/experiments/DATASET/mdsrec.yaml --set train.lr=LR <switch>` (resumed
-when interrupted, reused when finished with the same config on the same data), one at a time. ``--full-run`` reuses a finished run of the full model trained with the
-same config and lr instead of training it again (its config is checked). Writes a markdown table of test metrics
-with each variant's change in Recall@20 and NDCG@20 relative to the full model.
+when interrupted, reused when finished with the same config on the same data), one at a time, into
+RUNS/DATASET_ablations/runs/<variant> (the full model is ``base``), so that `mdsrec records save RUNS
+benchmarks/records` keeps them as the study DATASET_ablations and `mdsrec report` sets each variant against
+``base``. ``--full-run`` reuses a finished run of the full model trained with the same config and lr instead of
+training it again (its config is checked; it is linked in as ``base``). Writes a markdown table of test metrics with
+each variant's change in Recall@20 and NDCG@20 relative to the full model.
 """
 
 from __future__ import annotations
@@ -38,12 +41,17 @@ def main() -> int:
     args = p.parse_args()
     cfg = Path(__file__).resolve().parent.parent / "configs" / "experiments" / args.dataset / "mdsrec.yaml"
     results = {}
+    study = Path(args.runs) / f"{args.dataset}_ablations" / "runs"
     for name, switch in VARIANTS.items():
+        slug = "base" if name == "MDSRec" else name.replace("w/o ", "wo_").replace(" ", "_").lower()
+        run = study / slug
         if name == "MDSRec" and args.full_run:  # reused only when made with this config and lr on this data
-            results[name] = finished_run(Path(args.full_run), args.data, cfg, None, [f"train.lr={args.lr}"])
+            full = Path(args.full_run).resolve()
+            results[name] = finished_run(full, args.data, cfg, None, [f"train.lr={args.lr}"])
+            if not run.exists():
+                study.mkdir(parents=True, exist_ok=True)
+                run.symlink_to(full, target_is_directory=True)
             continue
-        slug = name.replace("w/o ", "wo_").replace(" ", "_").lower()
-        run = Path(args.runs) / args.dataset / slug
         results[name] = ensure_run(run, args.data, cfg, None, [f"train.lr={args.lr}", *switch])
     base = results["MDSRec"]["test"]
     lines = [

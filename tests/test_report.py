@@ -405,3 +405,14 @@ def test_screens_are_set_against_base_at_the_last_epoch_with_the_promotion_verdi
     assert _line(text, "| `narrow` |").endswith("| N@20 +3.8%, R@20 -2.5% | no |")  # recall fell
     assert _line(text, "| `small` |").endswith("| N@20 +2.5%, R@20 +12.5% | no |")  # below +3%
     assert "at least 3% above `base`'s" in text
+
+
+def test_ablations_are_set_against_the_full_model_by_test_metrics(tmp_path: Path) -> None:
+    study = tmp_path / "records" / "scientific_ablations"
+    _record(study, "base", "mdsrec", 42, 0.04, dataset="scientific")
+    _record(study, "wo_ica", "mdsrec", 42, 0.038, dataset="scientific")
+    text = render_results(load_records([tmp_path / "records"]))
+    head = _line(text, "| run |")
+    assert head.endswith("| last valid N@20 | last valid R@20 | test vs base |") and "promoted" not in head
+    assert _line(text, "| `base` |").endswith("| - |")
+    assert _line(text, "| `wo_ica` |").endswith("| R@20 -5.0%, N@20 -5.0% |")

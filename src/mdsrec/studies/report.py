@@ -514,8 +514,9 @@ def seed_table_markdown(table: SeedTable, table2: dict[tuple[str, str, str], flo
     return "\n".join(lines) + "\n"
 
 
-# A screen (a run of a study that has a run named ``base``) is promoted when its last epoch's validation N@20 is at
-# least this much above the base run's and its validation R@20 is not below it (benchmarks/mdsrec_screens.sh).
+# A screen (a run of a study named ``*_screens`` with a run named ``base``) is promoted when its last epoch's
+# validation N@20 is at least this much above the base run's and its validation R@20 is not below it
+# (benchmarks/mdsrec_screens.sh).
 PROMOTION_GAIN = 0.03
 
 
@@ -526,11 +527,14 @@ def _last_valid(r: Record) -> tuple[float, float] | None:
 
 
 def single_runs_markdown(study: str, runs: list[Record]) -> str:
-    """One row per run of a study that is not a seed table (screens, sweeps): validation at the best and at the last
-    epoch, test at the best. In a study with a run named ``base`` (screens) every other run is set against it at
-    the last epoch, with the promotion rule's verdict."""
+    """One row per run of a study that is not a seed table (screens, ablations, sweeps): validation at the best and
+    at the last epoch, test at the best. In a study with a run named ``base`` every other run is set against it:
+    in screens (a study named ``*_screens``) at the last epoch's validation, with the promotion rule's verdict;
+    elsewhere (ablations: ``base`` is the full model) by its test metrics."""
     base = next((r for r in runs if r.name == "base"), None)
-    base_last = _last_valid(base) if base is not None else None
+    screens = study.endswith("screens")
+    base_last = _last_valid(base) if base is not None and screens else None
+    base_test = base.metrics["test"] if base is not None and not screens else None
     head = [
         "run",
         "model",
@@ -543,6 +547,7 @@ def single_runs_markdown(study: str, runs: list[Record]) -> str:
         "test R@20",
     ]
     head += ["last valid N@20", "last valid R@20"] + (["vs base", "promoted"] if base_last else [])
+    head += ["test vs base"] if base_test else []
     lines = [f"### Runs: `{study}`", "", *_head(head)]
     for r in runs:
         m = r.metrics
@@ -569,6 +574,16 @@ def single_runs_markdown(study: str, runs: list[Record]) -> str:
                     f"N@20 {100 * gain[0]:+.1f}%, R@20 {100 * gain[1]:+.1f}%",
                     "yes" if promoted else "no",
                 ]
+        if base_test:
+            t = m["test"]
+            cells.append(
+                "-"
+                if r is base
+                else ", ".join(
+                    f"{SHORT[k]} {100 * (t[k] / base_test[k] - 1):+.1f}%" if base_test[k] else f"{SHORT[k]} -"
+                    for k in ("recall@20", "ndcg@20")
+                )
+            )
         lines.append(_row(cells))
     rule = (
         f"A run is promoted when its last epoch's validation N@20 is at least {100 * PROMOTION_GAIN:.0f}% above "
