@@ -46,9 +46,12 @@ declare -A screens=(
 order=(base ext_features modal_literal_o ext_id_features ext_cosine fused_final no_mrgc with_ica wd_1e4)
 [[ $# -gt 0 ]] && order=("$@")
 
-# one queue at a time per OUT_ROOT: a second one waits here for the first to end
+# one queue at a time per OUT_ROOT: a second one waits here for the first to end; and no other training of
+# OUT_ROOT's (benchmarks/rerun_records.sh holds OUT_ROOT/.cpu.lock while it trains) at the same time
 exec 9>"$out/.queue.lock"
 flock 9
+exec 8>"$(dirname "$out")/.cpu.lock"
+flock 8
 for name in "${order[@]}"; do
     [[ -v screens[$name] ]] || { echo "unknown screen $name (known: ${!screens[*]})" >&2; exit 2; }
     run=$out/runs/$name
