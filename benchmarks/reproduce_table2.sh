@@ -58,6 +58,8 @@ refs=pop,cooc,featsim
 # the pairs the paper's claims compare first (GRU4Rec/GRU4RecF, SASRec/SASRecF, then UniSRec and MISSRec), so a
 # partial run answers them soonest; the tables list the models in this order
 table2=gru4rec,gru4recf,sasrec,sasrecf,unisrec,missrec,fdsa,mmmlp,bert4rec,mdsrec
+# the project's own MDSRec configuration, a named variant, joins the tables where its frozen config exists
+plus() { [[ -f $PWD/configs/experiments/$1/mdsrec_plus.yaml ]] && echo ",mdsrec_plus" || true; }
 # reuse a finished run of another step (SRC) as DST, by a symbolic link; the benchmark checks its config and data
 link_run() {
     local src=$1 dst=$2
@@ -76,10 +78,10 @@ for step in "${steps[@]}"; do
             mdsrec benchmark --data "$data/sports" --models "$refs,sasrec,mdsrec" --seeds 1 \
                 --out "$out/sports" --set train.progress=false ${dry[@]+"${dry[@]}"} "${configs[@]}" ;;
         scientific-table2)
-            mdsrec benchmark --data "$data/scientific" --models "$refs,$table2" --seeds 3 \
+            mdsrec benchmark --data "$data/scientific" --models "$refs,$table2$(plus scientific)" --seeds 3 \
                 --search train.lr=1e-4,1e-3,1e-2 --out "$out/scientific_table2" --set train.progress=false ${dry[@]+"${dry[@]}"} "${configs[@]}" ;;
         sports-table2)
-            mdsrec benchmark --data "$data/sports" --models "$refs,$table2" --seeds 1 \
+            mdsrec benchmark --data "$data/sports" --models "$refs,$table2$(plus sports)" --seeds 1 \
                 --out "$out/sports" --set train.progress=false ${dry[@]+"${dry[@]}"} "${configs[@]}" ;;
         sports-search)
             for m in sasrec mdsrec; do

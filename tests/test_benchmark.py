@@ -546,6 +546,22 @@ def test_a_named_variant_trains_from_its_frozen_config_beside_its_model(
     assert "| cooc wide | 1 | " in md
 
 
+def test_a_named_variant_takes_part_in_a_learning_rate_search(tiny_data, tmp_path, train_calls) -> None:
+    configs = tmp_path / "configs"
+    (configs / "synthetic").mkdir(parents=True)
+    (configs / "synthetic" / "sasrec_small.yaml").write_text(
+        "variant: sasrec_small\nmodel: {name: sasrec, hidden_size: 8, inner_size: 16}\n"
+    )
+    out = benchmark(
+        tiny_data, ["sasrec_small"], 1, tmp_path / "b", configs, TINY_SETS[:4], search="train.lr=0.01,0.001"
+    )
+    assert sorted(train_calls) == [("train.lr=0.001/seed0", False), ("train.lr=0.01/seed0", False)]
+    assert (tmp_path / "b" / "runs" / "sasrec_small" / "train.lr=0.01" / "seed0" / "metrics.json").is_file()
+    (chosen,) = out.results
+    assert chosen.model == "sasrec_small" and chosen.metrics["config"]["variant"] == "sasrec_small"
+    assert chosen.metrics["config"]["model"]["hidden_size"] == 8
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [

@@ -386,7 +386,9 @@ def test_a_variant_gets_its_own_row_after_its_model_without_paper_values(tmp_pat
     assert text.index("| SASRec | 1 |") < text.index("| MDSRec | 1 |") < text.index("| MDSRec plus | 1 |")
     # held to MDSRec's claims (with the paper's difference for MDSRec) and compared with MDSRec itself
     assert _line(text, "| MDSRec plus > SASRec |").endswith("| +52.5% | yes |")
-    assert _line(text, "| MDSRec plus > MDSRec |").startswith("| MDSRec plus > MDSRec | 0.0500 vs 0.0300 (+66.7%)")
+    assert _line(text, "| MDSRec plus > MDSRec |").startswith(
+        "| MDSRec plus > MDSRec | 0.0500 vs 0.0300 (+66.7%)"
+    )
     assert _line(text, "| MDSRec plus > MDSRec |").endswith("| - | yes |")
     assert text.index("| MDSRec > SASRec |") < text.index("| MDSRec plus > SASRec |")
 

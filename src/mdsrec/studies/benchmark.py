@@ -152,8 +152,8 @@ def plan_runs(
         if any(o.split("=", 1)[0].strip() == param for o in per_model[m]):
             raise ConfigError(f"{param} is both searched (--search) and set (--set) for {m}")
         frozen = configs_dir / dataset / f"{m}.yaml" if configs_dir is not None else None
-        pairs = sweep_configs(
-            m, param, raw_values, frozen if frozen and frozen.is_file() else None, per_model[m]
+        pairs = sweep_configs(  # a variant's frozen config names its model
+            base.model_name, param, raw_values, frozen if frozen and frozen.is_file() else None, per_model[m]
         )
         plans[m] = [(f"{param}={value_label(v)}", c) for v, c in pairs]
     return plans
