@@ -418,3 +418,15 @@ def test_ablations_are_set_against_the_full_model_by_test_metrics(tmp_path: Path
     assert head.endswith("| last valid N@20 | last valid R@20 | test vs base |") and "promoted" not in head
     assert _line(text, "| `base` |").endswith("| - |")
     assert _line(text, "| `wo_ica` |").endswith("| R@20 -5.0%, N@20 -5.0% |")
+
+
+def test_the_speed_table_gives_processor_seconds_where_records_have_them(tmp_path: Path) -> None:
+    study = tmp_path / "records" / "sports_seeds"
+    _record(study, "sasrec/seed0", "sasrec", 42, 0.02, extra={"cpu_seconds_per_epoch": 20.0})
+    _record(study, "sasrec/seed1", "sasrec", 43, 0.02, extra={"cpu_seconds_per_epoch": 22.0})
+    _record(study, "gru4rec/seed0", "gru4rec", 42, 0.02)  # a record without them
+    page = render_html(load_records([tmp_path / "records"]))
+    text = page[page.index("<h2>Speed</h2>") :]
+    assert "<th>CPU s/epoch</th>" in text
+    assert "<td>SASRec</td><td>2</td><td>12</td><td>12-12</td><td>21</td>" in text
+    assert "<td>GRU4Rec</td><td>1</td><td>12</td><td>12-12</td><td>-</td>" in text

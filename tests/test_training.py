@@ -32,6 +32,9 @@ def test_train_writes_the_run_contract(tiny_data, tmp_path) -> None:
     assert on_disk["config"]["model"]["name"] == "sasrec"
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert all(r["train_cpu_seconds"] > 0 for r in log)  # processor time, beside the wall-clock train_seconds
+    mean_cpu = sum(r["train_cpu_seconds"] for r in log) / 3
+    assert on_disk["cpu_seconds_per_epoch"] == pytest.approx(mean_cpu, abs=1e-3)
     assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
     assert not list(run.glob(".*tmp*"))  # no temporary files left behind
     with pytest.raises(MdsrecError, match="already holds a run"):

@@ -956,11 +956,24 @@ def speed_markdown(records: list[Record]) -> str:
     lines = [
         "## Speed",
         "",
-        "Mean training seconds per epoch of each run, over the runs of a model in a study (min-max), and the mean "
-        'validation seconds per epoch; the machine is the record\'s CPU ("-": a legacy record does not say).',
+        "Mean training seconds per epoch of each run, over the runs of a model in a study (min-max), the mean "
+        "processor seconds of training per epoch (all threads of the process: a pause of the run or another "
+        'process on the cores does not count; "-": the records do not say) and the mean validation seconds per '
+        'epoch; the machine is the record\'s CPU ("-": a legacy record does not say).',
         "",
         *_head(
-            ["data set", "study", "model", "runs", "s/epoch", "min-max", "valid s/epoch", "epochs", "CPU"]
+            [
+                "data set",
+                "study",
+                "model",
+                "runs",
+                "s/epoch",
+                "min-max",
+                "CPU s/epoch",
+                "valid s/epoch",
+                "epochs",
+                "CPU",
+            ]
         ),
     ]
     groups: dict[tuple[str, str, str], list[Record]] = {}
@@ -971,6 +984,11 @@ def speed_markdown(records: list[Record]) -> str:
     ):
         spe = [float(r.metrics["seconds_per_epoch"]) for r in rs]
         ev = [float(r.metrics["eval_seconds"]) for r in rs if _is_number(r.metrics.get("eval_seconds"))]
+        cpu = [
+            float(r.metrics["cpu_seconds_per_epoch"])
+            for r in rs
+            if _is_number(r.metrics.get("cpu_seconds_per_epoch"))
+        ]
         cpus = sorted({str(r.provenance["cpu"]) for r in rs if r.provenance.get("cpu")})
         cells = [
             dataset,
@@ -979,6 +997,7 @@ def speed_markdown(records: list[Record]) -> str:
             str(len(rs)),
             _seconds(statistics.mean(spe)),
             f"{_seconds(min(spe))}-{_seconds(max(spe))}",
+            _seconds(statistics.mean(cpu)) if cpu else "-",
             _seconds(statistics.mean(ev)) if ev else "-",
             str(sum(int(r.metrics["epochs"]) for r in rs)),
             "; ".join(cpus) or "-",

@@ -236,7 +236,7 @@ def _train(
     while not finished:
         epoch = state["epoch"] + 1
         model.train()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         batches = train_batches(rows, cfg.data, epoch_seed=cfg.train.seed * 100_003 + epoch)
         total, count = 0.0, 0
         progress = cfg.train.progress and group.main
@@ -261,6 +261,8 @@ def _train(
         if diverged:
             break
         train_seconds = time.perf_counter() - t0
+        # processor seconds of this process (every thread): not inflated by a pause or by other processes
+        train_cpu_seconds = time.process_time() - cpu0
         comm_seconds = comm.take()
         t1 = time.perf_counter()
         diagnosis: dict[str, Any] = {}
@@ -286,6 +288,7 @@ def _train(
             "epoch": epoch,
             "train_loss": total / max(count, 1),
             "train_seconds": round(train_seconds, 3),
+            "train_cpu_seconds": round(train_cpu_seconds, 3),
             "eval_seconds": round(eval_seconds, 3),
             **({"comm_seconds": round(comm_seconds, 3)} if group.active else {}),
             **{f"valid_{k}": v for k, v in valid.items()},
@@ -337,6 +340,13 @@ def _save_epoch(
     if improved:  # after last.pt: a crash in between is repaired on resume (see _repair_best)
         save_checkpoint(best_path, _model_state(cfg, data, model, epoch))
     write_text(run_dir / LOG, "".join(json.dumps(r) + "\n" for r in state["history"]))
+
+
+def _cpu_seconds_per_epoch(history: list[dict[str, Any]]) -> dict[str, float]:
+    """{"cpu_seconds_per_epoch": mean processor seconds of training per epoch} over the epochs that logged them
+    (a run resumed from an older version has epochs without); {} when none did."""
+    cpu = [float(r["train_cpu_seconds"]) for r in history if "train_cpu_seconds" in r]
+    return {"cpu_seconds_per_epoch": round(sum(cpu) / len(cpu), 3)} if cpu else {}
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
@@ -565,6 +575,7 @@ def finalize(
         "diverged_at_epoch": diverged,
         "seconds_per_epoch": round(sum(r["train_seconds"] for r in hist) / max(len(hist), 1), 3),
         "eval_seconds": round(sum(r["eval_seconds"] for r in hist) / max(len(hist), 1), 3),
+        **_cpu_seconds_per_epoch(hist),
         "exclude_history": cfg.eval.exclude_history,
         "data": {
             "name": data.name,
