@@ -14,7 +14,9 @@
 #
 # with_ica is the baseline with ICA switched back on: what ICA adds at the screens' length, for its cost. wd_1e4
 # regularises the ID embeddings: in the base screen the ID channel's validation N@20 peaks at epoch 1-2 and falls
-# (0.0363 -> 0.0297 by epoch 6) while the modal channels keep rising (0.0126 -> 0.0225).
+# (0.0363 -> 0.0297 by epoch 6) while the modal channels keep rising (0.0126 -> 0.0225). mu_id4: E-bar_id =
+# mu_id O E_id + E_id with the symmetrically normalised O scales E_id's gradient through O by mu_id (16), which may
+# be why the ID channel fits so fast; the screens that address that overfitting run first.
 #
 # Promotion rule (set before the screens ran): a variant is promoted to a full run with ICA when, at epoch 6, its
 # validation NDCG@20 beats the baseline screen's by at least 3% and its validation Recall@20 is not below the
@@ -40,10 +42,11 @@ declare -A screens=(
     [ext_id_features]="model.ext_id_features=true"
     [with_ica]="model.use_ica=true"
     [wd_1e4]="train.weight_decay=1e-4"
+    [mu_id4]="model.mu_id=4.0"
 )
 # mu_m4 approximates modal_literal_o's graphs (the review's reach proxy); modal_literal_o missed the promotion
 # rule (validation N@20 +2.4%), so mu_m4 is left out of the default order.
-order=(base ext_features modal_literal_o ext_id_features ext_cosine fused_final no_mrgc with_ica wd_1e4)
+order=(base ext_features modal_literal_o ext_id_features ext_cosine fused_final wd_1e4 mu_id4 no_mrgc with_ica)
 [[ $# -gt 0 ]] && order=("$@")
 
 # one queue at a time per OUT_ROOT: a second one waits here for the first to end; and no other training of
