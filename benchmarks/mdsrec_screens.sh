@@ -14,9 +14,9 @@
 #
 # with_ica is the baseline with ICA switched back on: what ICA adds at the screens' length, for its cost. wd_1e4
 # regularises the ID embeddings: in the base screen the ID channel's validation N@20 peaks at epoch 1-2 and falls
-# (0.0363 -> 0.0297 by epoch 6) while the modal channels keep rising (0.0126 -> 0.0225). mu_id4: E-bar_id =
-# mu_id O E_id + E_id with the symmetrically normalised O scales E_id's gradient through O by mu_id (16), which may
-# be why the ID channel fits so fast; the screens that address that overfitting run first.
+# (0.0363 -> 0.0297 by epoch 6) while the modal channels keep rising (0.0126 -> 0.0225). mu_id4: with mu_id 16 on the
+# symmetrically normalised O the ID channel's input E-bar_id = mu_id O E_id + E_id is mostly the co-occurring
+# items' embeddings; 4 keeps more of each item's own. The screens that address the ID channel's fall run first.
 #
 # Promotion rule (set before the screens ran): a variant is promoted to a full run with ICA when, at epoch 6, its
 # validation NDCG@20 beats the baseline screen's by at least 3% and its validation Recall@20 is not below the
