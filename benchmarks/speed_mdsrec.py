@@ -45,8 +45,12 @@ def child(
     build_s = time.perf_counter() - t0
     if adam == "trainer":
         opt: torch.optim.Optimizer = make_optimizer(exp.model, cfg.train.lr)
-    else:  # torch's per-tensor loop (the trainer's Adam before it was fused)
-        opt = torch.optim.Adam(exp.model.parameters(), lr=cfg.train.lr, foreach=False)
+    else:  # torch's per-tensor loop, or its fused kernel
+        opt = torch.optim.Adam(
+            exp.model.parameters(),
+            lr=cfg.train.lr,
+            **{adam.replace("per-tensor", "foreach"): adam == "fused"},
+        )
     rows = build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode)
     batches = train_batches(rows, cfg.data, epoch_seed=1)
     timed = batches if steps <= 0 else batches[1 : steps + 1]
@@ -104,9 +108,9 @@ def main() -> int:
     p.add_argument(
         "--adam",
         nargs="+",
-        choices=("trainer", "per-tensor"),
+        choices=("trainer", "per-tensor", "fused"),
         default=["trainer"],
-        help="the optimizer(s) each case is timed with: the trainer's (fused) and/or torch's per-tensor Adam",
+        help="the optimizer(s) each case is timed with: the trainer's, torch's per-tensor Adam, its fused kernel",
     )
     p.add_argument("--json", help="write a benchmark record here")
     p.add_argument("--child", help=argparse.SUPPRESS)

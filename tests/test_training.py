@@ -9,6 +9,7 @@ import mdsrec.training.trainer as trainer_mod
 from mdsrec.cli import main
 from mdsrec.config import TrainConfig, resolve_config
 from mdsrec.errors import ConfigError, MdsrecError, TrainingDiverged
+from mdsrec.evaluation.evaluator import evaluate
 from mdsrec.models import REGISTRY, full_config
 from mdsrec.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import TINY_MODEL
@@ -435,37 +436,62 @@ def test_ctrl_c_says_what_each_command_can_do_next(monkeypatch, capsys, command,
     assert says in err and ("--resume" not in err or command == "train")
 
 
-def test_the_trainers_adam_is_fused_and_equals_the_per_tensor_update() -> None:
-    """make_optimizer: torch's fused Adam on CPU; five steps of it equal five of the per-tensor loop to within
-    float rounding, with weight decay."""
-    torch.manual_seed(0)
-    a = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 3))
-    b = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 3))
-    b.load_state_dict(a.state_dict())
-    start = {k: v.clone() for k, v in a.state_dict().items()}
-    fused = trainer_mod.make_optimizer(a, 1e-2, 1e-4)
-    loop = torch.optim.Adam(b.parameters(), lr=1e-2, weight_decay=1e-4, foreach=False)
-    assert fused.param_groups[0]["fused"] is True
-    items = torch.randint(0, 50, (16,))
-    for _ in range(5):
-        for model, opt in ((a, fused), (b, loop)):
-            opt.zero_grad()
-            model(items).square().sum().backward()
-            opt.step()
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
-        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
-        assert not torch.equal(pa, start[name])  # the steps moved every parameter
+def test_the_trainers_adam_step_moves_every_parameters_version() -> None:
+    """The evaluation caches of whole-catalogue tables see a changed weight by its version counter; torch's fused
+    Adam updates in place without moving it, so the trainer's Adam must not be fused."""
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 3))
+    opt = trainer_mod.make_optimizer(model, 1e-2, 1e-4)
+    assert not opt.param_groups[0].get("fused")
+    before = [p._version for p in model.parameters()]
+    model(torch.randint(0, 50, (16,))).square().sum().backward()
+    opt.step()
+    assert all(p._version > v for p, v in zip(model.parameters(), before, strict=True))
 
 
-def test_a_per_tensor_adam_state_resumes_fused_with_its_own_settings() -> None:
-    """A checkpoint written by the per-tensor Adam (older runs) loads into the trainer's optimizer: the moments
-    and the learning rate come from the checkpoint, the implementation stays fused."""
+def test_an_optimizer_state_resumes_with_the_trainers_implementation_and_its_own_settings() -> None:
+    """A checkpoint written by another Adam implementation (the fused one) loads into the trainer's optimizer: the
+    moments and the learning rate come from the checkpoint, the implementation stays the trainer's."""
     model = torch.nn.Linear(4, 2)
-    old = torch.optim.Adam(model.parameters(), lr=3e-4, foreach=False)
+    old = torch.optim.Adam(model.parameters(), lr=3e-4, fused=True)
     model(torch.ones(1, 4)).sum().backward()
     old.step()
     opt = trainer_mod.make_optimizer(model, 1e-3)
     trainer_mod.load_optimizer_state(opt, old.state_dict())
     group = opt.param_groups[0]
-    assert group["fused"] is True and group["lr"] == 3e-4
+    assert not group.get("fused") and group["lr"] == 3e-4
     torch.testing.assert_close(opt.state[model.weight]["exp_avg"], old.state[model.weight]["exp_avg"])
+
+
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [("mdsrec", []), ("mdsrec", ["model.ext_id_features=true"]), ("missrec", []), ("sasrec", [])],
+)
+def test_each_epochs_validation_is_that_epochs_model(
+    tiny_data, tmp_path, model: str, extra: list[str]
+) -> None:
+    """The validation logged after every epoch is the metric of that epoch's weights: the final evaluation of
+    best.pt equals the logged line of the best epoch, and the last epoch's line that of last.pt. Guards the
+    models' evaluation caches of whole-catalogue tables against an optimizer step they do not see."""
+    cfg = resolve_config(
+        None,
+        [
+            *SETS,
+            "train.epochs=3",
+            "train.patience=50",
+            *(f"model.{k}={v}" for k, v in TINY_MODEL[model].items()),
+            *extra,
+        ],
+        model=model,
+    )
+    metrics = trainer_mod.train(cfg, tiny_data, tmp_path / "run")
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len({round(r["valid_ndcg@20"], 12) for r in log}) > 1  # the weights did change between epochs
+    best = log[metrics["best_epoch"] - 1]
+    for k in ("ndcg@20", "recall@20", "ndcg@10"):
+        assert metrics["valid"][k] == pytest.approx(best[f"valid_{k}"], abs=1e-9)
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    exp = trainer_mod.make_experiment(full_config(cfg), tiny_data, ck["model_state"])
+    exp.model.load_state_dict(ck["model_state"])
+    last = evaluate(exp.model, exp.split, "valid", cfg.data, cfg.eval)
+    for k in ("ndcg@20", "recall@20", "ndcg@10"):
+        assert last[k] == pytest.approx(log[-1][f"valid_{k}"], abs=1e-9)

@@ -188,9 +188,13 @@ class EvalCache(Generic[T]):
             self.clear()
             return compute()
         key = tuple(
-            (t._version, t.data_ptr(), t.device, t.dtype, t.shape)
+            (id(t), t._version, t.data_ptr(), t.device, t.dtype, t.shape)
             for t in (*module.parameters(), *module.buffers())
-        ) + (torch.is_autocast_enabled("cpu"), torch.is_autocast_enabled("cuda"))
+        ) + (
+            torch.is_autocast_enabled("cpu"),
+            torch.is_autocast_enabled("cuda"),
+            torch.is_inference_mode_enabled(),  # tables made in inference mode are not for use outside it
+        )
         if key != self._key or self._value is None:
             self._value, self._key = compute(), key
         return self._value

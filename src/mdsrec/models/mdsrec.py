@@ -62,6 +62,7 @@ from mdsrec.data.graphs import (
 from mdsrec.data.protocol import Batch
 from mdsrec.models.base import (
     DataInfo,
+    EvalCache,
     SequentialRecommender,
     check_config,
     init_weights,
@@ -188,8 +189,7 @@ class MDSRec(SequentialRecommender):
     def __init__(self, cfg: MDSRecConfig, info: DataInfo) -> None:
         super().__init__()
         self.cfg = cfg
-        # (key of every parameter's and buffer's identity and version, tables) while gradients are off
-        self._tables_cache: tuple[tuple[object, ...], ItemTables] | None = None
+        self._tables_cache: EvalCache[ItemTables] = EvalCache()  # item_tables() in evaluation
         n1 = info.num_items + 1
         self.num_items = info.num_items
         self.modalities = list(info.features)
@@ -375,15 +375,9 @@ class MDSRec(SequentialRecommender):
         only when Eq. 6 reads it (then the ID channel reads its rows too); otherwise the ID channel computes just
         the batch's rows of it. Without gradients (evaluation, serving) the tables are computed once and reused
         until a parameter or buffer changes (an optimizer step, a loaded state dict, a move to another device):
-        the same values as recomputing them, without the graph products on every call."""
-        if torch.is_grad_enabled():
-            return self._item_tables()
-        key = (torch.is_inference_mode_enabled(),) + tuple(
-            (id(t), t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers())
-        )
-        if self._tables_cache is None or self._tables_cache[0] != key:
-            self._tables_cache = (key, self._item_tables())
-        return self._tables_cache[1]
+        the same values as recomputing them, without the graph products on every call (``EvalCache``; any training
+        step, which computes them with gradients, drops the cache)."""
+        return self._tables_cache.get(self, self._item_tables)
 
     def _item_tables(self) -> ItemTables:
         e = self.id_table()  # [N+1, D]

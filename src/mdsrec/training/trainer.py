@@ -350,21 +350,17 @@ def _cpu_seconds_per_epoch(history: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """The trainer's Adam. Fused (one pass over each parameter per step) where torch has a fused kernel for the
-    parameters' device (CPU, CUDA): the same update as the per-tensor loop to within float rounding. On the Sports
-    MDSRec config (9.7M parameters) it saves about 1% of a CPU step (``benchmarks/speed_mdsrec.py --adam``)."""
-    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=_fused(model))
-
-
-def _fused(model: nn.Module) -> bool | None:
-    kinds = {p.device.type for p in model.parameters()}
-    return True if kinds and kinds <= {"cpu", "cuda"} else None
+    """The trainer's Adam, torch's default implementation for the device. Not the fused kernel: its in-place update
+    does not move the parameters' version counters, which the models' evaluation caches of whole-catalogue tables
+    read to see a changed weight (the Sports MDSRec step it would save is 1%: ``benchmarks/speed_mdsrec.py
+    --adam``)."""
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
-    """Load a checkpoint's optimizer state, keeping this optimizer's implementation: a state saved by the
-    per-tensor Adam (older checkpoints) resumes with the fused one (the settings that change the update, lr and
-    betas and the rest, come from the checkpoint)."""
+    """Load a checkpoint's optimizer state, keeping this optimizer's implementation (``fused``, ``foreach``): a
+    state saved by another one resumes with this one; the settings that change the update (lr, betas, ...) and the
+    moments come from the checkpoint."""
     impl = [{k: g.get(k) for k in ("fused", "foreach")} for g in optimizer.param_groups]
     optimizer.load_state_dict(saved)
     for group, keep in zip(optimizer.param_groups, impl, strict=True):
