@@ -464,7 +464,13 @@ def test_an_optimizer_state_resumes_with_the_trainers_implementation_and_its_own
 
 @pytest.mark.parametrize(
     ("model", "extra"),
-    [("mdsrec", []), ("mdsrec", ["model.ext_id_features=true"]), ("missrec", []), ("sasrec", [])],
+    [
+        ("mdsrec", []),
+        ("mdsrec", ["model.ext_id_features=true"]),
+        ("missrec", []),
+        ("unisrec", []),
+        ("sasrec", []),
+    ],
 )
 def test_each_epochs_validation_is_that_epochs_model(
     tiny_data, tmp_path, model: str, extra: list[str]
