@@ -46,11 +46,8 @@ def child(
     if adam == "trainer":
         opt: torch.optim.Optimizer = make_optimizer(exp.model, cfg.train.lr)
     else:  # torch's per-tensor loop, or its fused kernel
-        opt = torch.optim.Adam(
-            exp.model.parameters(),
-            lr=cfg.train.lr,
-            **{adam.replace("per-tensor", "foreach"): adam == "fused"},
-        )
+        impl = {"fused": True} if adam == "fused" else {"foreach": False}
+        opt = torch.optim.Adam(exp.model.parameters(), lr=cfg.train.lr, **impl)
     rows = build_train_rows(exp.split, cfg.data.max_len, cfg.data.train_mode)
     batches = train_batches(rows, cfg.data, epoch_seed=1)
     timed = batches if steps <= 0 else batches[1 : steps + 1]

@@ -34,6 +34,14 @@ TINY_SETS = [
 ]
 
 
+def frozen_configs(tmp_path: Path, name: str, text: str) -> Path:
+    """A frozen configs folder holding synthetic/NAME.yaml with ``text``."""
+    configs = tmp_path / "configs"
+    (configs / "synthetic").mkdir(parents=True)
+    (configs / "synthetic" / f"{name}.yaml").write_text(text)
+    return configs
+
+
 def bench_argv(data: Path, models: str, seeds: int, out: Path, configs: Path, *extra: str) -> list[str]:
     """`mdsrec benchmark` arguments: the required ones, then ``extra`` (``--set ...``, ``--search ...``)."""
     return [
@@ -172,10 +180,10 @@ def test_operational_keys_do_not_block_reuse(tiny_data, tmp_path, train_calls) -
 
 
 def test_reference_models_run_once_and_frozen_configs_apply(tiny_data, tmp_path, train_calls) -> None:
-    configs = tmp_path / "configs"
-    (configs / "synthetic").mkdir(parents=True)
-    (configs / "synthetic" / "cooc.yaml").write_text(
-        "model: {name: cooc, window: 2, directed: true}\ntrain: {seed: 7, progress: false}\n"
+    configs = frozen_configs(
+        tmp_path,
+        "cooc",
+        "model: {name: cooc, window: 2, directed: true}\ntrain: {seed: 7, progress: false}\n",
     )
     results = benchmark(
         tiny_data, ["pop", "cooc"], 3, tmp_path / "b", configs, ["train.progress=false"]
@@ -531,10 +539,10 @@ def test_a_named_variant_trains_from_its_frozen_config_beside_its_model(
 ) -> None:
     """``--models cooc,cooc_wide``: cooc_wide is not a registered model but a frozen config that says
     ``variant: cooc_wide``; its runs go to runs/cooc_wide and its results row carries its own name."""
-    configs = tmp_path / "configs"
-    (configs / "synthetic").mkdir(parents=True)
-    (configs / "synthetic" / "cooc_wide.yaml").write_text(
-        "variant: cooc_wide\nmodel: {name: cooc, window: 3}\ntrain: {progress: false}\n"
+    configs = frozen_configs(
+        tmp_path,
+        "cooc_wide",
+        "variant: cooc_wide\nmodel: {name: cooc, window: 3}\ntrain: {progress: false}\n",
     )
     results = benchmark(tiny_data, ["cooc", "cooc_wide"], 1, tmp_path / "b", configs).results
     assert [r.model for r in results] == ["cooc", "cooc_wide"]
@@ -547,10 +555,10 @@ def test_a_named_variant_trains_from_its_frozen_config_beside_its_model(
 
 
 def test_a_named_variant_takes_part_in_a_learning_rate_search(tiny_data, tmp_path, train_calls) -> None:
-    configs = tmp_path / "configs"
-    (configs / "synthetic").mkdir(parents=True)
-    (configs / "synthetic" / "sasrec_small.yaml").write_text(
-        "variant: sasrec_small\nmodel: {name: sasrec, hidden_size: 8, inner_size: 16}\n"
+    configs = frozen_configs(
+        tmp_path,
+        "sasrec_small",
+        "variant: sasrec_small\nmodel: {name: sasrec, hidden_size: 8, inner_size: 16}\n",
     )
     out = benchmark(
         tiny_data, ["sasrec_small"], 1, tmp_path / "b", configs, TINY_SETS[:4], search="train.lr=0.01,0.001"
@@ -573,9 +581,7 @@ def test_a_named_variant_takes_part_in_a_learning_rate_search(tiny_data, tmp_pat
 def test_a_variant_config_must_name_itself_after_its_model(
     tiny_data, tmp_path, text: str, match: str
 ) -> None:
-    configs = tmp_path / "configs"
-    (configs / "synthetic").mkdir(parents=True)
-    (configs / "synthetic" / "cooc_wide.yaml").write_text(text)
+    configs = frozen_configs(tmp_path, "cooc_wide", text)
     with pytest.raises(ConfigError, match=match):
         benchmark(tiny_data, ["cooc_wide"], 1, tmp_path / "b", configs)
     with pytest.raises(ConfigError, match="nor a variant with a frozen config"):

@@ -61,8 +61,8 @@ def test_a_config_file_that_is_not_utf8_or_yaml_is_one_error_line(tmp_path) -> N
 
 def test_variant_is_a_checked_top_level_name() -> None:
     cfg = resolve_config(None, ["variant=mdsrec_plus"], model="mdsrec")
-    assert cfg.variant == "mdsrec_plus" and cfg.row_name == "mdsrec_plus" and cfg.model_name == "mdsrec"
-    assert resolve_config(None, [], model="mdsrec").row_name == "mdsrec"
+    assert cfg.variant == "mdsrec_plus" and cfg.model_name == "mdsrec"
+    assert resolve_config(None, [], model="mdsrec").variant is None
     for bad in ("plus", "mdsrec_", "mdsrec_Plus", "sasrec_plus"):
         with pytest.raises(ConfigError, match="variant"):
             resolve_config(None, [f"variant={bad}"], model="mdsrec")

@@ -121,11 +121,6 @@ class ExperimentConfig:
     def model_name(self) -> str:
         return str(self.model["name"])
 
-    @property
-    def row_name(self) -> str:
-        """The name its runs are listed under: the variant's, else the model's."""
-        return self.variant or self.model_name
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -3,7 +3,6 @@ pairwise claims the paper reads from it. The table itself ships as package data 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from importlib import resources
 
 from mdsrec.models import REGISTRY
@@ -61,16 +60,16 @@ DISPLAY_NAMES = {"missrec": "MISSRec"}
 def display_name(model: str) -> str:
     """The model's name in printed tables, plots and messages; a variant (``mdsrec_plus``) reads as its model's
     name and its suffix ("MDSRec plus")."""
-    split = split_variant(model, REGISTRY)
+    split = split_variant(model)
     if split is not None:
         return f"{display_name(split[0])} {split[1].replace('_', ' ')}"
     return DISPLAY_NAMES.get(model) or paper_name(model)
 
 
-def split_variant(name: str, models: Iterable[str]) -> tuple[str, str] | None:
-    """(model, suffix) when ``name`` is a variant of one of ``models`` (its name, "_", a suffix; the longest
-    such model), else None."""
-    bases = [m for m in models if name.startswith(f"{m}_") and len(name) > len(m) + 1]
+def split_variant(name: str) -> tuple[str, str] | None:
+    """(model, suffix) when ``name`` is a named variant of a registered model (its name, "_", a suffix; the
+    longest such model), else None."""
+    bases = [m for m in REGISTRY if name.startswith(f"{m}_") and len(name) > len(m) + 1]
     if not bases:
         return None
     base = max(bases, key=len)

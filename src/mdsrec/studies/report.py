@@ -305,8 +305,10 @@ def model_key(model: str) -> tuple[int, str]:
     others by name."""
     if model in MODEL_ORDER:
         return MODEL_ORDER.index(model), ""
-    split = split_variant(model, MODEL_ORDER)
-    return (MODEL_ORDER.index(split[0]), model) if split is not None else (len(MODEL_ORDER), model)
+    split = split_variant(model)
+    if split is not None and split[0] in MODEL_ORDER:
+        return MODEL_ORDER.index(split[0]), model
+    return len(MODEL_ORDER), model
 
 
 @dataclass

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdsrec.data.processed import ProcessedDataset
-from mdsrec.models import REGISTRY
 from mdsrec.studies.paper import (
     COMPARISON_METRICS,
     COMPARISONS,
@@ -218,7 +217,7 @@ def results_markdown(
 
 def _variant_of(name: str) -> str | None:
     """The registered model ``name`` is a named variant of (``mdsrec_plus`` -> mdsrec), else None."""
-    split = split_variant(name, REGISTRY)
+    split = split_variant(name)
     return split[0] if split is not None else None
 
 
